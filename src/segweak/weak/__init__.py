@@ -1,0 +1,1 @@
+"""segweak.weak subpackage."""
