@@ -112,6 +112,11 @@ class WeakConfig:
         presence_threshold: A class is *present* in a patch when its proportion exceeds this value.
         use_valid_area: Average pixel probabilities over the patch's valid (non-ignore) area, the
             area the weak label was computed over; false averages over the whole patch.
+        lse_r: Sharpness r of log-sum-exp pooling (``presence_lse``, ``proportion_presence``):
+            small r ~ mean pooling, large r ~ max pooling.
+        presence_weight: Weight λ of the presence BCE term in ``proportion_presence``.
+        presence_pooling: Class-score pooling of ``proportion_presence``: ``lse`` or ``max``.
+        entropy_weight: Weight of the mean pixel-entropy term in ``proportion_entropy``.
     """
 
     method: str = "proportion"
@@ -119,6 +124,10 @@ class WeakConfig:
     eps: float = 1e-6
     presence_threshold: float = 0.0
     use_valid_area: bool = True
+    lse_r: float = 5.0
+    presence_weight: float = 0.5
+    presence_pooling: str = "lse"
+    entropy_weight: float = 0.1
 
 
 @dataclass
@@ -203,7 +212,9 @@ class TrainConfig:
         _choice("optim.scheduler", self.optim.scheduler, ("cosine", "none"))
         _choice("weak.loss", self.weak.loss, ("ce", "kl", "l1", "mse"))
         if not self.data.store:
-            raise SegweakError("data.store is not set: give the path of a prepared store (segweak prepare ...)")
+            raise SegweakError(
+                "data.store is not set: give the path of a prepared store (segweak prepare ...)"
+            )
         if self.data.batch_size < 1:
             raise SegweakError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
         if self.optim.lr <= 0:
@@ -224,6 +235,194 @@ class TrainConfig:
 def _choice(key: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise SegweakError(f"{key}: {value!r} is not valid; choose one of {', '.join(valid)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Experiment (``segweak run``): the whole protocol over stages x seeds
+# --------------------------------------------------------------------------------------------------
+
+EXPERIMENT_STAGES = ("baseline", "weak", "finetune", "full", "control")
+"""Protocol stages of ``segweak run``: ``baseline`` (train stage ``strong`` from the ImageNet/offline
+encoder), ``weak``, ``finetune`` (from the same seed's weak ``best.ckpt``), ``full`` (upper bound) and
+``control`` (``finetune``'s hyper-parameters, but starting from the ImageNet/offline encoder)."""
+
+DATASET_SOURCES = ("synthetic", "vaihingen", "folder", "store")
+
+
+@dataclass
+class SyntheticDataConfig:
+    """The procedural Vaihingen-layout data of ``dataset.source: synthetic``.
+
+    Attributes:
+        tiles: Number of synthetic tiles.
+        height: Tile height in pixels.
+        width: Tile width in pixels.
+        seed: Generator seed (same seed, same tiles).
+        eroded: Also write eroded-boundary label variants, like the official release.
+    """
+
+    tiles: int = 8
+    height: int = 512
+    width: int = 512
+    seed: int = 0
+    eroded: bool = True
+
+
+@dataclass
+class DatasetConfig:
+    """How an experiment obtains its prepared store.
+
+    Attributes:
+        source: ``synthetic`` (generate data), ``vaihingen`` (official zips or extracted folders under
+            ``root``), ``folder`` (``images`` + ``masks`` + ``palette``) or ``store`` (an already
+            prepared store at ``store``).
+        root: ``vaihingen``: directory with the official zips or extracted folders.
+        images: ``folder``: directory of image files.
+        masks: ``folder``: directory of colour-coded mask files.
+        palette: ``folder``: palette YAML (class names and mask colours or values).
+        group_by: ``folder``: group key for ``split.by: group``: ``image`` (each image its own group)
+            or ``parent`` (the image's parent folder).
+        store: Where to write (or, for ``source: store``, read) the prepared store; ``None`` means
+            ``<out_dir>/store``.
+        patch: Patch size in pixels.
+        stride: Window stride; ``None`` means ``patch`` (no overlap).
+        keep_clutter: Keep ``clutter`` as a 6th class instead of ignoring it.
+        eroded: ``vaihingen``: use the eroded-boundary labels (boundaries ignored).
+        tolerance: Colour-snapping tolerance of colour masks (max per-channel distance to a palette
+            colour); ``None`` keeps the palette's own (Vaihingen default 10).
+        synthetic: Options of ``source: synthetic``.
+    """
+
+    source: str = "synthetic"
+    root: str | None = None
+    images: str | None = None
+    masks: str | None = None
+    palette: str | None = None
+    group_by: str = "image"
+    store: str | None = None
+    patch: int = 256
+    stride: int | None = None
+    keep_clutter: bool = False
+    eroded: bool = False
+    tolerance: float | None = None
+    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+
+
+@dataclass
+class SplitConfig:
+    """The strong/weak/val split(s) of an experiment.
+
+    Attributes:
+        name: Split manifest name; with several ``seeds`` each gets ``<name>-seed<k>``.
+        fractions: Target fractions of the ``strong``, ``weak`` and ``val`` subsets (sum 1).
+        by: Unit that is assigned to a subset: ``patch`` (independent patches) or ``group`` (every
+            group, by default a source tile, goes whole to one subset: no leakage between subsets).
+        seeds: Split seeds; several seeds repeat the whole protocol on different splits.
+    """
+
+    name: str = "default"
+    fractions: list[float] = field(default_factory=lambda: [0.1, 0.7, 0.2])
+    by: str = "patch"
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class ReportConfig:
+    """What the experiment report shows.
+
+    Attributes:
+        samples: Validation patches in the sample-prediction grid (0 disables it).
+        sample_seed: Training seed whose best checkpoints draw the sample predictions.
+    """
+
+    samples: int = 4
+    sample_seed: int = 0
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole protocol (``segweak run``): data, split(s), stages x seeds x weak methods.
+
+    Attributes:
+        name: Experiment name (shown in the report).
+        out_dir: Experiment directory (runs, results, report).
+        dataset: How to obtain the prepared store (:class:`DatasetConfig`).
+        split: Split(s) to make (:class:`SplitConfig`).
+        seeds: Training seeds; every stage runs once per seed (and split seed).
+        stages: Protocol stages from :data:`EXPERIMENT_STAGES`; ``finetune`` needs ``weak``.
+        weak_methods: Weak methods to compare (names from :mod:`segweak.weak.methods`); each gives
+            ``weak`` and ``finetune`` rows; ``None`` uses ``train.weak.method``.
+        train: :class:`TrainConfig` keys shared by all stages (``stage``, ``out_dir``, ``run_name``,
+            ``data.store``, ``data.split``, ``trainer.seed`` and ``finetune.init_from`` are set by
+            the experiment).
+        stage_overrides: Per-stage :class:`TrainConfig` keys merged over ``train``, keyed by stage
+            name (``control`` starts from ``finetune``'s overrides, then its own).
+        report: Report options (:class:`ReportConfig`).
+    """
+
+    name: str = "experiment"
+    out_dir: str = "runs/experiment"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    stages: list[str] = field(default_factory=lambda: ["baseline", "weak", "finetune", "full"])
+    weak_methods: list[str] | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    stage_overrides: dict[str, Any] = field(default_factory=dict)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def validate(self) -> ExperimentConfig:
+        """Check choices and cross-field rules; return ``self`` for chaining.
+
+        Raises:
+            SegweakError: Naming the key at fault.
+        """
+        _choice("dataset.source", self.dataset.source, DATASET_SOURCES)
+        for i, stage in enumerate(self.stages):
+            _choice(f"stages[{i}]", stage, EXPERIMENT_STAGES)
+        if len(set(self.stages)) != len(self.stages):
+            raise SegweakError(f"stages: {self.stages} lists a stage twice")
+        if not self.stages:
+            raise SegweakError("stages: give at least one stage, e.g. [baseline, weak, finetune]")
+        if "finetune" in self.stages and "weak" not in self.stages:
+            raise SegweakError(
+                "stages: 'finetune' starts from the 'weak' checkpoints, so add 'weak' to stages"
+            )
+        if not self.seeds:
+            raise SegweakError("seeds: give at least one training seed, e.g. [0, 1, 2]")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise SegweakError(f"seeds: {self.seeds} lists a seed twice")
+        if not self.split.seeds or len(set(self.split.seeds)) != len(self.split.seeds):
+            raise SegweakError(f"split.seeds: give distinct split seeds, got {self.split.seeds}")
+        if len(self.split.fractions) != 3 or abs(sum(self.split.fractions) - 1.0) > 1e-6:
+            raise SegweakError(
+                f"split.fractions: expected three fractions (strong, weak, val) summing to 1, "
+                f"got {self.split.fractions}"
+            )
+        _choice("split.by", self.split.by, ("patch", "group"))
+        _choice("dataset.group_by", self.dataset.group_by, ("image", "parent"))
+        if self.dataset.patch < 1:
+            raise SegweakError(f"dataset.patch must be >= 1, got {self.dataset.patch}")
+        if self.dataset.source == "vaihingen" and not self.dataset.root:
+            raise SegweakError(
+                "dataset.root is not set: give the directory with the Vaihingen zips or folders"
+            )
+        if self.dataset.source == "folder" and not (
+            self.dataset.images and self.dataset.masks and self.dataset.palette
+        ):
+            raise SegweakError(
+                "dataset.source 'folder' needs dataset.images, dataset.masks and dataset.palette"
+            )
+        if self.dataset.source == "store" and not self.dataset.store:
+            raise SegweakError("dataset.source 'store' needs dataset.store: the path of a prepared store")
+        if self.weak_methods is not None:
+            if not self.weak_methods or len(set(self.weak_methods)) != len(self.weak_methods):
+                raise SegweakError(f"weak_methods: give distinct method names, got {self.weak_methods}")
+        for key in self.stage_overrides:
+            _choice(f"stage_overrides.{key}", key, EXPERIMENT_STAGES)
+        if self.report.samples < 0:
+            raise SegweakError(f"report.samples must be >= 0, got {self.report.samples}")
+        return self
 
 
 # --------------------------------------------------------------------------------------------------
