@@ -87,3 +87,10 @@ def test_dump_roundtrip(tmp_path: Path) -> None:
     path.write_text(dump_yaml(cfg))
     again = load_config(TrainConfig, path)
     assert again == cfg
+
+
+def test_registry_names_checked_at_validation() -> None:
+    with pytest.raises(SegweakError, match="weak.method: 'mil' is not valid; choose one of .*proportion"):
+        load_config(TrainConfig, None, ["data.store=x", "weak.method=mil"]).validate()
+    with pytest.raises(SegweakError, match="fpn"):
+        load_config(TrainConfig, None, ["data.store=x", "model.arch=fnp"]).validate()

@@ -219,6 +219,12 @@ class TrainConfig:
             raise SegweakError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
         if self.optim.lr <= 0:
             raise SegweakError(f"optim.lr must be > 0, got {self.optim.lr}")
+        # Registries are checked here too, so `segweak run` fails before hours of baseline training.
+        from segweak.models.factory import check_architecture
+        from segweak.weak.methods import WEAK_METHODS
+
+        check_architecture(self.model.arch)
+        _choice("weak.method", self.weak.method, tuple(WEAK_METHODS))
         if self.stage == "finetune" and not self.finetune.init_from:
             raise SegweakError(
                 "stage 'finetune' needs finetune.init_from: the checkpoint to start from "
