@@ -60,9 +60,7 @@ def window_starts(length: int, patch: int, stride: int) -> list[int]:
     return starts
 
 
-def windows(
-    shape: tuple[int, int], patch: int, stride: int, tile_id: str = "tile"
-) -> list[tuple[int, int]]:
+def windows(shape: tuple[int, int], patch: int, stride: int, tile_id: str = "tile") -> list[tuple[int, int]]:
     """All window origins over a tile, row-major.
 
     Args:
@@ -90,7 +88,7 @@ def windows(
 
 
 def count_windows(shape: tuple[int, int], patch: int, stride: int, tile_id: str = "tile") -> int:
-    """Number of windows :func:`windows` returns for a tile, without listing them."""
+    """Count the windows :func:`windows` returns for a tile."""
     return len(windows(shape, patch, stride, tile_id))
 
 

@@ -1,0 +1,138 @@
+"""``SegweakDataset``: one subset of a split of a prepared store, as a torch Dataset of dicts.
+
+Design decisions:
+
+* Weak patches never return their ``mask`` unless ``with_mask=True`` is passed explicitly (for
+  evaluation code), so training code on the weak subset cannot use pixel labels by accident.
+* Every item carries ``valid`` (float32 H×W, 1 where the mask is not ignore = 255). It is the area
+  over which the weak label (class proportions) was computed, which a weak loss needs to average its
+  predictions over the same area. It carries **no class information**: it only says which pixels
+  are labelled at all (in Vaihingen: everything but the eroded boundaries and, in the 5-class set,
+  clutter).
+* The dataset holds a :class:`~segweak.data.store.Store`, whose memmaps are opened lazily in each
+  process, so it can be pickled to DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from segweak.data.splits import load_split
+from segweak.data.store import IGNORE_INDEX, Store, open_store
+from segweak.data.transforms import Transform, normalization_lut, normalize, normalize_with_lut
+from segweak.errors import SegweakError
+from segweak.weak.labels import presence, proportions
+
+SUBSET_CHOICES = ("strong", "weak", "val", "full", "all")
+"""``full`` = strong ∪ weak (with masks: the full-supervision upper bound); ``all`` = every split patch."""
+
+_MASK_DEFAULT = {"strong": True, "val": True, "full": True, "weak": False, "all": False}
+
+
+class SegweakDataset(Dataset):
+    """Patches of one subset of a split.
+
+    Args:
+        store: Store or store path.
+        split: Split name (``STORE/splits/NAME.json``) or an already loaded manifest dict.
+        subset: ``strong``, ``weak``, ``val``, ``full`` (strong ∪ weak, with masks) or ``all``
+            (strong ∪ weak ∪ val, without masks unless ``with_mask=True``).
+        transform: Optional dict -> dict callable applied to the uint8 ``image`` (H×W×C) and
+            ``mask`` (H×W) before normalisation (e.g.
+            :func:`~segweak.data.transforms.default_train_transform`).
+        with_mask: Return ``mask``; ``None`` = True for strong/val/full, False for weak/all.
+        presence_threshold: Override the split's presence threshold.
+
+    Items (dict):
+        ``image``: float32 ``(C, P, P)``, ``(x - mean) / std`` per channel with the store's
+        ``image_stats`` (0..255 scale); ``mask``: int64 ``(P, P)``, 255 = ignore (only when masks are
+        returned); ``valid``: float32 ``(P, P)``; ``weak``: float32 ``(K,)`` class proportions over
+        valid pixels (sum 1); ``presence``: float32 ``(K,)`` 1.0 where the proportion exceeds the
+        threshold; ``id``: str; ``index``: int patch index in the store.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | os.PathLike[str],
+        split: str | dict[str, Any],
+        subset: str,
+        transform: Transform | None = None,
+        with_mask: bool | None = None,
+        presence_threshold: float | None = None,
+    ) -> None:
+        self.store = open_store(store)
+        if subset not in SUBSET_CHOICES:
+            raise SegweakError(f"subset must be one of {', '.join(SUBSET_CHOICES)}, got {subset!r}")
+        self.split = split if isinstance(split, dict) else load_split(self.store, split)
+        subsets = self.split["subsets"]
+        if subset == "full":
+            idx = subsets["strong"] + subsets["weak"]
+        elif subset == "all":
+            idx = subsets["strong"] + subsets["weak"] + subsets["val"]
+        else:
+            idx = subsets[subset]
+        self.subset = subset
+        self.indices = np.asarray(sorted(idx), dtype=np.int64)
+        self.transform = transform
+        self.with_mask = _MASK_DEFAULT[subset] if with_mask is None else bool(with_mask)
+        thr = self.split.get("presence_threshold", 0.0) if presence_threshold is None else presence_threshold
+        self.presence_threshold = float(thr)
+        counts = self.store.counts[self.indices] if len(self.indices) else np.zeros((0, self.num_classes))
+        props = proportions(counts)
+        self.weak = props.astype(np.float32)
+        self.presence = presence(props, self.presence_threshold).astype(np.float32)
+        self.mean = self.store.mean
+        self.std = self.store.std
+        self._lut = normalization_lut(self.mean, self.std)  # (C, 256) float32
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names."""
+        return self.store.classes
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``K``."""
+        return self.store.num_classes
+
+    def _normalize(self, image: np.ndarray) -> np.ndarray:
+        # Fast table lookup for uint8 (the contract); a custom transform returning floats on the
+        # 0..255 scale still gets the same (x - mean) / std.
+        if image.dtype == np.uint8:
+            return normalize_with_lut(image, self._lut)
+        return normalize(image, self.mean, self.std)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not 0 <= i < len(self.indices):
+            raise IndexError(f"index {i} out of range for {len(self.indices)} patches")
+        index = int(self.indices[i])
+        image = np.asarray(self.store.images[index])
+        mask = np.asarray(self.store.masks[index])
+        if self.transform is not None:
+            out = self.transform({"image": image, "mask": mask})
+            image, mask = out["image"], out["mask"]
+        item: dict[str, Any] = {
+            "image": torch.from_numpy(self._normalize(np.asarray(image))),
+            "valid": torch.from_numpy(np.ascontiguousarray(mask != IGNORE_INDEX, dtype=np.float32)),
+            "weak": torch.from_numpy(self.weak[i].copy()),
+            "presence": torch.from_numpy(self.presence[i].copy()),
+            "id": self.store.ids[index],
+            "index": index,
+        }
+        if self.with_mask:
+            item["mask"] = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
+        return item
+
+    def __repr__(self) -> str:
+        return (
+            f"SegweakDataset(store={str(self.store.path)!r}, split={self.split['name']!r}, "
+            f"subset={self.subset!r}, n={len(self)}, with_mask={self.with_mask})"
+        )

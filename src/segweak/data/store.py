@@ -1,0 +1,540 @@
+"""The prepared store: patches cut from a source's tiles, memory-mapped for training.
+
+Format (``format_version`` 1, documented in ``docs/store.md``)::
+
+    STORE/
+      store.json    metadata (source, classes, palette, patch/stride, tiles, image statistics, ...)
+      images.npy    uint8 (N, P, P, C)
+      masks.npy     uint8 (N, P, P), class indices 0..K-1, 255 = ignore
+      patches.csv   index, id, tile, group, row, col, size, valid, count_<class>...
+      splits/       split manifests (see :mod:`segweak.data.splits`)
+
+:func:`prepare` first computes the number of patches from the tiles' shapes (headers only), then
+streams tile by tile into ``np.lib.format.open_memmap`` arrays, so peak memory is about one tile
+regardless of the dataset size. Everything is written into a temporary sibling directory that is
+renamed into place at the end: an interrupted prepare leaves nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as _dt
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segweak import __version__
+from segweak.data import tiling
+from segweak.data.palette import IGNORE_INDEX
+from segweak.errors import SegweakError
+from segweak.io import atomic_directory, atomic_write_json
+from segweak.weak.labels import class_counts
+
+FORMAT_VERSION = 1
+STORE_FILES = ("store.json", "images.npy", "masks.npy", "patches.csv")
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers turning the source's objects into JSON
+
+
+def class_names(classes: Any) -> list[str]:
+    """Class names, in index order, of a ClassSet-like object (or a plain sequence of names)."""
+    if hasattr(classes, "names"):
+        names = classes.names
+        names = names() if callable(names) else names
+        return [str(n) for n in names]
+    if isinstance(classes, Sequence) and not isinstance(classes, str):
+        return [str(getattr(c, "name", c)) for c in classes]
+    raise SegweakError(f"cannot read class names from {type(classes).__name__}")
+
+
+def _jsonable(obj: Any) -> Any:
+    """Best-effort conversion of describe()/palette/georef values to JSON types."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in obj]
+    for method in ("to_dict", "as_dict", "describe"):
+        fn = getattr(obj, method, None)
+        if callable(fn):
+            return _jsonable(fn())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(dataclasses.asdict(obj))
+    return repr(obj)
+
+
+def _tile_record(tile: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "id": str(tile.id),
+        "group": str(tile.group),
+        "shape": [int(tile.shape[0]), int(tile.shape[1])],
+        "image_path": str(tile.image_path),
+        "label_path": str(tile.label_path),
+        "georef": _jsonable(getattr(tile, "georef", None)),
+    }
+    eroded = getattr(tile, "eroded_label_path", None)
+    if eroded:
+        rec["eroded_label_path"] = str(eroded)
+    # Which of the labels was actually read (Vaihingen: full or eroded), for provenance.
+    rec["read_label_path"] = str(getattr(tile, "active_label_path", tile.label_path))
+    return rec
+
+
+def _check_tiles(tiles: list[Any]) -> None:
+    if not tiles:
+        raise SegweakError("the source has no tiles; check the input paths")
+    seen: set[str] = set()
+    for t in tiles:
+        if t.id in seen:
+            raise SegweakError(f"duplicate tile id {t.id!r} in the source; tile ids must be unique")
+        seen.add(t.id)
+
+
+def _validate_tile(
+    tile: Any, image: np.ndarray, mask: np.ndarray, channels: int | None, k: int
+) -> np.ndarray:
+    """Check one read tile against the contract; return its mask value histogram (256,)."""
+    if image.dtype != np.uint8 or image.ndim != 3:
+        raise SegweakError(
+            f"tile {tile.id!r}: image must be uint8 HxWxC, got {image.dtype} with shape {image.shape}"
+        )
+    if mask.dtype != np.uint8 or mask.ndim != 2:
+        raise SegweakError(f"tile {tile.id!r}: mask must be uint8 HxW, got {mask.dtype} {mask.shape}")
+    expected = (int(tile.shape[0]), int(tile.shape[1]))
+    if image.shape[:2] != expected or mask.shape != expected:
+        raise SegweakError(
+            f"tile {tile.id!r}: header says {expected} but image is {image.shape[:2]} and mask is "
+            f"{mask.shape} ({tile.image_path}, {tile.label_path})"
+        )
+    if channels is not None and image.shape[2] != channels:
+        raise SegweakError(
+            f"tile {tile.id!r} has {image.shape[2]} channels but earlier tiles have {channels}; "
+            "all images of a store must have the same bands"
+        )
+    hist = np.bincount(mask.ravel(), minlength=256)
+    bad = np.flatnonzero(hist[k:IGNORE_INDEX])
+    if bad.size:
+        raise SegweakError(
+            f"tile {tile.id!r}: mask contains value(s) {(bad + k).tolist()} outside 0..{k - 1} and "
+            f"{IGNORE_INDEX} ({tile.label_path})"
+        )
+    return hist
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]prepare[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def _snap_summary(per_tile: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Totals and per-tile colour-snapping statistics (None when the reader reports none)."""
+    if not per_tile:
+        return None
+    total: dict[str, Any] = {}
+    for rec in per_tile:
+        for key, val in rec.items():
+            if key == "tile" or not isinstance(val, (int, float)):
+                continue
+            total[key] = max(total.get(key, 0), val) if key.startswith("max") else total.get(key, 0) + val
+    return {"total": total, "tiles": per_tile}
+
+
+# ---------------------------------------------------------------------------------------------------
+# prepare
+
+
+def prepare(
+    source: Any,
+    out: str | os.PathLike[str],
+    patch: int = 256,
+    stride: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Cut every tile of ``source`` into ``patch``-sized windows and write a prepared store.
+
+    Args:
+        source: A reader (``VaihingenSource``, ``FolderSource``) with ``classes``, ``palette``,
+            ``describe()`` and ``tiles()``.
+        out: Output store directory (must not exist unless ``overwrite``).
+        patch: Square patch side ``P`` in pixels.
+        stride: Window step ``S`` in pixels (``1..P``); ``None`` means ``P`` (no overlap). The last
+            window of each row/column is shifted to end at the tile edge (see :mod:`segweak.data.tiling`).
+        overwrite: Replace an existing store at ``out`` (only once the new one is complete).
+        progress: Show a progress bar (one step per tile).
+
+    Returns:
+        The store path.
+
+    Raises:
+        SegweakError: Existing output without ``overwrite``, patch larger than a tile, bad stride,
+            or a tile that breaks the reader contract.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise SegweakError(f"output {out} already exists; choose another --out or pass --overwrite")
+    stride = patch if stride is None else stride
+    tiling.check_patch_stride(patch, stride)
+    names = class_names(source.classes)
+    k = len(names)
+    tiles = list(source.tiles())
+    _check_tiles(tiles)
+    # Pass 1 (headers only): window origins of every tile -> N, so the arrays can be pre-allocated.
+    origins = [tiling.windows(t.shape, patch, stride, t.id) for t in tiles]
+    n_total = sum(len(o) for o in origins)
+
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        channels: int | None = None
+        hist_sum: np.ndarray | None = None  # (C, 256) exact per-channel value histogram
+        tile_hist = np.zeros(256, dtype=np.int64)
+        tile_stats: list[dict[str, Any]] = []
+        idx = 0
+        count_cols = [f"count_{n}" for n in names]
+        with (
+            open(tmp / "patches.csv", "w", newline="", encoding="utf-8") as fh,
+            _progress(progress) as bar,
+        ):
+            writer = csv.writer(fh)
+            writer.writerow(["index", "id", "tile", "group", "row", "col", "size", "valid", *count_cols])
+            task = bar.add_task("tiles", total=len(tiles))
+            for tile, tile_origins in zip(tiles, origins, strict=True):
+                bar.update(task, description=str(tile.id))
+                # Readers that can report colour-snapping statistics do so via read_with_stats().
+                stats = None
+                if hasattr(tile, "read_with_stats"):
+                    image, mask, stats = tile.read_with_stats()
+                else:
+                    image, mask = tile.read()
+                image = np.asarray(image)
+                mask = np.asarray(mask)
+                hist = _validate_tile(tile, image, mask, channels, k)
+                tile_hist += hist
+                if channels is None:
+                    # Create both .npy files at full size (sparse until written); C is known now.
+                    channels = int(image.shape[2])
+                    shapes = {
+                        "images.npy": (n_total, patch, patch, channels),
+                        "masks.npy": (n_total, patch, patch),
+                    }
+                    for fname, shape in shapes.items():
+                        mm = np.lib.format.open_memmap(tmp / fname, mode="w+", dtype=np.uint8, shape=shape)
+                        del mm
+                    hist_sum = np.zeros((channels, 256), dtype=np.int64)
+                for c in range(channels):
+                    hist_sum[c] += np.bincount(image[..., c].ravel(), minlength=256)
+                n = len(tile_origins)
+                tile_masks = tiling.extract(mask, tile_origins, patch)
+                # Map the files per tile: dirty file-backed pages count towards the process RSS while
+                # mapped, so unmapping after each tile keeps peak memory at about one tile.
+                images_mm = np.load(tmp / "images.npy", mmap_mode="r+")
+                masks_mm = np.load(tmp / "masks.npy", mmap_mode="r+")
+                for j, (r, c) in enumerate(tile_origins):
+                    images_mm[idx + j] = image[r : r + patch, c : c + patch]
+                masks_mm[idx : idx + n] = tile_masks
+                del images_mm, masks_mm  # unmapping leaves write-back to the kernel (no per-tile msync)
+                counts = class_counts(tile_masks, k)
+                valid = counts.sum(axis=1)
+                for j, (r, c) in enumerate(tile_origins):
+                    writer.writerow(
+                        [idx + j, f"{tile.id}_r{r}_c{c}", tile.id, tile.group, r, c, patch, int(valid[j])]
+                        + counts[j].tolist()
+                    )
+                if stats is not None:
+                    tile_stats.append({"tile": str(tile.id), **_jsonable(stats)})
+                idx += n
+                del image, mask, tile_masks
+                bar.advance(task)
+        assert idx == n_total and hist_sum is not None
+        for fname in ("images.npy", "masks.npy"):
+            fd = os.open(tmp / fname, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # on disk before the directory is renamed into place
+            finally:
+                os.close(fd)
+
+        values = np.arange(256, dtype=np.float64)
+        npix = hist_sum.sum(axis=1).astype(np.float64)
+        mean = (hist_sum * values).sum(axis=1) / npix
+        var = (hist_sum * (values[None, :] - mean[:, None]) ** 2).sum(axis=1) / npix
+        describe = _jsonable(source.describe())
+        band_order = getattr(source, "band_order", None) or (
+            describe.get("band_order") if isinstance(describe, dict) else None
+        )
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "tool_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "source": {
+                "kind": (describe.get("kind") if isinstance(describe, dict) else None)
+                or type(source).__name__,
+                "describe": describe,
+            },
+            "classes": names,
+            "palette": _jsonable(getattr(source, "palette", None)),
+            "ignore_index": IGNORE_INDEX,
+            "band_order": _jsonable(band_order),
+            "channels": channels,
+            "patch": int(patch),
+            "stride": int(stride),
+            "edge_policy": tiling.EDGE_POLICY,
+            "n_patches": int(n_total),
+            "n_tiles": len(tiles),
+            "tiles": [_tile_record(t) for t in tiles],
+            "image_stats": {"mean": mean.tolist(), "std": np.sqrt(var).tolist(), "scale": "0..255"},
+            "label_stats": {
+                "pixels": {n: int(tile_hist[i]) for i, n in enumerate(names)},
+                "ignore": int(tile_hist[IGNORE_INDEX]),
+                "snapping": _snap_summary(tile_stats),
+            },
+        }
+        atomic_write_json(tmp / "store.json", meta)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# reader
+
+
+class Store:
+    """Read access to a prepared store; cheap to construct and picklable.
+
+    The image and mask arrays are opened lazily (``np.load(mmap_mode="r")``) on first access and are
+    not pickled, so a ``Store`` can be sent to DataLoader worker processes, each of which maps the
+    files itself.
+
+    Attributes:
+        path: Store directory.
+        meta: Parsed ``store.json``.
+        classes: Class names (``K``).
+        ids: Patch ids (``N``), e.g. ``"area1_r0_c256"``.
+        tiles: Source tile of each patch (``N``).
+        groups: Group key of each patch (``N``).
+        rows, cols: Patch origin in its tile, ``(N,)`` int64.
+        counts: ``(N, K)`` int64 per-class valid pixel counts.
+        valid: ``(N,)`` int64 valid (non-ignore) pixels per patch.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise SegweakError(f"{self.path} is not a directory; expected a store made by `segweak prepare`")
+        missing = [f for f in STORE_FILES if not (self.path / f).is_file()]
+        if missing:
+            raise SegweakError(
+                f"{self.path} is not a segweak store (missing {', '.join(missing)}); "
+                "create one with `segweak prepare`"
+            )
+        try:
+            self.meta: dict[str, Any] = json.loads((self.path / "store.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SegweakError(f"cannot read {self.path / 'store.json'}: {exc}") from exc
+        version = self.meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise SegweakError(
+                f"{self.path / 'store.json'} has format_version {version!r}; this segweak "
+                f"({__version__}) reads version {FORMAT_VERSION}; re-run `segweak prepare`"
+            )
+        self.classes: list[str] = list(self.meta["classes"])
+        self._read_manifest()
+        self._images: np.ndarray | None = None
+        self._masks: np.ndarray | None = None
+
+    def _read_manifest(self) -> None:
+        k = len(self.classes)
+        with open(self.path / "patches.csv", newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            expected = ["index", "id", "tile", "group", "row", "col", "size", "valid"] + [
+                f"count_{c}" for c in self.classes
+            ]
+            if header != expected:
+                raise SegweakError(f"{self.path / 'patches.csv'} has an unexpected header; re-run prepare")
+            rows = list(reader)
+        n = int(self.meta["n_patches"])
+        if len(rows) != n:
+            raise SegweakError(
+                f"{self.path / 'patches.csv'} has {len(rows)} rows but store.json says {n} patches"
+            )
+        self.ids = [r[1] for r in rows]
+        self.tiles = [r[2] for r in rows]
+        self.groups = [r[3] for r in rows]
+        num = np.array([[int(v) for v in (r[0], *r[4:])] for r in rows], dtype=np.int64).reshape(n, 5 + k)
+        if n and not np.array_equal(num[:, 0], np.arange(n)):
+            raise SegweakError(f"{self.path / 'patches.csv'}: index column is not 0..N-1")
+        self.rows = num[:, 1]
+        self.cols = num[:, 2]
+        self.valid = num[:, 4]
+        self.counts = num[:, 5:]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_images"] = None
+        state["_masks"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, n_patches={len(self)}, classes={self.classes})"
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``K``."""
+        return len(self.classes)
+
+    @property
+    def patch(self) -> int:
+        """Patch side ``P``."""
+        return int(self.meta["patch"])
+
+    @property
+    def images(self) -> np.ndarray:
+        """``(N, P, P, C)`` uint8 memmap (read-only)."""
+        if self._images is None:
+            self._images = np.load(self.path / "images.npy", mmap_mode="r")
+        return self._images
+
+    @property
+    def masks(self) -> np.ndarray:
+        """``(N, P, P)`` uint8 memmap (read-only), 255 = ignore."""
+        if self._masks is None:
+            self._masks = np.load(self.path / "masks.npy", mmap_mode="r")
+        return self._masks
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Per-channel image mean (0..255 scale), ``(C,)`` float32."""
+        return np.asarray(self.meta["image_stats"]["mean"], dtype=np.float32)
+
+    @property
+    def std(self) -> np.ndarray:
+        """Per-channel image standard deviation (0..255 scale), ``(C,)`` float32."""
+        return np.asarray(self.meta["image_stats"]["std"], dtype=np.float32)
+
+    @property
+    def patches(self) -> list[dict[str, Any]]:
+        """One dict per patch, as in ``patches.csv`` (counts as a ``{class: n}`` dict)."""
+        return [
+            {
+                "index": i,
+                "id": self.ids[i],
+                "tile": self.tiles[i],
+                "group": self.groups[i],
+                "row": int(self.rows[i]),
+                "col": int(self.cols[i]),
+                "size": self.patch,
+                "valid": int(self.valid[i]),
+                "counts": {c: int(self.counts[i, j]) for j, c in enumerate(self.classes)},
+            }
+            for i in range(len(self))
+        ]
+
+    def split_names(self) -> list[str]:
+        """Names of the split manifests in ``STORE/splits``, sorted."""
+        d = self.path / "splits"
+        if not d.is_dir():
+            return []
+        return sorted(p.stem for p in d.glob("*.json") if not p.name.startswith("."))
+
+
+def open_store(store: Store | str | os.PathLike[str]) -> Store:
+    """Return ``store`` if it is a :class:`Store`, else open the path."""
+    return store if isinstance(store, Store) else Store(store)
+
+
+# ---------------------------------------------------------------------------------------------------
+# info
+
+
+def info(store_path: Store | str | os.PathLike[str], split: str | None = None) -> dict[str, Any]:
+    """Summary of a store (and optionally one split) as a JSON-ready dict with stable keys.
+
+    Keys (documented in ``docs/store.md``): ``path, format_version, tool_version, created, source,
+    classes, num_classes, patch, stride, channels, band_order, n_tiles, n_patches, n_valid_pixels,
+    class_pixel_fraction {class: f}, image_stats, splits [names]`` and, with ``split``, ``split``:
+    ``{name, by, seed, fractions, presence_threshold, excluded, subsets: {subset: {patches,
+    patch_fraction, pixels, pixel_fraction, mean_weak {class: f}, presence_rate {class: f}}}}``.
+    """
+    from segweak.data.splits import load_split
+    from segweak.weak.labels import presence, proportions
+
+    st = open_store(store_path)
+    m = st.meta
+    total_valid = int(st.valid.sum())
+    per_class = st.counts.sum(axis=0)
+    out: dict[str, Any] = {
+        "path": str(st.path),
+        "format_version": m["format_version"],
+        "tool_version": m.get("tool_version"),
+        "created": m.get("created"),
+        "source": m.get("source", {}).get("kind"),
+        "classes": st.classes,
+        "num_classes": st.num_classes,
+        "patch": m["patch"],
+        "stride": m["stride"],
+        "channels": m.get("channels"),
+        "band_order": m.get("band_order"),
+        "n_tiles": m["n_tiles"],
+        "n_patches": len(st),
+        "n_valid_pixels": total_valid,
+        "class_pixel_fraction": {
+            c: (float(per_class[i] / total_valid) if total_valid else None) for i, c in enumerate(st.classes)
+        },
+        "image_stats": {"mean": m["image_stats"]["mean"], "std": m["image_stats"]["std"]},
+        "splits": st.split_names(),
+    }
+    if split is not None:
+        man = load_split(st, split)
+        subsets: dict[str, Any] = {}
+        for name, idx in man["subsets"].items():
+            idx = np.asarray(idx, dtype=np.int64)
+            props = proportions(st.counts[idx]) if idx.size else np.zeros((0, st.num_classes))
+            pres = presence(props, man.get("presence_threshold", 0.0))
+            ach = man["achieved"][name]
+            subsets[name] = {
+                "patches": ach["patches"],
+                "patch_fraction": ach["patch_fraction"],
+                "pixels": ach["pixels"],
+                "pixel_fraction": ach["pixel_fraction"],
+                "mean_weak": {
+                    c: (float(props[:, i].mean()) if idx.size else None) for i, c in enumerate(st.classes)
+                },
+                "presence_rate": {
+                    c: (float(pres[:, i].mean()) if idx.size else None) for i, c in enumerate(st.classes)
+                },
+            }
+        out["split"] = {
+            "name": man["name"],
+            "by": man["by"],
+            "seed": man["seed"],
+            "fractions": man["fractions"],
+            "presence_threshold": man.get("presence_threshold", 0.0),
+            "excluded": {k: len(v) for k, v in man.get("excluded", {}).items()},
+            "subsets": subsets,
+        }
+    return out

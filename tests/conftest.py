@@ -1,0 +1,101 @@
+"""Shared, session-scoped fixtures: a tiny synthetic Vaihingen root and a prepared, split store.
+
+* ``synthetic_root``: ``segweak.data.synthetic.synthesize`` with 3 tiles of 128×128 px (seed 0), in the
+  official Vaihingen folder layout.
+* ``tiny_store``: that root prepared with ``VaihingenSource`` (5 classes, clutter ignored), patch 32,
+  stride 32 (48 patches), plus the split ``default`` (fractions 0.1/0.7/0.2, by patch, seed 0).
+
+Both are built once per test session and must be treated as read-only; tests that modify a store
+should copy it (``shutil.copytree``) or prepare their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY_TILES = 3
+TINY_SIZE = 128
+TINY_PATCH = 32
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from segweak.data.synthetic import synthesize
+
+    out = tmp_path_factory.mktemp("synthetic") / "vaihingen"
+    return Path(synthesize(out, n_tiles=TINY_TILES, height=TINY_SIZE, width=TINY_SIZE, seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_store(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from segweak.data.sources import VaihingenSource
+    from segweak.data.splits import make_split
+    from segweak.data.store import prepare
+
+    out = tmp_path_factory.mktemp("stores") / "tiny"
+    prepare(VaihingenSource(synthetic_root), out, patch=TINY_PATCH, stride=TINY_PATCH, progress=False)
+    make_split(out, name="default", fractions=(0.1, 0.7, 0.2), by="patch", seed=0)
+    return out
+
+
+class FakeTile:
+    """In-memory tile for store/split tests (random image, random 3-class mask, optional ignore)."""
+
+    def __init__(
+        self, tile_id: str, group: str, shape: tuple[int, int], seed: int, ignore_all: bool, fail: bool
+    ):
+        self.id, self.group, self.shape = tile_id, group, shape
+        self.image_path = f"mem://{tile_id}/image"
+        self.label_path = f"mem://{tile_id}/label"
+        self.georef = None
+        self._seed, self._ignore_all, self._fail = seed, ignore_all, fail
+
+    def read(self):
+        import numpy as np
+
+        if self._fail:
+            raise RuntimeError(f"simulated read failure of {self.id}")
+        rng = np.random.default_rng(self._seed)
+        image = rng.integers(0, 256, (*self.shape, 3), dtype=np.uint8)
+        mask = rng.integers(0, 3, self.shape).astype(np.uint8)
+        mask[:3, :5] = 255
+        if self._ignore_all:
+            mask[:] = 255
+        return image, mask
+
+
+class FakeSource:
+    """Minimal source object (``classes``, ``palette``, ``describe()``, ``tiles()``) over FakeTiles."""
+
+    classes = ("a", "b", "c")
+    palette = None
+
+    def __init__(self, tiles: list[FakeTile]):
+        self._tiles = tiles
+
+    def tiles(self) -> list[FakeTile]:
+        return list(self._tiles)
+
+    def describe(self) -> dict:
+        return {"kind": "fake", "n_tiles": len(self._tiles)}
+
+
+@pytest.fixture
+def fake_source():
+    """Factory: ``fake_source(shapes, groups=None, fail_at=None, ignore_all=())`` -> FakeSource."""
+
+    def make(
+        shapes: list[tuple[int, int]],
+        groups: list[str] | None = None,
+        fail_at: int | None = None,
+        ignore_all: tuple[int, ...] = (),
+    ) -> FakeSource:
+        tiles = [
+            FakeTile(f"t{i}", groups[i] if groups else f"t{i}", shape, i, i in ignore_all, i == fail_at)
+            for i, shape in enumerate(shapes)
+        ]
+        return FakeSource(tiles)
+
+    return make

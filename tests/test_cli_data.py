@@ -1,0 +1,118 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segweak.cli import main
+from segweak.data.store import Store
+
+
+@pytest.fixture(scope="module")
+def cli_store(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "store"
+    assert (
+        main(["prepare", "vaihingen", "--root", str(synthetic_root), "--out", str(out), "--patch", "64"]) == 0
+    )
+    return out
+
+
+def test_prepare_vaihingen(cli_store, capsys):
+    st = Store(cli_store)
+    assert len(st) == 3 * 4 and st.patch == 64
+    assert st.meta["source"]["describe"]["keep_clutter"] is False
+
+
+def test_prepare_existing_output_and_bad_patch(cli_store, synthetic_root, tmp_path, capsys):
+    assert main(["prepare", "vaihingen", "--root", str(synthetic_root), "--out", str(cli_store)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    out = tmp_path / "big"
+    args = ["prepare", "vaihingen", "--root", str(synthetic_root), "--out", str(out), "--patch", "256"]
+    assert main(args) == 2
+    assert "smaller --patch" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_prepare_keep_clutter(synthetic_root, tmp_path):
+    out = tmp_path / "six"
+    args = ["prepare", "vaihingen", "--root", str(synthetic_root), "--out", str(out), "--patch", "128"]
+    assert main([*args, "--keep-clutter", "--eroded"]) == 0
+    st = Store(out)
+    assert st.classes[-1] == "clutter" and len(st.classes) == 6
+    assert st.meta["source"]["describe"]["eroded"] is True
+    assert all("noBoundary" in t["read_label_path"] for t in st.meta["tiles"])
+
+
+def test_split_and_info(cli_store, capsys):
+    args = ["split", str(cli_store), "--name", "g", "--fractions", "0.2", "0.6", "0.2", "--seed", "3"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "strong" in out and "patch fraction" in out
+    assert main(["info", str(cli_store), "--split", "g", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["n_patches"] == 12 and data["split"]["name"] == "g" and data["split"]["seed"] == 3
+    assert data["split"]["fractions"] == {"strong": 0.2, "weak": 0.6, "val": 0.2}
+    assert sum(s["patches"] for s in data["split"]["subsets"].values()) == 12
+    assert main(["info", str(cli_store), "--split", "g"]) == 0
+    text = capsys.readouterr().out
+    assert "weak" in text and "impervious" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fractions", "0.5", "0.5", "0.5"], "sum to 1"),
+        (["--fractions", "-0.5", "1.0", "0.5"], "non-negative"),
+        (["--by", "tile"], "--by"),
+    ],
+)
+def test_split_errors(cli_store, capsys, args, message):
+    assert main(["split", str(cli_store), "--name", "bad", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_split_wrong_fraction_count_is_usage_error(cli_store, capsys):
+    assert main(["split", str(cli_store), "--fractions", "0.5", "0.5"]) != 0
+
+
+def test_info_errors(cli_store, tmp_path, capsys):
+    assert main(["info", str(cli_store), "--split", "missing"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["info", str(tmp_path)]) == 2
+    assert "not a segweak store" in capsys.readouterr().err
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "vaihingen_samples"
+
+INDEX_PALETTE = """\
+mode: index
+classes:
+  - {name: impervious, value: 1}
+  - {name: building, value: 2}
+  - {name: low_vegetation, value: 3}
+  - {name: tree, value: 4}
+  - {name: car, value: 5}
+ignore: [0, 6]
+"""
+
+
+def test_prepare_folder_real_index_masks(tmp_path, capsys):
+    sample = SAMPLES / "vaihingen_mmseg_pseudo"
+    if not sample.is_dir():
+        pytest.skip(f"real Vaihingen samples not found at {SAMPLES}")
+    palette = tmp_path / "palette.yaml"
+    palette.write_text(INDEX_PALETTE)
+    out = tmp_path / "store"
+    args = ["prepare", "folder", "--images", str(sample / "images"), "--masks", str(sample / "labels")]
+    args += ["--palette", str(palette), "--out", str(out), "--patch", "128", "--band-order", "IRRG"]
+    assert main(args) == 0
+    st = Store(out)
+    assert len(st) == 16 and st.meta["band_order"] == "IRRG"
+    from PIL import Image
+
+    raw = np.asarray(Image.open(sample / "labels" / "area1_0_0_512_512.png"))
+    for k in range(5):  # class k is stored value k + 1; 0 (eroded boundary) is ignore
+        assert int(st.counts[:, k].sum()) == int((raw == k + 1).sum())
+    assert int(st.valid.sum()) == int(((raw >= 1) & (raw <= 5)).sum())
+    assert main(["split", str(out), "--by", "group"]) == 2
+    assert "at least 3 groups" in capsys.readouterr().err
