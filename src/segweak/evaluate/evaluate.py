@@ -1,0 +1,147 @@
+"""Evaluate a checkpoint on a subset of a split: the same metrics as training's validation.
+
+:class:`SegMetrics` is the one metric accumulator used both by
+:class:`~segweak.train.module.SegModule` (validation/test, DDP-synced via torchmetrics) and by
+:func:`evaluate` (a plain PyTorch loop), so a run's ``metrics.json`` and ``segweak evaluate`` agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from segweak.errors import SegweakError
+from segweak.evaluate.metrics import (
+    ConfusionMatrixMetric,
+    PresenceF1Metric,
+    ProportionMAEMetric,
+    metrics_from_confusion,
+)
+from segweak.io import atomic_write_json
+
+
+class SegMetrics(nn.Module):
+    """Split-wide segmentation metrics plus weak-label metrics.
+
+    Accumulates a (K, K) confusion matrix over every pixel of the split (ignore index 255 skipped),
+    the mean absolute error between predicted and true class proportions, and the presence F1.
+
+    Args:
+        num_classes: Number of classes ``K``.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.confusion = ConfusionMatrixMetric(num_classes)
+        self.prop_mae = ProportionMAEMetric()
+        self.presence = PresenceF1Metric()
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, batch: dict[str, Any], weak_method: Any | None) -> None:
+        """Add one batch.
+
+        Args:
+            logits: (B, K, H, W) pixel logits.
+            batch: Needs ``mask`` (B, H, W) int64; ``weak`` (B, K), ``presence`` (B, K) and
+                ``valid`` (B, H, W) for the weak metrics (skipped when absent).
+            weak_method: A :class:`~segweak.weak.methods.WeakMethod` (``proportions`` and
+                ``predict_presence``); ``None`` skips the weak metrics.
+        """
+        self.confusion.update(logits.argmax(dim=1), batch["mask"])
+        if weak_method is not None and "weak" in batch and "valid" in batch:
+            valid = batch["valid"] if weak_method.cfg.use_valid_area else None
+            logits = logits.float()
+            self.prop_mae.update(weak_method.proportions(logits, valid), batch["weak"].float())
+            self.presence.update(weak_method.predict_presence(logits, valid), batch["presence"].float())
+
+    def compute(self, classes: list[str]) -> dict[str, Any]:
+        """Metrics dict: ``metrics_from_confusion`` keys + ``prop_mae``, ``presence_f1`` (None if unseen)."""
+        result = metrics_from_confusion(self.confusion.compute(), classes)
+        # update_count is per process; the metric states themselves are summed across processes.
+        weak_seen = int(self.prop_mae.compute().isnan().logical_not())
+        result["prop_mae"] = float(self.prop_mae.compute()) if weak_seen else None
+        result["presence_f1"] = float(self.presence.compute()) if weak_seen else None
+        return result
+
+    def reset(self) -> None:
+        """Clear all accumulated state."""
+        self.confusion.reset()
+        self.prop_mae.reset()
+        self.presence.reset()
+
+
+def evaluate(
+    checkpoint: str | Path,
+    store: str | Path,
+    split: str = "default",
+    subset: str = "val",
+    batch_size: int = 16,
+    device: str = "cpu",
+    out: str | Path | None = None,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on one subset of a split of a prepared store.
+
+    The checkpoint is loaded weights-only; the network is rebuilt from the model config recorded in
+    its hyperparameters.
+
+    Args:
+        checkpoint: ``.ckpt`` written by ``segweak train``.
+        store: Prepared store directory.
+        split: Split manifest name.
+        subset: ``val``, ``strong``, ``weak``, ``full`` or ``all`` (masks are loaded for all of them).
+        batch_size: Batch size.
+        device: Torch device string, e.g. ``cpu`` or ``cuda``.
+        out: Optional JSON file to write the metrics to (atomically).
+        num_workers: DataLoader workers.
+
+    Returns:
+        ``metrics_from_confusion`` keys (miou, mf1, oa, per_class_iou, ...) plus ``prop_mae``,
+        ``presence_f1``, ``checkpoint``, ``store``, ``split``, ``subset``.
+
+    Raises:
+        SegweakError: Missing checkpoint/store/split, or classes that differ between them.
+    """
+    from segweak.data.dataset import SegweakDataset
+    from segweak.data.store import Store
+    from segweak.train.checkpoint import build_model_from_checkpoint, check_classes, load_checkpoint
+    from segweak.weak.methods import build_weak_method
+
+    ckpt = load_checkpoint(checkpoint)
+    model, cfg, classes = build_model_from_checkpoint(ckpt, checkpoint)
+    st = Store(store)
+    check_classes(classes, class_names(st), checkpoint, f"store {store}")
+    dataset = SegweakDataset(st, split, subset, with_mask=True)
+    if len(dataset) == 0:
+        raise SegweakError(
+            f"subset {subset!r} of split {split!r} in store {store} is empty; nothing to evaluate"
+        )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+    dev = torch.device(device)
+    model.to(dev)
+    weak_method = build_weak_method(cfg.weak, len(classes))
+    if isinstance(weak_method, nn.Module):
+        weak_method.to(dev)
+    metrics = SegMetrics(len(classes)).to(dev)
+    with torch.inference_mode():
+        for batch in loader:
+            batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            metrics.update(model(batch["image"]), batch, weak_method)
+    result = metrics.compute(classes)
+    result.update(checkpoint=str(checkpoint), store=str(store), split=split, subset=subset)
+    if out is not None:
+        atomic_write_json(out, result)
+    return result
+
+
+def class_names(store: Any) -> list[str]:
+    """Class names of a :class:`~segweak.data.store.Store` (whatever form ``.classes`` takes)."""
+    classes = store.classes
+    names = getattr(classes, "names", classes)
+    return [str(n) for n in names]

@@ -1,0 +1,137 @@
+"""Safe checkpoint loading: weights-only unpickling, model reconstruction and signature checks.
+
+A segweak checkpoint is a Lightning checkpoint written by :class:`~segweak.train.module.SegModule`:
+
+* ``state_dict``: module weights, the network's under the ``model.`` prefix;
+* ``hyper_parameters``: plain data only: ``cfg`` (the resolved ``TrainConfig`` as a dict),
+  ``num_classes`` and ``classes`` (class names in index order);
+* ``segweak``: ``{"format_version": 1, "signature": model_signature(...), "classes": [...],
+  "stage": ..., "history": [...], "train_seconds": ...}``.
+
+Everything is plain data or tensors, so ``torch.load(path, map_location="cpu", weights_only=True)``
+reads it without executing any pickled code; a checkpoint that needs more is refused.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from segweak.config import ModelConfig, TrainConfig, from_dict
+from segweak.errors import SegweakError
+
+MODEL_PREFIX = "model."
+"""Prefix of the network's parameters inside the module's ``state_dict``."""
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` onto the CPU.
+
+    Args:
+        path: Checkpoint file (``.ckpt``).
+
+    Returns:
+        The checkpoint mapping.
+
+    Raises:
+        SegweakError: When the file is missing, is not a checkpoint, or holds pickled objects other
+            than tensors and plain data (refused: loading them could execute arbitrary code).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SegweakError(
+            f"checkpoint {path} not found; give the path of a .ckpt file (e.g. RUN/checkpoints/best.ckpt)"
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise SegweakError(
+            f"checkpoint {path} holds pickled objects other than tensors and plain data; segweak only "
+            f"loads checkpoints weights-only and refuses it (only load checkpoints written by segweak "
+            f"from trusted sources). Detail: {str(exc).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise SegweakError(
+            f"checkpoint {path} could not be read ({exc}); is it a complete .ckpt file?"
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise SegweakError(f"checkpoint {path} has no 'state_dict'; it was not written by segweak train")
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> TrainConfig:
+    """Return the ``TrainConfig`` a checkpoint was trained with (from its hyperparameters).
+
+    Raises:
+        SegweakError: When the checkpoint carries no segweak hyperparameters.
+    """
+    hp = ckpt.get("hyper_parameters") or {}
+    if "cfg" not in hp:
+        raise SegweakError(
+            f"checkpoint {path} has no segweak hyperparameters ('cfg'); it was not written by segweak"
+        )
+    return from_dict(TrainConfig, hp["cfg"])
+
+
+def checkpoint_classes(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> list[str]:
+    """Class names (index order) a checkpoint was trained with."""
+    hp = ckpt.get("hyper_parameters") or {}
+    if "classes" not in hp:
+        raise SegweakError(f"checkpoint {path} records no class names; it was not written by segweak")
+    return list(hp["classes"])
+
+
+def model_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Return the network's weights (``model.`` prefix removed) from a checkpoint."""
+    return {k[len(MODEL_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+
+
+def check_classes(saved: list[str], expected: list[str], path: str | Path, what: str) -> None:
+    """Raise a clear error when a checkpoint's classes differ from the store's / config's.
+
+    Args:
+        saved: Class names stored in the checkpoint.
+        expected: Class names of the data it is used with.
+        path: Checkpoint path (for the message).
+        what: What ``expected`` comes from, e.g. ``"store runs/store"``.
+    """
+    if len(saved) != len(expected):
+        raise SegweakError(
+            f"checkpoint {path} was trained with {len(saved)} classes ({', '.join(saved)}), "
+            f"{what} has {len(expected)} ({', '.join(expected)}); "
+            "use a checkpoint trained on the same class set"
+        )
+    if list(saved) != list(expected):
+        raise SegweakError(
+            f"checkpoint {path} was trained with classes {saved}, {what} has {expected} "
+            "(same count, different names or order); use a checkpoint trained on the same class set"
+        )
+
+
+def build_model_from_checkpoint(
+    ckpt: dict[str, Any], path: str | Path = "checkpoint"
+) -> tuple[nn.Module, TrainConfig, list[str]]:
+    """Rebuild the network a checkpoint holds and load its weights (strictly).
+
+    The network is built with ``weights: none`` (the checkpoint provides every weight, so no
+    pretrained download or package lookup happens).
+
+    Returns:
+        ``(model in eval mode on CPU, its TrainConfig, class names)``.
+    """
+    from segweak.models.factory import build_model
+
+    cfg = checkpoint_config(ckpt, path)
+    classes = checkpoint_classes(ckpt, path)
+    model_cfg = ModelConfig(**{**cfg.model.__dict__, "weights": "none"})
+    model = build_model(model_cfg, len(classes))
+    try:
+        model.load_state_dict(model_state_dict(ckpt), strict=True)
+    except RuntimeError as exc:
+        raise SegweakError(f"checkpoint {path} does not match its recorded model config: {exc}") from None
+    model.eval()
+    return model, cfg, classes
