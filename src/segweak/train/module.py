@@ -54,12 +54,47 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IG
     dims = (0, 2, 3)
     inter = (probs * onehot).sum(dims)
     denom = probs.sum(dims) + onehot.sum(dims)
-    # Classes with neither prediction nor target mass carry no information: leave them out.
-    keep = denom > 0
-    if not bool(keep.any()):
-        return logits.sum() * 0.0
-    dice = (2 * inter[keep] + 1e-6) / (denom[keep] + 1e-6)
-    return 1.0 - dice.mean()
+    # Classes with neither prediction nor target mass carry no information: leave them out. Masked
+    # arithmetic instead of boolean indexing keeps the GPU from synchronising every step.
+    keep = (denom > 0).to(probs.dtype)
+    dice = (2 * inter + 1e-6) / (denom + 1e-6)
+    n_keep = keep.sum()
+    mean_dice = (dice * keep).sum() / n_keep.clamp_min(1.0)
+    # No class with any mass (an all-ignore batch): 0 loss, still connected to the graph.
+    return torch.where(n_keep > 0, 1.0 - mean_dice, logits.sum() * 0.0)
+
+
+def pixel_loss(
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
+    dice_weight: float = 0.0,
+) -> torch.Tensor:
+    """Cross-entropy (ignore 255, optional class weights) + ``dice_weight`` × Dice.
+
+    Args:
+        logits: (B, K, H, W) raw scores.
+        mask: (B, H, W) int64 class indices, 255 = ignore.
+        class_weights: Optional (K,) cross-entropy weights.
+        dice_weight: Weight of :func:`dice_loss` (0 disables it).
+
+    Returns:
+        Scalar loss; 0 (still attached to the graph) for a batch whose pixels are all ignored.
+    """
+    weight = class_weights.to(logits.dtype) if class_weights is not None else None
+    # Sum / (weighted) valid count equals cross_entropy's "mean" reduction, but an all-ignore batch
+    # gives 0 instead of NaN (0/0), without a data-dependent branch that would make the GPU
+    # synchronise every step.
+    valid = mask != IGNORE_INDEX
+    if weight is None:
+        denom = valid.sum().to(logits.dtype)
+    else:
+        denom = (weight[torch.where(valid, mask, 0)] * valid).sum()
+    total = F.cross_entropy(logits, mask, weight=weight, ignore_index=IGNORE_INDEX, reduction="sum")
+    loss = total / denom.clamp_min(1e-12)
+    if dice_weight > 0:
+        loss = loss + dice_weight * dice_loss(logits, mask)
+    return loss
 
 
 def lr_lambda_factory(total_steps: int, warmup_steps: int, scheduler: str):
@@ -155,20 +190,8 @@ class SegModule(L.LightningModule):
         return self.model(image)
 
     def pixel_loss(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy (ignore 255, optional class weights) + ``loss.dice_weight`` × Dice.
-
-        Args:
-            logits: (B, K, H, W).
-            mask: (B, H, W) int64, 255 = ignore.
-        """
-        weight = self.class_weights.to(logits.dtype) if self.class_weights is not None else None
-        if bool((mask != IGNORE_INDEX).any()):
-            loss = F.cross_entropy(logits, mask, weight=weight, ignore_index=IGNORE_INDEX)
-        else:  # an all-ignore batch: CE would be NaN (0/0); contribute nothing instead
-            loss = logits.sum() * 0.0
-        if self.cfg.loss.dice_weight > 0:
-            loss = loss + self.cfg.loss.dice_weight * dice_loss(logits, mask)
-        return loss
+        """:func:`pixel_loss` with this run's class weights and Dice weight."""
+        return pixel_loss(logits, mask, self.class_weights, self.cfg.loss.dice_weight)
 
     # ---- the one shared step -----------------------------------------------------------------------
 
