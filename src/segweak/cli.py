@@ -7,6 +7,7 @@ Every subcommand imports its stage lazily (so ``segweak --help`` is fast) and tu
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
@@ -32,16 +33,456 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     """Weakly supervised semantic segmentation experiments on aerial imagery."""
 
 
 # ---- data commands (synth, download, prepare, split, info) ----------------------------------------
 
+# -- synth / download (owner: data sources helper) --
+
+
+@app.command("synth")
+def synth_cmd(
+    out: str = typer.Option(..., "--out", help="Output directory (must not exist unless --overwrite)."),
+    tiles: int = typer.Option(6, "--tiles", help="Number of areas to generate."),
+    size: tuple[int, int] = typer.Option((512, 512), "--size", help="Tile size: HEIGHT WIDTH in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same pixels)."),
+    zips: bool = typer.Option(
+        False, "--zips", help="Write the three official zip archives instead of folders."
+    ),
+    eroded: bool = typer.Option(True, "--eroded/--no-eroded", help="Also write _noBoundary eroded labels."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
+) -> None:
+    """Generate a synthetic data set in the official Vaihingen layout."""
+    from segweak.data.synthetic import synthesize
+
+    path = synthesize(
+        out,
+        n_tiles=tiles,
+        height=size[0],
+        width=size[1],
+        seed=seed,
+        zips=zips,
+        eroded=eroded,
+        overwrite=overwrite,
+    )
+    typer.echo(f"wrote {tiles} synthetic tile(s) of {size[0]}×{size[1]} px to {path}")
+
+
+@app.command("download")
+def download_cmd(
+    out: str = typer.Option(..., "--out", help="Directory for the zip files."),
+    url: list[str] = typer.Option(
+        ..., "--url", help="Base URL (official names appended) or URL of one zip; repeatable."
+    ),
+    user: str | None = typer.Option(None, "--user", help="HTTP basic-auth user (ISPRS login)."),
+    password: str | None = typer.Option(None, "--password", help="HTTP basic-auth password."),
+    sha256: list[str] = typer.Option([], "--sha256", help="Expected checksum NAME=HEX; repeatable."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Download the official Vaihingen zips (resumable; verifies SHA-256 when given)."""
+    from segweak.data.download import download, parse_sha256
+
+    results = download(out, url, user=user, password=password, sha256=parse_sha256(sha256), progress=progress)
+    for r in results:
+        if r.status == "missing":
+            typer.echo(f"{r.name}: not on the server (optional), skipped")
+        else:
+            check = "verified" if r.verified else "not verified (no known checksum)"
+            typer.echo(f"{r.name}: {r.status}, sha256 {r.sha256} {check}")
+
+
+# -- prepare / split / info (owner: data store helper) --
+
+
+def _print_split_table(manifest: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"split {manifest['name']!r} (by {manifest['by']}, seed {manifest['seed']})")
+    for col in ("subset", "target", "patches", "patch fraction", "valid pixels", "pixel fraction"):
+        table.add_column(col, justify="left" if col == "subset" else "right")
+    for sub, ach in manifest["achieved"].items():
+        table.add_row(
+            sub,
+            f"{manifest['fractions'][sub]:.3f}",
+            str(ach["patches"]),
+            f"{ach['patch_fraction']:.3f}",
+            str(ach["pixels"]),
+            f"{ach['pixel_fraction']:.3f}",
+        )
+    Console().print(table)
+    excluded = manifest["excluded"]["no_valid_pixels"]
+    if excluded:
+        typer.echo(f"excluded {len(excluded)} patch(es) without valid pixels")
+
+
+def _prepared(out: Path) -> None:
+    from segweak.data.store import Store
+
+    st = Store(out)
+    typer.echo(f"wrote {out}: {len(st)} patches of {st.patch}x{st.patch} from {st.meta['n_tiles']} tiles")
+
+
+@prepare_app.command("vaihingen")
+def prepare_vaihingen_cmd(
+    root: Path = typer.Option(
+        ..., "--root", help="Folder with the official zips or their extracted folders."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output store directory."),
+    patch: int = typer.Option(256, "--patch", help="Square patch side in pixels."),
+    stride: int | None = typer.Option(
+        None, "--stride", help="Window step in pixels (1..patch); default: the patch size (no overlap)."
+    ),
+    keep_clutter: bool = typer.Option(
+        False, "--keep-clutter", help="Keep clutter as a 6th class (else ignore)."
+    ),
+    eroded: bool = typer.Option(
+        False, "--eroded", help="Use the eroded (_noBoundary) labels: object boundaries become ignore."
+    ),
+    tolerance: float | None = typer.Option(
+        None, "--tolerance", help="Max colour distance snapped to a palette colour (default: the palette's)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
+) -> None:
+    """Prepare a store from ISPRS Vaihingen (official zips or extracted folders)."""
+    from segweak.data.sources import VaihingenSource
+    from segweak.data.store import prepare
+
+    source = VaihingenSource(root, keep_clutter=keep_clutter, eroded=eroded, tolerance=tolerance)
+    _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite))
+
+
+@prepare_app.command("folder")
+def prepare_folder_cmd(
+    images: Path = typer.Option(..., "--images", help="Folder of images."),
+    masks: Path = typer.Option(..., "--masks", help="Folder of label images with the same stems."),
+    palette: Path = typer.Option(..., "--palette", help="Palette YAML (class names and colours/values)."),
+    out: Path = typer.Option(..., "--out", help="Output store directory."),
+    patch: int = typer.Option(256, "--patch", help="Square patch side in pixels."),
+    stride: int | None = typer.Option(
+        None, "--stride", help="Window step in pixels (1..patch); default: the patch size (no overlap)."
+    ),
+    group_by: str = typer.Option("image", "--group-by", help="Split groups: 'image' or 'parent' folder."),
+    tolerance: float | None = typer.Option(
+        None, "--tolerance", help="Max colour distance snapped to a palette colour (default: the palette's)."
+    ),
+    band_order: str = typer.Option("RGB", "--band-order", help="Name of the image band order (metadata)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
+) -> None:
+    """Prepare a store from a folder of images and a folder of colour or index masks."""
+    from segweak.data.sources import FolderSource
+    from segweak.data.store import prepare
+
+    source = FolderSource(
+        images, masks, palette, group_by=group_by, tolerance=tolerance, band_order=band_order
+    )
+    _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite))
+
+
+@app.command("split")
+def split_cmd(
+    store: Path = typer.Argument(..., help="Prepared store directory."),
+    name: str = typer.Option("default", "--name", help="Split name (STORE/splits/NAME.json)."),
+    fractions: tuple[float, float, float] = typer.Option(
+        (0.1, 0.7, 0.2), "--fractions", help="Strong, weak and val fractions (3 numbers summing to 1)."
+    ),
+    by: str = typer.Option("patch", "--by", help="'patch' or 'group' (whole groups go to one subset)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    presence_threshold: float = typer.Option(
+        0.0, "--presence-threshold", help="A class is present when its proportion exceeds this."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing split of that name."),
+) -> None:
+    """Split a store into strong / weak / val subsets and print the achieved fractions."""
+    from segweak.data.splits import make_split
+
+    manifest = make_split(
+        store,
+        name=name,
+        fractions=fractions,
+        by=by,
+        seed=seed,
+        presence_threshold=presence_threshold,
+        overwrite=overwrite,
+    )
+    _print_split_table(manifest)
+
+
+@app.command("info")
+def info_cmd(
+    store: Path = typer.Argument(..., help="Prepared store directory."),
+    split: str | None = typer.Option(None, "--split", help="Also summarise this split."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON with stable keys (docs/store.md)."),
+) -> None:
+    """Describe a store: source, classes, patches and, with --split, the subsets."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from segweak.data.store import info
+
+    data = info(store, split=split)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    console = Console()
+    console.print(
+        f"[bold]{data['path']}[/bold] (store format {data['format_version']}, segweak {data['tool_version']})"
+    )
+    console.print(
+        f"source: {data['source']}   band order: {data['band_order']}   channels: {data['channels']}"
+    )
+    console.print(
+        f"patches: {data['n_patches']} of {data['patch']}x{data['patch']} (stride {data['stride']}) "
+        f"from {data['n_tiles']} tiles; valid pixels: {data['n_valid_pixels']}"
+    )
+    table = Table(title="classes")
+    table.add_column("index", justify="right")
+    table.add_column("class")
+    table.add_column("pixel fraction", justify="right")
+    for i, c in enumerate(data["classes"]):
+        f = data["class_pixel_fraction"][c]
+        table.add_row(str(i), c, "-" if f is None else f"{f:.3f}")
+    console.print(table)
+    console.print(f"splits: {', '.join(data['splits']) or '(none)'}")
+    if "split" in data:
+        sp = data["split"]
+        t = Table(title=f"split {sp['name']!r} (by {sp['by']}, seed {sp['seed']})")
+        for col in ("subset", "target", "patches", "patch fraction", "valid pixels", "pixel fraction"):
+            t.add_column(col, justify="left" if col == "subset" else "right")
+        order = [s for s in ("strong", "weak", "val") if s in sp["subsets"]]
+        for sub in order:
+            s = sp["subsets"][sub]
+            t.add_row(
+                sub,
+                f"{sp['fractions'][sub]:.3f}",
+                str(s["patches"]),
+                f"{s['patch_fraction']:.3f}",
+                str(s["pixels"]),
+                f"{s['pixel_fraction']:.3f}",
+            )
+        console.print(t)
+        w = Table(title="mean weak label per subset")
+        w.add_column("class")
+        for sub in order:
+            w.add_column(sub, justify="right")
+        for c in data["classes"]:
+            cells = [sp["subsets"][sub]["mean_weak"][c] for sub in order]
+            w.add_row(c, *("-" if v is None else f"{v:.3f}" for v in cells))
+        console.print(w)
+        n_ex = sp["excluded"].get("no_valid_pixels", 0)
+        if n_ex:
+            console.print(f"excluded: {n_ex} patch(es) without valid pixels")
+
+
+# -- end prepare / split / info --
+
+
 # ---- training commands (train, evaluate, predict) -------------------------------------------------
 
+
+def _metric_line(metrics: dict) -> str:
+    def fmt(v: object) -> str:
+        return "n/a" if v is None else f"{float(v):.4f}"
+
+    return (
+        f"mIoU {fmt(metrics.get('miou'))}  mF1 {fmt(metrics.get('mf1'))}  OA {fmt(metrics.get('oa'))}"
+        f"  prop-MAE {fmt(metrics.get('prop_mae'))}  presence-F1 {fmt(metrics.get('presence_f1'))}"
+    )
+
+
+@app.command("train")
+def train_cmd(
+    config: Path | None = typer.Option(None, "--config", "-c", help="TrainConfig YAML file."),
+    overrides: list[str] | None = typer.Option(
+        None, "--set", "-s", help="Override a config key, e.g. --set trainer.max_epochs=5 (repeatable)."
+    ),
+    stage: str | None = typer.Option(None, "--stage", help="Stage: strong, weak, finetune or full."),
+    store: Path | None = typer.Option(None, "--store", help="Prepared store (data.store)."),
+    out_dir: Path | None = typer.Option(None, "--out-dir", help="Parent of run directories (out_dir)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from checkpoints/last.ckpt."),
+) -> None:
+    """Train one stage; writes RUN/config.yaml, checkpoints, history.csv and metrics.json."""
+    from segweak.config import TrainConfig, load_config
+    from segweak.train.engine import train
+
+    sets = list(overrides or [])
+    if stage is not None:
+        sets.append(f"stage={stage}")
+    if store is not None:
+        sets.append(f"data.store={store}")
+    if out_dir is not None:
+        sets.append(f"out_dir={out_dir}")
+    if resume:
+        sets.append("resume=true")
+    cfg = load_config(TrainConfig, config, sets)
+    metrics = train(cfg)
+    typer.echo(f"{cfg.run_dir}: {_metric_line(metrics)} (best epoch {metrics.get('best_epoch')})")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt) written by segweak train."),
+    store: Path = typer.Option(..., "--store", help="Prepared store directory."),
+    split: str = typer.Option("default", "--split", help="Split name."),
+    subset: str = typer.Option("val", "--subset", help="strong, weak, val, full or all."),
+    out: Path | None = typer.Option(None, "--out", help="Write the metrics to this JSON file."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Batch size."),
+    device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
+) -> None:
+    """Evaluate a checkpoint on a subset of a split (same metrics as training's validation)."""
+    from segweak.evaluate.evaluate import evaluate
+
+    metrics = evaluate(
+        checkpoint, store, split=split, subset=subset, batch_size=batch_size, device=device, out=out
+    )
+    typer.echo(f"{checkpoint} on {split}/{subset}: {_metric_line(metrics)}")
+    for name, iou in metrics["per_class_iou"].items():
+        typer.echo(f"  {name:<16} IoU {'absent' if iou is None else f'{iou:.4f}'}")
+
+
+@app.command("predict")
+def predict_cmd(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt) written by segweak train."),
+    store: Path = typer.Option(..., "--store", help="Prepared store whose tiles to predict."),
+    out: Path = typer.Option(..., "--out", help="Output directory (PNG, GeoTIFF, metrics.json)."),
+    tiles: list[str] | None = typer.Option(None, "--tiles", help="Tile ids (repeatable); default: all."),
+    overlap: float = typer.Option(0.5, "--overlap", help="Window overlap fraction in [0, 1)."),
+    blend: str = typer.Option("gaussian", "--blend", help="gaussian or mean."),
+    window: int | None = typer.Option(None, "--window", help="Window side; default: the store's patch."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Windows per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
+) -> None:
+    """Predict whole tiles with a sliding window; write colour PNGs, GeoTIFFs and full-tile metrics."""
+    from segweak.evaluate.predict import predict_tiles
+
+    result = predict_tiles(
+        checkpoint,
+        store,
+        out,
+        tiles=tiles,
+        window=window,
+        overlap=overlap,
+        blend=blend,
+        batch_size=batch_size,
+        device=device,
+    )
+    typer.echo(f"predicted {len(result['tiles'])} tile(s) into {out}")
+    if result.get("overall"):
+        typer.echo(f"  full labels:        {_metric_line(result['overall'])}")
+    if result.get("overall_no_boundary"):
+        typer.echo(f"  no-boundary labels: {_metric_line(result['overall_no_boundary'])}")
+
+
 # ---- experiment commands (run, report, demo) ------------------------------------------------------
+
+
+def _print_results(exp_dir: Path, console: object | None = None) -> None:
+    """Print the per-stage results table and the headline(s) of a finished experiment."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from segweak.report.report import headlines, load_experiment, summary_table
+
+    console = console or Console()
+    exp = load_experiment(exp_dir)
+    header, rows = summary_table(exp)
+    title = f"results: {exp.results.get('name')}"
+    if exp.results.get("synthetic"):
+        title += " (SYNTHETIC data)"
+    table = Table(title=title)
+    for i, col in enumerate(header):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)  # type: ignore[attr-defined]
+    for text in headlines(exp):
+        console.print(text.replace("**", ""), highlight=False)  # type: ignore[attr-defined]
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.replace(" ", "").split(",") if s != ""]
+    except ValueError:
+        raise SegweakError(
+            f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 0,1,2"
+        ) from None
+    if not seeds:
+        raise SegweakError("--seeds: give at least one seed, e.g. --seeds 0")
+    return seeds
+
+
+@app.command("run")
+def run_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML (see docs/config.md)."),
+    overrides: list[str] = typer.Option(
+        None, "--set", help="Override a key, e.g. --set seeds=[0,1] --set train.trainer.max_epochs=5."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Experiment directory (overrides out_dir)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip report.md / report.html."),
+) -> None:
+    """Run the protocol (baseline, weak, finetune, full, control over seeds); rerun to resume."""
+    from segweak.report.experiment import load_experiment_config, run_experiment
+
+    sets = list(overrides or [])
+    if out is not None:
+        sets.append(f"out_dir={out}")
+    cfg = load_experiment_config(config, sets)
+    exp_dir = run_experiment(cfg, make_report=not no_report)
+    _print_results(exp_dir)
+    typer.echo(f"results: {exp_dir / 'results.csv'}")
+    if not no_report:
+        typer.echo(f"report: {exp_dir / 'report.html'}  (Markdown: {exp_dir / 'report.md'})")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="Experiment directory written by `segweak run`."),
+    samples: int | None = typer.Option(None, "--samples", help="Patches in the prediction grid (0: none)."),
+) -> None:
+    """(Re)write report.md, report.html and plots/ of an experiment directory."""
+    from segweak.report.report import report
+
+    path = report(run_dir, samples=samples)
+    _print_results(run_dir)
+    typer.echo(f"report: {path}  (Markdown: {run_dir / 'report.md'})")
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("segweak-demo"), "--out", help="Experiment directory."),
+    seeds: str | None = typer.Option(
+        None, "--seeds", help="Training seeds, e.g. 0,1,2 (default: demo.yaml's)."
+    ),
+    quick: bool = typer.Option(
+        False, "--quick", help="Tiny sizes, seconds: a smoke test, numbers meaningless."
+    ),
+) -> None:
+    """Run the whole protocol on SYNTHETIC data on the CPU in minutes (no download needed)."""
+    from rich.console import Console
+
+    from segweak.report.demo import demo
+
+    console = Console()
+    console.print(
+        "[bold yellow]segweak demo: the data are SYNTHETIC (procedurally generated Vaihingen-layout "
+        "tiles); the numbers exercise the pipeline, they are not results on Vaihingen.[/]"
+    )
+    exp_dir = demo(out, seeds=_parse_seeds(seeds), quick=quick, console=console)
+    _print_results(exp_dir, console)
+    console.print(
+        "[bold yellow]Reminder: SYNTHETIC data.[/] "
+        f"results: {exp_dir / 'results.csv'}   report: {exp_dir / 'report.html'}",
+        highlight=False,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # click usage errors
         import click
 
-        if isinstance(exc, click.exceptions.ClickException):
+        # typer >= 0.29 vendors click: its usage errors derive from typer.exceptions.TyperException.
+        usage_errors = (click.exceptions.ClickException, typer.exceptions.TyperException)
+        if isinstance(exc, usage_errors) and hasattr(exc, "show"):
             exc.show()
             return exc.exit_code
         raise

@@ -1,0 +1,750 @@
+"""The experiment protocol in one call: prepare -> split(s) -> stages x seeds -> results -> report.
+
+``run_experiment(cfg)`` trains, for every split seed x training seed, the protocol stages
+
+* ``baseline``: train stage ``strong`` (ImageNet/offline encoder, pixel labels of the strong subset),
+* ``weak``: train stage ``weak`` once per weak method (weak labels of the weak subset only),
+* ``finetune``: train stage ``finetune`` from the same split/seed/method's weak ``best.ckpt``,
+* ``full``: train stage ``full`` (pixel labels of strong + weak subsets: the upper bound),
+* ``control``: ``finetune``'s hyper-parameters but starting from the ImageNet/offline encoder (no weak
+  pre-training). When its resolved training config equals ``baseline``'s, it *is* the baseline: the
+  baseline run is reused and the row says so.
+
+Each run lives in ``EXP/runs/<stage>[-<method>]-split<k>-seed<s>/``. A run whose results exist
+(:func:`segweak.train.engine.is_complete`) is skipped, an interrupted one resumes from its last
+checkpoint, so rerunning the same command after a crash continues where it stopped. A completed run
+whose recorded config differs from what the experiment now asks for is an error (never silently
+mixed into the results).
+
+Results (``results.json`` / ``results.csv``) have one row per stage x method x split seed x seed; see
+:data:`RESULT_COLUMNS` and ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segweak.config import (
+    ExperimentConfig,
+    TrainConfig,
+    deep_merge,
+    dump_yaml,
+    from_dict,
+    load_config,
+    to_dict,
+)
+from segweak.errors import SegweakError
+from segweak.io import atomic_write_json, atomic_write_text
+
+RESULTS_FORMAT_VERSION = 1
+
+#: Experiment stage -> TrainConfig stage.
+TRAIN_STAGE = {
+    "baseline": "strong",
+    "weak": "weak",
+    "finetune": "finetune",
+    "full": "full",
+    "control": "strong",
+}
+
+#: Order in which stages run within one split seed x seed (weak before finetune).
+STAGE_ORDER = ("baseline", "weak", "finetune", "full", "control")
+
+#: TrainConfig keys the experiment sets itself; a ``train`` / ``stage_overrides`` entry for them is an error.
+CONTROLLED_KEYS = (
+    ("stage",),
+    ("out_dir",),
+    ("run_name",),
+    ("resume",),
+    ("data", "store"),
+    ("data", "split"),
+    ("trainer", "seed"),
+    ("finetune", "init_from"),
+)
+
+#: Keys ignored when checking that a finished run was trained with the config asked for now
+#: (paths may move with the experiment directory; the rest does not change the numbers).
+_IGNORED_FOR_MATCH = (
+    ("out_dir",),
+    ("run_name",),
+    ("resume",),
+    ("data", "store"),
+    ("data", "num_workers"),
+    ("finetune", "init_from"),
+    ("trainer", "progress_bar"),
+    ("trainer", "log_every_n_steps"),
+)
+
+#: Fixed leading columns of results.csv; ``iou_<class>`` and ``f1_<class>`` follow ``oa``.
+RESULT_COLUMNS = (
+    "stage",
+    "method",
+    "split_seed",
+    "seed",
+    "train_stage",
+    "miou",
+    "mf1",
+    "oa",
+)
+#: Trailing columns after the per-class ones.
+RESULT_TAIL_COLUMNS = (
+    "prop_mae",
+    "presence_f1",
+    "n_pixels",
+    "absent_classes",
+    "epochs",
+    "best_epoch",
+    "train_seconds",
+    "run_dir",
+    "note",
+)
+
+
+@dataclass
+class PlannedRun:
+    """One training run of the protocol.
+
+    Attributes:
+        stage: Experiment stage (``baseline``, ``weak``, ...).
+        method: Weak method for ``weak``/``finetune`` rows, else ``""``.
+        split_seed: Split seed.
+        split_name: Split manifest name inside the store.
+        seed: Training seed.
+        cfg: Resolved training config.
+        reuse_of: Key of another planned run whose results this one reuses (control = baseline).
+        note: Human-readable remark stored in the results row.
+    """
+
+    stage: str
+    method: str
+    split_seed: int
+    split_name: str
+    seed: int
+    cfg: TrainConfig
+    reuse_of: tuple[str, str, int, int] | None = None
+    note: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        """``(stage, method, split_seed, seed)``."""
+        return (self.stage, self.method, self.split_seed, self.seed)
+
+    @property
+    def label(self) -> str:
+        """Short description for progress output."""
+        name = f"{self.stage}:{self.method}" if self.method else self.stage
+        return f"{name} split{self.split_seed} seed{self.seed}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------
+
+
+def load_experiment_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load, check and return an experiment config (YAML file + ``key=value`` overrides).
+
+    Every stage's training config is resolved once here, so a typo in ``train`` or
+    ``stage_overrides`` fails before anything is prepared or trained.
+
+    Raises:
+        SegweakError: Naming the file and key at fault.
+    """
+    cfg = load_config(ExperimentConfig, path, overrides).validate()
+    check_train_sections(cfg)
+    return cfg
+
+
+def _get(d: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    node: Any = d
+    for k in keys:
+        if not isinstance(node, dict) or k not in node:
+            return _MISSING
+        node = node[k]
+    return node
+
+
+def _pop(d: dict[str, Any], keys: tuple[str, ...]) -> None:
+    node: Any = d
+    for k in keys[:-1]:
+        if not isinstance(node, dict) or k not in node:
+            return
+        node = node[k]
+    if isinstance(node, dict):
+        node.pop(keys[-1], None)
+
+
+_MISSING = object()
+
+
+def check_train_sections(cfg: ExperimentConfig) -> None:
+    """Check ``train`` and ``stage_overrides``: valid TrainConfig keys, none the experiment controls.
+
+    Raises:
+        SegweakError: Naming the dotted key at fault.
+    """
+    sections = {"train": cfg.train}
+    for stage, over in cfg.stage_overrides.items():
+        if not isinstance(over, dict):
+            raise SegweakError(
+                f"stage_overrides.{stage}: expected a mapping of TrainConfig keys, got {over!r}"
+            )
+        sections[f"stage_overrides.{stage}"] = over
+    for where, section in sections.items():
+        for keys in CONTROLLED_KEYS:
+            if _get(section, keys) is not _MISSING:
+                dotted = ".".join(keys)
+                raise SegweakError(
+                    f"{where}.{dotted}: this key is set by the experiment for every run; remove it "
+                    "(see docs/config.md, 'Keys the experiment sets')"
+                )
+        try:
+            from_dict(TrainConfig, deep_merge(cfg.train, section) if where != "train" else section)
+        except SegweakError as exc:
+            raise SegweakError(f"{where}: {exc}") from None
+    if cfg.weak_methods is not None:
+        known = _weak_method_names()
+        if known is not None:
+            for i, m in enumerate(cfg.weak_methods):
+                if m not in known:
+                    raise SegweakError(
+                        f"weak_methods[{i}]: unknown weak method {m!r}; choose from {', '.join(known)}"
+                    )
+
+
+def _weak_method_names() -> list[str] | None:
+    """Names in the weak-method registry, or ``None`` when the registry cannot be imported."""
+    try:
+        from segweak.weak.methods import WEAK_METHODS
+    except ImportError:
+        return None
+    return sorted(WEAK_METHODS)
+
+
+def methods_of(cfg: ExperimentConfig) -> list[str]:
+    """Weak methods the experiment compares (``train.weak.method`` when ``weak_methods`` is unset)."""
+    if cfg.weak_methods:
+        return list(cfg.weak_methods)
+    base = from_dict(TrainConfig, deep_merge(cfg.train, cfg.stage_overrides.get("weak", {})))
+    return [base.weak.method]
+
+
+def run_name(stage: str, method: str, split_seed: int, seed: int) -> str:
+    """Run directory name ``<stage>[-<method>]-split<k>-seed<s>``."""
+    middle = f"-{method}" if method else ""
+    return f"{stage}{middle}-split{split_seed}-seed{seed}"
+
+
+def split_name(cfg: ExperimentConfig, split_seed: int) -> str:
+    """Split manifest name for ``split_seed`` (``<name>`` alone, ``<name>-seed<k>`` for several seeds)."""
+    if len(cfg.split.seeds) == 1:
+        return cfg.split.name
+    return f"{cfg.split.name}-seed{split_seed}"
+
+
+def resolve_train_config(
+    cfg: ExperimentConfig,
+    stage: str,
+    *,
+    method: str,
+    split_seed: int,
+    seed: int,
+    store: str | Path,
+    init_from: str | None = None,
+) -> TrainConfig:
+    """Resolve one run's TrainConfig: defaults <- ``train`` <- ``stage_overrides`` <- experiment keys.
+
+    ``control`` merges ``stage_overrides.finetune`` and then ``stage_overrides.control``.
+    """
+    data = copy.deepcopy(cfg.train)
+    layers = ["finetune", "control"] if stage == "control" else [stage]
+    for layer in layers:
+        data = deep_merge(data, copy.deepcopy(cfg.stage_overrides.get(layer, {})))
+    forced: dict[str, Any] = {
+        "stage": TRAIN_STAGE[stage],
+        "out_dir": str(Path(cfg.out_dir) / "runs"),
+        "run_name": run_name(stage, method, split_seed, seed),
+        "resume": True,
+        "data": {"store": str(store), "split": split_name(cfg, split_seed)},
+        "trainer": {"seed": seed},
+    }
+    if method:
+        forced["weak"] = {"method": method}
+    if init_from is not None:
+        forced["finetune"] = {"init_from": init_from}
+    data = deep_merge(data, forced)
+    try:
+        return from_dict(TrainConfig, data).validate()
+    except SegweakError as exc:
+        raise SegweakError(f"stage {stage}: {exc}") from None
+
+
+def _comparable(train_cfg: TrainConfig | dict[str, Any]) -> dict[str, Any]:
+    d = copy.deepcopy(to_dict(train_cfg) if not isinstance(train_cfg, dict) else train_cfg)
+    for keys in _IGNORED_FOR_MATCH:
+        _pop(d, keys)
+    return d
+
+
+def plan_runs(cfg: ExperimentConfig, store: str | Path) -> list[PlannedRun]:
+    """Every run of the protocol, in the order they must train (weak before finetune).
+
+    Args:
+        cfg: Validated experiment config.
+        store: Path of the prepared store.
+
+    Returns:
+        Planned runs; a ``control`` identical to ``baseline`` reuses the baseline run.
+    """
+    methods = methods_of(cfg)
+    runs: list[PlannedRun] = []
+    for k in cfg.split.seeds:
+        sname = split_name(cfg, k)
+        for s in cfg.seeds:
+            common = {"split_seed": k, "seed": s, "store": store}
+            baseline_cfg: TrainConfig | None = None
+            for stage in STAGE_ORDER:
+                if stage not in cfg.stages:
+                    continue
+                if stage in ("weak", "finetune"):
+                    for m in methods:
+                        init = None
+                        if stage == "finetune":
+                            weak_dir = Path(cfg.out_dir) / "runs" / run_name("weak", m, k, s)
+                            init = str(weak_dir / "checkpoints" / "best.ckpt")
+                        tc = resolve_train_config(cfg, stage, method=m, init_from=init, **common)
+                        runs.append(PlannedRun(stage, m, k, sname, s, tc))
+                    continue
+                tc = resolve_train_config(cfg, stage, method="", **common)
+                run = PlannedRun(stage, "", k, sname, s, tc)
+                if stage == "baseline":
+                    baseline_cfg = tc
+                elif stage == "control":
+                    if baseline_cfg is None:  # no baseline stage: compare with what it would be
+                        baseline_cfg = resolve_train_config(cfg, "baseline", method="", **common)
+                    if _comparable(tc) == _comparable(baseline_cfg):
+                        run.note = "control = baseline (same encoder and hyper-parameters)"
+                        if "baseline" in cfg.stages:
+                            run.reuse_of = ("baseline", "", k, s)
+                runs.append(run)
+    return runs
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+def _store_path(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.dataset.store) if cfg.dataset.store else Path(cfg.out_dir) / "store"
+
+
+def _make_source(cfg: ExperimentConfig, exp_dir: Path, log: Callable[[str], None]) -> Any:
+    """Build the data source the store is prepared from (generating synthetic data if asked)."""
+    ds = cfg.dataset
+    from segweak.data import sources
+
+    if ds.source == "synthetic":
+        from segweak.data.synthetic import synthesize
+
+        root = exp_dir / "synthetic"
+        if not root.exists():
+            log(
+                f"generating SYNTHETIC Vaihingen-layout data: {ds.synthetic.tiles} tiles of "
+                f"{ds.synthetic.height}x{ds.synthetic.width} px -> {root}"
+            )
+            synthesize(
+                root,
+                n_tiles=ds.synthetic.tiles,
+                height=ds.synthetic.height,
+                width=ds.synthetic.width,
+                seed=ds.synthetic.seed,
+                zips=False,
+                eroded=ds.synthetic.eroded,
+            )
+        return sources.VaihingenSource(
+            root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance
+        )
+    if ds.source == "vaihingen":
+        return sources.VaihingenSource(
+            ds.root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance
+        )
+    if ds.source == "folder":
+        return sources.FolderSource(
+            ds.images, ds.masks, ds.palette, group_by=ds.group_by, tolerance=ds.tolerance
+        )
+    raise SegweakError(f"dataset.source {ds.source!r} has no source to prepare from")
+
+
+def _store_mismatches(meta: dict[str, Any], cfg: ExperimentConfig, source: Any) -> list[str]:
+    """Differences between an existing store's metadata and what the experiment would prepare."""
+    ds = cfg.dataset
+    stride = ds.stride or ds.patch
+    out = []
+    if meta.get("patch") != ds.patch:
+        out.append(f"patch {meta.get('patch')} != dataset.patch {ds.patch}")
+    if meta.get("stride") != stride:
+        out.append(f"stride {meta.get('stride')} != dataset.stride {stride}")
+    from segweak.data.store import class_names
+
+    classes = class_names(source.classes)
+    if list(meta.get("classes", [])) != classes:
+        out.append(f"classes {meta.get('classes')} != {classes}")
+    n_tiles = meta.get("n_tiles")
+    expected_tiles = len(source.tiles())
+    if n_tiles is not None and n_tiles != expected_tiles:
+        out.append(f"{n_tiles} tiles != {expected_tiles} tiles in the source")
+    return out
+
+
+def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> Path:
+    """Return the prepared store of the experiment, preparing it when needed.
+
+    An existing store is reused when its metadata (patch, stride, classes, tiles) matches the
+    config; otherwise this is an error (the runs trained on it would no longer match).
+
+    Raises:
+        SegweakError: When an existing store does not match, or preparation fails.
+    """
+    from segweak.data.store import Store, prepare
+
+    exp_dir = Path(cfg.out_dir)
+    store_path = _store_path(cfg)
+    if cfg.dataset.source == "store":
+        if not (store_path / "store.json").is_file():
+            raise SegweakError(
+                f"dataset.store {store_path} is not a prepared store (no store.json); run segweak prepare"
+            )
+        Store(store_path)  # validates the format version
+        log(f"using prepared store {store_path}")
+        return store_path
+    source = _make_source(cfg, exp_dir, log)
+    if (store_path / "store.json").is_file():
+        meta = Store(store_path).meta
+        bad = _store_mismatches(meta, cfg, source)
+        if bad:
+            raise SegweakError(
+                f"the existing store {store_path} does not match the config ({'; '.join(bad)}); "
+                "delete it (and the runs trained on it) or set dataset.store / out_dir to a new path"
+            )
+        log(f"store {store_path} is up to date ({meta.get('n_patches')} patches), skipping prepare")
+        return store_path
+    stride = cfg.dataset.stride or cfg.dataset.patch
+    log(f"preparing store {store_path} (patch {cfg.dataset.patch}, stride {stride})")
+    prepare(
+        source,
+        store_path,
+        patch=cfg.dataset.patch,
+        stride=stride,
+        overwrite=False,
+        progress=False,
+    )
+    return store_path
+
+
+def make_splits(
+    cfg: ExperimentConfig, store_path: Path, log: Callable[[str], None] = print
+) -> dict[int, str]:
+    """Make (or check and reuse) one split manifest per split seed; return ``{split_seed: name}``.
+
+    Raises:
+        SegweakError: When a manifest of that name exists with other fractions/unit/seed.
+    """
+    from segweak.data.splits import load_split, make_split
+    from segweak.data.store import Store
+
+    store = Store(store_path)
+    names: dict[int, str] = {}
+    want_fr = dict(zip(("strong", "weak", "val"), cfg.split.fractions, strict=True))
+    for k in cfg.split.seeds:
+        name = split_name(cfg, k)
+        names[k] = name
+        manifest = store_path / "splits" / f"{name}.json"
+        if manifest.is_file():
+            existing = _split_dict(load_split(store, name))
+            same = (
+                existing.get("seed") == k
+                and existing.get("by") == cfg.split.by
+                and all(
+                    abs(float(existing.get("fractions", {}).get(s, -1)) - f) < 1e-9
+                    for s, f in want_fr.items()
+                )
+            )
+            if not same:
+                raise SegweakError(
+                    f"split manifest {manifest} exists with other settings (seed {existing.get('seed')}, "
+                    f"by {existing.get('by')}, fractions {existing.get('fractions')}); set split.name to a "
+                    "new name or delete the manifest and the runs trained on it"
+                )
+            log(f"split {name!r} exists, reusing it")
+            continue
+        log(f"making split {name!r} (fractions {cfg.split.fractions}, by {cfg.split.by}, seed {k})")
+        make_split(store, name, fractions=cfg.split.fractions, by=cfg.split.by, seed=k)
+    return names
+
+
+def _split_dict(split: Any) -> dict[str, Any]:
+    """Return a split manifest as a plain dict, whatever object ``load_split`` returns."""
+    if isinstance(split, dict):
+        return split
+    for attr in ("to_dict", "as_dict"):
+        if hasattr(split, attr):
+            return getattr(split, attr)()
+    import dataclasses
+
+    if dataclasses.is_dataclass(split):
+        return dataclasses.asdict(split)  # type: ignore[arg-type]
+    return dict(vars(split))
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_run_config(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _check_same_config(run: PlannedRun) -> None:
+    """Refuse to reuse a finished run trained with a different config."""
+    recorded = _read_run_config(run.cfg.run_dir)
+    if recorded is None:
+        return
+    try:
+        recorded_cfg = from_dict(TrainConfig, recorded)
+    except SegweakError:
+        return  # written by another segweak version: nothing reliable to compare
+    a, b = _comparable(recorded_cfg), _comparable(run.cfg)
+    if a != b:
+        diffs = _diff_keys(a, b)
+        raise SegweakError(
+            f"run {run.cfg.run_dir} finished with a different config than the experiment now asks for "
+            f"(differs at: {', '.join(diffs[:6])}); use a new out_dir, or delete that run to retrain it"
+        )
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _read_metrics(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "metrics.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SegweakError(f"cannot read {path}: {exc}; delete the run directory to retrain it") from exc
+
+
+def result_row(run: PlannedRun, metrics: dict[str, Any], exp_dir: Path, run_dir: Path) -> dict[str, Any]:
+    """One results row from a run's metrics (``per_class_*`` flattened to ``iou_<c>`` / ``f1_<c>``)."""
+    row: dict[str, Any] = {
+        "stage": run.stage,
+        "method": run.method,
+        "split_seed": run.split_seed,
+        "seed": run.seed,
+        "train_stage": TRAIN_STAGE[run.stage],
+        "miou": metrics.get("miou"),
+        "mf1": metrics.get("mf1"),
+        "oa": metrics.get("oa"),
+    }
+    classes = list(metrics.get("classes") or metrics.get("per_class_iou", {}).keys())
+    for c in classes:
+        row[f"iou_{c}"] = (metrics.get("per_class_iou") or {}).get(c)
+    for c in classes:
+        row[f"f1_{c}"] = (metrics.get("per_class_f1") or {}).get(c)
+    row["prop_mae"] = metrics.get("prop_mae")
+    row["presence_f1"] = metrics.get("presence_f1")
+    row["n_pixels"] = metrics.get("n_pixels")
+    row["absent_classes"] = list(metrics.get("absent_classes") or [])
+    row["epochs"] = metrics.get("epochs")
+    row["best_epoch"] = metrics.get("best_epoch")
+    row["train_seconds"] = metrics.get("train_seconds")
+    try:
+        row["run_dir"] = run_dir.resolve().relative_to(exp_dir.resolve()).as_posix()
+    except ValueError:
+        row["run_dir"] = str(run_dir)
+    row["note"] = run.note
+    return row
+
+
+def result_columns(classes: list[str]) -> list[str]:
+    """All results.csv columns, in order, for class names ``classes``."""
+    return (
+        list(RESULT_COLUMNS)
+        + [f"iou_{c}" for c in classes]
+        + [f"f1_{c}" for c in classes]
+        + list(RESULT_TAIL_COLUMNS)
+    )
+
+
+def _csv_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, list):
+        return ";".join(str(x) for x in v)
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else repr(v)
+    return str(v)
+
+
+def write_results(exp_dir: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``results.csv`` atomically; return their paths."""
+    classes = list(meta.get("classes") or [])
+    cols = result_columns(classes)
+    payload = {"format_version": RESULTS_FORMAT_VERSION, **meta, "columns": cols, "rows": rows}
+    jpath = atomic_write_json(exp_dir / "results.json", payload)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(cols)
+    for r in rows:
+        writer.writerow([_csv_value(r.get(c)) for c in cols])
+    cpath = atomic_write_text(exp_dir / "results.csv", buf.getvalue())
+    return jpath, cpath
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    *,
+    console: Any = None,
+    make_report: bool = True,
+    quiet_training: bool = True,
+) -> Path:
+    """Run the whole protocol; return the experiment directory.
+
+    Args:
+        cfg: Experiment config (validated here).
+        console: A ``rich.console.Console`` for progress; ``None`` creates one.
+        make_report: Write ``report.md`` / ``report.html`` / ``plots`` at the end.
+        quiet_training: Turn Lightning's per-run progress bars off (the experiment prints its own).
+
+    Returns:
+        The experiment directory ``cfg.out_dir`` holding ``config.yaml``, ``results.json``,
+        ``results.csv``, ``runs/`` and the report.
+
+    Raises:
+        SegweakError: On config, data or consistency problems (each names what to fix).
+    """
+    from rich.console import Console
+
+    from segweak.train import engine
+
+    cfg.validate()
+    check_train_sections(cfg)
+    if quiet_training:
+        cfg = copy.deepcopy(cfg)
+        cfg.train = deep_merge(cfg.train, {"trainer": {"progress_bar": False}})
+    console = console or Console()
+    exp_dir = Path(cfg.out_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        console.print(f"[dim]segweak run[/dim] {msg}", highlight=False, soft_wrap=True)
+
+    synthetic = cfg.dataset.source == "synthetic"
+    if synthetic:
+        console.print(
+            "[bold yellow]NOTE: this experiment uses SYNTHETIC data, not the real Vaihingen tiles.[/]"
+        )
+    atomic_write_text(exp_dir / "config.yaml", dump_yaml(cfg))
+    store_path = prepare_data(cfg, log)
+    split_names = make_splits(cfg, store_path, log)
+    runs = plan_runs(cfg, store_path)
+    log(
+        f"{len(runs)} runs planned ({len(cfg.split.seeds)} split seed(s) x {len(cfg.seeds)} seed(s) x stages)"
+    )
+
+    done: dict[tuple[str, str, int, int], tuple[dict[str, Any], Path]] = {}
+    rows: list[dict[str, Any]] = []
+    trained = skipped = 0
+    for i, run in enumerate(runs, 1):
+        prefix = f"[{i}/{len(runs)}] {run.label}"
+        if run.reuse_of is not None and run.reuse_of in done:
+            metrics, rdir = done[run.reuse_of]
+            log(f"{prefix}: {run.note}; reusing {rdir.name}")
+        else:
+            rdir = run.cfg.run_dir
+            if engine.is_complete(rdir):
+                _check_same_config(run)
+                log(f"{prefix}: finished earlier, skipping")
+                skipped += 1
+            else:
+                if run.stage == "finetune":
+                    init = Path(run.cfg.finetune.init_from or "")
+                    if not init.is_file():
+                        raise SegweakError(
+                            f"{prefix}: the weak checkpoint {init} is missing although the weak run is "
+                            "complete; delete that weak run directory and rerun"
+                        )
+                resumed = (rdir / "checkpoints" / "last.ckpt").is_file()
+                log(f"{prefix}: {'resuming' if resumed else 'training'} -> {rdir}")
+                engine.train(run.cfg)
+                trained += 1
+                if not engine.is_complete(rdir):
+                    raise SegweakError(
+                        f"{prefix}: training returned but {rdir} is not complete (no metrics.json)"
+                    )
+            metrics = _read_metrics(rdir)
+        done[run.key] = (metrics, rdir)
+        row = result_row(run, metrics, exp_dir, rdir)
+        rows.append(row)
+        log(f"{prefix}: mIoU {_fmt(row['miou'])}  mF1 {_fmt(row['mf1'])}  OA {_fmt(row['oa'])}")
+
+    classes = list(next(iter(done.values()))[0].get("classes") or []) if done else []
+    meta = {
+        "name": cfg.name,
+        "synthetic": synthetic,
+        "source": cfg.dataset.source,
+        "classes": classes,
+        "store": _rel(store_path, exp_dir),
+        "splits": {str(k): v for k, v in split_names.items()},
+        "seeds": list(cfg.seeds),
+        "split_seeds": list(cfg.split.seeds),
+        "stages": [s for s in STAGE_ORDER if s in cfg.stages],
+        "methods": methods_of(cfg),
+    }
+    previous = (exp_dir / "results.json").read_bytes() if (exp_dir / "results.json").is_file() else None
+    write_results(exp_dir, rows, meta)
+    unchanged = previous == (exp_dir / "results.json").read_bytes()
+    log(f"{trained} run(s) trained, {skipped} skipped as finished; results in {exp_dir / 'results.csv'}")
+    if make_report and unchanged and (exp_dir / "report.html").is_file():
+        log(f"results unchanged, keeping the report {exp_dir / 'report.html'} (segweak report rewrites it)")
+    elif make_report:
+        from segweak.report.report import report
+
+        path = report(exp_dir)
+        log(f"report: {path}")
+    return exp_dir
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{float(v):.4f}"

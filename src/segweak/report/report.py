@@ -1,0 +1,889 @@
+"""Experiment report: ``report.md`` + self-contained ``report.html`` + ``plots/*.png``.
+
+The report answers the experiment's question on its first screen ("does weak pre-training followed
+by fine-tuning beat the strong-only baseline, and by how much?") with a *paired* comparison over the
+seeds, then gives the setup, per-stage tables (mean ± std over seeds), all paired comparisons, the
+plots and every run.
+
+Statistics (all over runs that share ``(split_seed, seed)``, i.e. the same data split and the same
+initial weights/data order): Δ = metric(stage) − metric(reference) per pair; mean Δ, its sample
+standard deviation (ddof 1), a 95 % confidence interval from Student's t, and the two-sided paired
+t-test p-value (``scipy.stats`` when importable, else an exact incomplete-beta implementation here).
+With fewer than 2 pairs no test is possible and the report says so.
+
+Both documents are rendered from one block list, so Markdown and HTML never disagree.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segweak.errors import SegweakError
+from segweak.io import atomic_write_text
+
+ALPHA = 0.05
+"""Significance level used in verdicts and confidence intervals."""
+
+STAGE_TITLES = {
+    "baseline": "Baseline (strong labels only)",
+    "weak": "Weak labels only",
+    "finetune": "Weak pre-training + fine-tuning",
+    "full": "Full supervision (upper bound)",
+    "control": "Control (fine-tuning recipe, no weak pre-training)",
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------------
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
+    """Mean and sample std (ddof 1; 0 for one value) over the non-null ``values``; and their count."""
+    xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    n = len(xs)
+    if n == 0:
+        return None, None, 0
+    m = sum(xs) / n
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
+    return m, sd, n
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betai(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    ln_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    front = math.exp(ln_front)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """Two-sided p-value of Student's t statistic ``t`` with ``df`` degrees of freedom.
+
+    Uses :mod:`scipy.stats` when available; otherwise ``I_{df/(df+t²)}(df/2, 1/2)``.
+    """
+    if math.isinf(t):
+        return 0.0
+    try:
+        from scipy import stats
+
+        return float(2.0 * stats.t.sf(abs(t), df))
+    except ImportError:
+        return _betai(df / 2.0, 0.5, df / (df + t * t))
+
+
+def t_quantile(q: float, df: int) -> float:
+    """Quantile of Student's t (``scipy`` when available, else bisection on the CDF)."""
+    try:
+        from scipy import stats
+
+        return float(stats.t.ppf(q, df))
+    except ImportError:
+        lo, hi = 0.0, 1e3
+        target = 2.0 * (1.0 - q)  # two-sided tail mass at the quantile
+        for _ in range(200):
+            mid = (lo + hi) / 2.0
+            if t_two_sided_p(mid, df) > target:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2.0
+
+
+@dataclass
+class Paired:
+    """Paired comparison of a stage against a reference over matched seeds.
+
+    Attributes:
+        n: Number of pairs.
+        mean: Mean difference (stage − reference).
+        std: Sample std of the differences (ddof 1; ``None`` when n < 2).
+        ci: 95 % confidence interval of the mean difference (``None`` when n < 2).
+        t: t statistic (``None`` when undefined).
+        p: Two-sided paired t-test p-value (``None`` when undefined).
+        improved: Pairs where the stage is better than the reference.
+        verdict: One sentence a reader can act on.
+    """
+
+    n: int
+    mean: float | None
+    std: float | None
+    ci: tuple[float, float] | None
+    t: float | None
+    p: float | None
+    improved: int
+    verdict: str
+
+
+def paired_test(
+    stage: dict[Any, float], reference: dict[Any, float], ref_name: str = "the reference"
+) -> Paired:
+    """Paired t-test of ``stage`` vs ``reference`` over the keys both have (e.g. ``(split, seed)``).
+
+    ``ref_name`` names the reference in the verdict sentence.
+    """
+    keys = sorted(k for k in stage if k in reference and stage[k] is not None and reference[k] is not None)
+    diffs = [float(stage[k]) - float(reference[k]) for k in keys]
+    n = len(diffs)
+    improved = sum(d > 0 for d in diffs)
+    if n == 0:
+        return Paired(
+            0, None, None, None, None, None, 0, f"no runs share a seed with {ref_name}: no comparison"
+        )
+    m = sum(diffs) / n
+    if n == 1:
+        return Paired(
+            1, m, None, None, None, None, improved,
+            "only 1 seed: no statistical test is possible, treat the difference as anecdotal",
+        )  # fmt: skip
+    sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / (n - 1))
+    se = sd / math.sqrt(n)
+    if se == 0.0:
+        if m == 0.0:
+            return Paired(n, 0.0, 0.0, (0.0, 0.0), None, None, 0, f"identical results on all {n} seeds")
+        return Paired(
+            n, m, 0.0, (m, m), math.copysign(math.inf, m), 0.0, improved,
+            f"the same difference on all {n} seeds (no variance: the t-test is degenerate)",
+        )  # fmt: skip
+    t = m / se
+    p = t_two_sided_p(t, n - 1)
+    h = t_quantile(1 - ALPHA / 2, n - 1) * se
+    if p < ALPHA:
+        verdict = f"{'better' if m > 0 else 'worse'} than {ref_name} (paired t-test p = {_p(p)} < {ALPHA})"
+    else:
+        verdict = f"within seed-to-seed noise (paired t-test p = {_p(p)} ≥ {ALPHA})"
+    if n < 3:
+        verdict += f"; with n = {n} seeds the test has almost no power, use ≥ 3 seeds"
+    return Paired(n, m, sd, (m - h, m + h), t, p, improved, verdict)
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    if p < 1e-4:
+        return f"{p:.1e}"
+    return f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Document model rendered to Markdown and HTML
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Doc:
+    """Blocks of a report; ``**bold**`` and ``code`` spans are allowed in text."""
+
+    blocks: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def h(self, level: int, text: str) -> None:
+        """Heading."""
+        self.blocks.append(("h", level, text))
+
+    def p(self, text: str, cls: str = "") -> None:
+        """Paragraph (``cls``: ``headline``, ``warn``, ``note`` styles in HTML)."""
+        self.blocks.append(("p", text, cls))
+
+    def ul(self, items: list[str]) -> None:
+        """Bullet list."""
+        self.blocks.append(("ul", items))
+
+    def table(self, header: list[str], rows: list[list[str]], caption: str = "") -> None:
+        """Table of already formatted cells (first column left-aligned, others right-aligned)."""
+        self.blocks.append(("table", header, rows, caption))
+
+    def img(self, path: Path, caption: str) -> None:
+        """Figure (``path`` relative to the experiment directory)."""
+        self.blocks.append(("img", path, caption))
+
+
+def _md_inline(text: str) -> str:
+    return text
+
+
+def _html_inline(text: str) -> str:
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    out = re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+    return out
+
+
+def render_markdown(doc: Doc) -> str:
+    """Markdown text of ``doc`` (images as relative links to ``plots/``)."""
+    lines: list[str] = []
+    for b in doc.blocks:
+        kind = b[0]
+        if kind == "h":
+            lines += ["#" * b[1] + " " + b[2], ""]
+        elif kind == "p":
+            text = b[1]
+            if b[2] in ("warn", "headline"):
+                text = "> " + text
+            lines += [text, ""]
+        elif kind == "ul":
+            lines += [f"- {item}" for item in b[1]] + [""]
+        elif kind == "table":
+            header, rows, caption = b[1], b[2], b[3]
+            if caption:
+                lines += [f"*{caption}*", ""]
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
+            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+            lines.append("")
+        elif kind == "img":
+            lines += [f"![{b[2]}]({b[1].as_posix()})", "", f"*{b[2]}*", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#1d1d1f;line-height:1.45}
+h1{font-size:1.7em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
+th,td{border:1px solid #d0d0d0;padding:.3em .6em;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}
+tr:nth-child(even) td{background:#fafafa}
+.headline{font-size:1.15em;background:#eef6ee;border-left:5px solid #2e7d32;padding:.7em 1em}
+.warn{background:#fff4e5;border-left:5px solid #e65100;padding:.6em 1em;font-weight:600}
+.note{color:#555;font-size:.92em}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{color:#555;font-size:.9em}.caption{color:#555;font-size:.9em;margin-bottom:.2em}
+code{background:#f4f4f4;padding:0 .2em;border-radius:3px}
+"""
+
+
+def render_html(doc: Doc, base: Path, title: str) -> str:
+    """Self-contained HTML of ``doc``: inline CSS, PNGs embedded as base64 data URIs, no external assets."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+    ]
+    for b in doc.blocks:
+        kind = b[0]
+        if kind == "h":
+            parts.append(f"<h{b[1]}>{_html_inline(b[2])}</h{b[1]}>")
+        elif kind == "p":
+            cls = f' class="{b[2]}"' if b[2] else ""
+            parts.append(f"<p{cls}>{_html_inline(b[1])}</p>")
+        elif kind == "ul":
+            parts.append("<ul>" + "".join(f"<li>{_html_inline(i)}</li>" for i in b[1]) + "</ul>")
+        elif kind == "table":
+            header, rows, caption = b[1], b[2], b[3]
+            if caption:
+                parts.append(f'<div class="caption">{_html_inline(caption)}</div>')
+            parts.append(
+                "<table><thead><tr>"
+                + "".join(f"<th>{_html_inline(h)}</th>" for h in header)
+                + "</tr></thead>"
+            )
+            parts.append(
+                "<tbody>"
+                + "".join("<tr>" + "".join(f"<td>{_html_inline(c)}</td>" for c in r) + "</tr>" for r in rows)
+                + "</tbody></table>"
+            )
+        elif kind == "img":
+            data = base64.b64encode((base / b[1]).read_bytes()).decode("ascii")
+            parts.append(
+                f'<figure><img alt="{html.escape(b[2])}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{_html_inline(b[2])}</figcaption></figure>"
+            )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading an experiment directory
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Experiment:
+    """What the report reads from an experiment directory.
+
+    Attributes:
+        path: Experiment directory.
+        results: ``results.json`` content.
+        config: ``config.yaml`` content (plain mapping; empty when missing).
+    """
+
+    path: Path
+    results: dict[str, Any]
+    config: dict[str, Any]
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """Results rows."""
+        return list(self.results.get("rows", []))
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in index order."""
+        return list(self.results.get("classes", []))
+
+    def groups(self) -> list[tuple[str, str]]:
+        """``(stage, method)`` pairs present, in protocol order."""
+        order = {s: i for i, s in enumerate(STAGE_TITLES)}
+        seen = {(r["stage"], r.get("method") or "") for r in self.rows}
+        methods = list(self.results.get("methods") or [])
+        return sorted(
+            seen, key=lambda g: (order.get(g[0], 99), methods.index(g[1]) if g[1] in methods else -1, g[1])
+        )
+
+    def label(self, group: tuple[str, str]) -> str:
+        """Display name of a ``(stage, method)`` group."""
+        stage, method = group
+        methods = {r.get("method") for r in self.rows if r.get("method")}
+        return f"{stage} ({method})" if method and len(methods) > 1 else stage
+
+    def values(self, group: tuple[str, str], key: str) -> dict[tuple[int, int], float | None]:
+        """``{(split_seed, seed): row[key]}`` of one group."""
+        return {
+            (int(r["split_seed"]), int(r["seed"])): r.get(key)
+            for r in self.rows
+            if (r["stage"], r.get("method") or "") == group
+        }
+
+
+def load_experiment(exp_dir: str | Path) -> Experiment:
+    """Read ``results.json`` and ``config.yaml`` of an experiment directory.
+
+    Raises:
+        SegweakError: When ``results.json`` is missing or unreadable.
+    """
+    exp = Path(exp_dir)
+    rpath = exp / "results.json"
+    if not rpath.is_file():
+        raise SegweakError(
+            f"{rpath} not found: {exp} is not a finished experiment directory (run `segweak run` first)"
+        )
+    try:
+        results = json.loads(rpath.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SegweakError(f"cannot read {rpath}: {exc}") from exc
+    if not isinstance(results, dict) or "rows" not in results:
+        raise SegweakError(f"{rpath} has no 'rows': it was not written by segweak run")
+    config: dict[str, Any] = {}
+    cpath = exp / "config.yaml"
+    if cpath.is_file():
+        try:
+            loaded = yaml.safe_load(cpath.read_text(encoding="utf-8"))
+            config = loaded if isinstance(loaded, dict) else {}
+        except yaml.YAMLError:
+            config = {}
+    return Experiment(exp, results, config)
+
+
+# --------------------------------------------------------------------------------------------------
+# Formatting helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _ms(values: Sequence[float | None], digits: int = 3) -> str:
+    m, sd, n = mean_std(values)
+    if m is None:
+        return "–"
+    if n == 1:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {sd:.{digits}f}"
+
+
+def _signed(v: float | None, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:+.{digits}f}"
+
+
+def _int(n: Any) -> str:
+    return "–" if n is None else f"{int(n):,}"
+
+
+def _pairs_phrase(pr: Paired, n_split: int) -> str:
+    unit = "seed" if n_split <= 1 else "split×seed pair"
+    return f"paired over {pr.n} {unit}{'s' if pr.n != 1 else ''}"
+
+
+def _headline(exp: Experiment, group: tuple[str, str], ref: tuple[str, str], n_split: int) -> str:
+    a = [v for v in exp.values(group, "miou").values()]
+    b = [v for v in exp.values(ref, "miou").values()]
+    ref_name = "baseline" if ref[0] == "baseline" else exp.label(ref)
+    pr = paired_test(exp.values(group, "miou"), exp.values(ref, "miou"), f"the {ref_name}")
+    title = STAGE_TITLES.get(group[0], group[0])
+    if group[1] and len(exp.results.get("methods") or []) > 1:
+        title += f" ({group[1]})"
+    parts = [f"Δ {_signed(pr.mean)}", _pairs_phrase(pr, n_split)]
+    if pr.n >= 1:
+        parts.append(f"{pr.improved}/{pr.n} {'seeds' if n_split <= 1 else 'pairs'} improved")
+    if pr.p is not None:
+        parts.append(f"paired t-test p = {_p(pr.p)}")
+    text = f"**{title}: mIoU {_ms(a)} vs {ref_name} {_ms(b)}** ({', '.join(parts)}). "
+    text += f"Verdict: {pr.verdict}."
+    return text
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
+
+
+def _store_info(exp: Experiment) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+    """Store summary and per-split summaries (``segweak.data.store.info``), or ``None`` when unavailable."""
+    store_rel = exp.results.get("store")
+    if not store_rel:
+        return None, {}
+    store = Path(store_rel)
+    store = store if store.is_absolute() else exp.path / store
+    if not (store / "store.json").is_file():
+        return None, {}
+    from segweak.data.store import info
+
+    base = info(store)
+    splits: dict[str, dict[str, Any]] = {}
+    for k, name in (exp.results.get("splits") or {}).items():
+        try:
+            splits[str(k)] = info(store, name)["split"]
+        except SegweakError:
+            continue
+    base["path_abs"] = str(store)
+    return base, splits
+
+
+def _run_configs(exp: Experiment) -> dict[tuple[str, str], dict[str, Any]]:
+    """Return the recorded TrainConfig (run ``config.yaml``) of the first run of every group."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in exp.rows:
+        g = (r["stage"], r.get("method") or "")
+        if g in out:
+            continue
+        path = exp.path / r["run_dir"] / "config.yaml"
+        if path.is_file():
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError:
+                continue
+            if isinstance(data, dict):
+                out[g] = data
+    return out
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """Rows of a run's ``history.csv`` with numeric values (empty cells dropped)."""
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        for rec in csv.DictReader(fh):
+            row = {}
+            for k, v in rec.items():
+                if v not in (None, ""):
+                    try:
+                        row[k] = float(v)
+                    except ValueError:
+                        continue
+            rows.append(row)
+    return rows
+
+
+def summary_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
+    """Per-stage summary: runs, mIoU / mean F1 / OA (mean ± std), paired Δ mIoU vs baseline, % of full.
+
+    Returns:
+        ``(header, rows)`` of formatted cells (also printed by ``segweak run`` / ``segweak demo``).
+    """
+    groups = exp.groups()
+    baseline, full = ("baseline", ""), ("full", "")
+    has = set(groups)
+    header = ["stage", "runs", "mIoU", "mean F1", "OA", "Δ mIoU vs baseline", "% of full mIoU"]
+    rows = []
+    fm = mean_std(list(exp.values(full, "miou").values()))[0] if full in has else None
+    for g in groups:
+        miou = list(exp.values(g, "miou").values())
+        delta = "–"
+        if baseline in has and g != baseline:
+            pr = paired_test(exp.values(g, "miou"), exp.values(baseline, "miou"))
+            delta = _signed(pr.mean) + (f" (p = {_p(pr.p)})" if pr.p is not None else "")
+        gm = mean_std(miou)[0]
+        share = f"{100 * gm / fm:.0f} %" if fm and gm is not None else "–"
+        rows.append(
+            [
+                exp.label(g),
+                str(len(miou)),
+                _ms(miou),
+                _ms(list(exp.values(g, "mf1").values())),
+                _ms(list(exp.values(g, "oa").values())),
+                delta,
+                share,
+            ]
+        )
+    return header, rows
+
+
+def headlines(exp: Experiment) -> list[str]:
+    """Return the report's answer sentences (``**bold**`` marks the key numbers)."""
+    groups = exp.groups()
+    n_split = len(exp.results.get("split_seeds") or [0])
+    baseline, control = ("baseline", ""), ("control", "")
+    has = set(groups)
+    heads: list[str] = []
+    finetunes = [g for g in groups if g[0] == "finetune"]
+    if baseline in has:
+        for g in finetunes:
+            heads.append(_headline(exp, g, baseline, n_split))
+        if not finetunes:
+            others = [g for g in groups if g != baseline]
+            if others:
+                heads.append(_headline(exp, others[0], baseline, n_split))
+    control_rows = [r for r in exp.rows if r["stage"] == "control"]
+    control_is_baseline = bool(control_rows) and all(
+        "control = baseline" in (r.get("note") or "") for r in control_rows
+    )
+    if control in has and not control_is_baseline:
+        for g in finetunes:
+            heads.append(_headline(exp, g, control, n_split))
+    if not heads:
+        heads.append(
+            "No comparison is possible: the experiment needs a `baseline` stage and another stage "
+            f"(stages run: {', '.join(exp.label(g) for g in groups)})."
+        )
+    if control_is_baseline:
+        heads.append(
+            "Control = baseline: the control stage has the baseline's encoder initialisation and "
+            "hyper-parameters, so the baseline runs serve as the control."
+        )
+    return heads
+
+
+def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: list[str]) -> Doc:
+    """Assemble the report blocks (the answer first, then setup, tables, statistics, plots, runs)."""
+    doc = Doc()
+    name = exp.results.get("name") or exp.path.name
+    groups = exp.groups()
+    n_split = len(exp.results.get("split_seeds") or [0])
+    seeds = exp.results.get("seeds") or sorted({int(r["seed"]) for r in exp.rows})
+    doc.h(1, f"segweak experiment report: {name}")
+    if exp.results.get("synthetic"):
+        doc.p(
+            "SYNTHETIC DATA: these numbers come from procedurally generated Vaihingen-layout tiles, "
+            "not from the ISPRS Vaihingen data set. They test the pipeline; they say nothing about real "
+            "imagery.",
+            "warn",
+        )
+
+    # ---- the answer ----------------------------------------------------------------------------
+    for text in headlines(exp):
+        doc.p(text, "headline")
+    has = set(groups)
+    baseline, control = ("baseline", ""), ("control", "")
+    finetunes = [g for g in groups if g[0] == "finetune"]
+    full = ("full", "")
+    if full in has:
+        fm, _, _ = mean_std(list(exp.values(full, "miou").values()))
+        if fm:
+            shares = []
+            for g in groups:
+                if g == full:
+                    continue
+                gm, _, _ = mean_std(list(exp.values(g, "miou").values()))
+                if gm is not None:
+                    shares.append(f"{exp.label(g)} {100 * gm / fm:.0f} %")
+            if shares:
+                doc.p(f"Share of the full-supervision mIoU ({fm:.3f}): " + ", ".join(shares) + ".")
+    doc.p(
+        f"{len(seeds)} training seed(s) {list(seeds)}"
+        + (f" × {n_split} split seeds" if n_split > 1 else "")
+        + "; mean ± sample std over seeds; Δ and tests are paired per seed (runs with the same split "
+        "and training seed are compared with each other).",
+        "note",
+    )
+
+    # ---- summary table ---------------------------------------------------------------------------
+    doc.h(2, "Results by stage")
+    header, rows = summary_table(exp)
+    doc.table(header, rows)
+    weak_groups = [g for g in groups if any(v is not None for v in exp.values(g, "prop_mae").values())]
+    if weak_groups:
+        doc.table(
+            ["stage", "proportion MAE", "presence F1"],
+            [
+                [
+                    exp.label(g),
+                    _ms(list(exp.values(g, "prop_mae").values()), 4),
+                    _ms(list(exp.values(g, "presence_f1").values())),
+                ]
+                for g in weak_groups
+            ],
+            caption="Weak-label fit on the validation split (predicted vs true class proportions per patch).",
+        )
+
+    # ---- paired statistics ---------------------------------------------------------------------------
+    comparisons: list[tuple[tuple[str, str], tuple[str, str]]] = []
+    if baseline in has:
+        comparisons += [(g, baseline) for g in groups if g != baseline]
+    if control in has:
+        comparisons += [(g, control) for g in finetunes]
+    for g in finetunes:
+        wk = ("weak", g[1])
+        if wk in has:
+            comparisons.append((g, wk))
+    if comparisons:
+        doc.h(2, "Paired comparisons (mIoU)")
+        rows = []
+        for g, ref in comparisons:
+            pr = paired_test(exp.values(g, "miou"), exp.values(ref, "miou"), f"the {exp.label(ref)}")
+            rows.append(
+                [
+                    f"{exp.label(g)} − {exp.label(ref)}",
+                    str(pr.n),
+                    _signed(pr.mean),
+                    "–" if pr.std is None else f"{pr.std:.3f}",
+                    "–" if pr.ci is None else f"[{pr.ci[0]:+.3f}, {pr.ci[1]:+.3f}]",
+                    f"{pr.improved}/{pr.n}",
+                    "–" if pr.t is None or math.isinf(pr.t) else f"{pr.t:.2f}",
+                    _p(pr.p),
+                    pr.verdict,
+                ]
+            )
+        doc.table(
+            ["comparison", "pairs", "mean Δ", "std Δ", "95 % CI", "improved", "t", "p", "verdict"], rows
+        )
+        doc.p(
+            "Two-sided paired t-test on per-seed differences (H0: mean Δ = 0); the CI uses Student's t with "
+            "n − 1 degrees of freedom. With few seeds a large p means 'not shown', not 'no effect'.",
+            "note",
+        )
+
+    # ---- per-class tables ------------------------------------------------------------------------------
+    classes = exp.classes
+    if classes:
+        for metric, title in (("iou", "Per-class IoU"), ("f1", "Per-class F1")):
+            doc.h(2, f"{title} (mean ± std over seeds)")
+            rows = [
+                [exp.label(g)] + [_ms(list(exp.values(g, f"{metric}_{c}").values())) for c in classes]
+                for g in groups
+            ]
+            doc.table(["stage"] + classes, rows)
+        absent = sorted({c for r in exp.rows for c in (r.get("absent_classes") or [])})
+        if absent:
+            doc.p(
+                "Absent from the validation split in some runs (excluded from means there): "
+                f"{', '.join(absent)}.",
+                "note",
+            )
+
+    # ---- plots ---------------------------------------------------------------------------------------------
+    if plots:
+        doc.h(2, "Plots")
+        for key in ("miou", "per_class", "curves", "samples"):
+            if key in plots:
+                doc.img(plots[key][0], plots[key][1])
+    for n in notes:
+        doc.p(n, "note")
+
+    # ---- setup ---------------------------------------------------------------------------------------
+    _setup_section(doc, exp)
+
+    # ---- every run -----------------------------------------------------------------------------------
+    doc.h(2, "All runs")
+    rows = []
+    for r in exp.rows:
+        rows.append(
+            [
+                exp.label((r["stage"], r.get("method") or "")),
+                str(r["split_seed"]),
+                str(r["seed"]),
+                "–" if r.get("miou") is None else f"{r['miou']:.4f}",
+                "–" if r.get("mf1") is None else f"{r['mf1']:.4f}",
+                "–" if r.get("oa") is None else f"{r['oa']:.4f}",
+                "–" if r.get("best_epoch") is None else str(r["best_epoch"]),
+                "–" if r.get("train_seconds") is None else f"{float(r['train_seconds']):.0f}",
+                f"`{r.get('run_dir', '')}`" + (f" ({r['note']})" if r.get("note") else ""),
+            ]
+        )
+    doc.table(["stage", "split", "seed", "mIoU", "mF1", "OA", "best epoch", "train s", "run"], rows)
+    doc.p(
+        "Every number above is read from `results.json` (one row per run; columns in docs/config.md).", "note"
+    )
+    return doc
+
+
+def _setup_section(doc: Doc, exp: Experiment) -> None:
+    doc.h(2, "Setup")
+    cfg = exp.config
+    ds = cfg.get("dataset") or {}
+    items = []
+    source = exp.results.get("source") or ds.get("source") or "unknown"
+    src_text = f"Data source: **{source}**"
+    if exp.results.get("synthetic"):
+        syn = ds.get("synthetic") or {}
+        src_text += (
+            f" (SYNTHETIC: {syn.get('tiles')} generated tiles of {syn.get('height')}×{syn.get('width')} px, "
+            f"generator seed {syn.get('seed')})"
+        )
+    elif ds.get("root"):
+        src_text += f" from `{ds.get('root')}`"
+    elif ds.get("images"):
+        src_text += f" from `{ds.get('images')}` + `{ds.get('masks')}`"
+    items.append(src_text)
+    try:
+        store, splits = _store_info(exp)
+    except SegweakError as exc:
+        store, splits = None, {}
+        items.append(f"Store unreadable: {exc}")
+    classes = exp.classes
+    items.append(f"Classes ({len(classes)}, index order): {', '.join(classes)}; pixel value 255 = ignore")
+    if store:
+        items.append(
+            f"Store `{exp.results.get('store')}`: {store['n_tiles']} tiles → {_int(store['n_patches'])} "
+            f"patches of {store['patch']}×{store['patch']} px (stride {store['stride']}), "
+            f"bands {store.get('band_order') or '?'}"
+        )
+        cpf = store.get("class_pixel_fraction") or {}
+        if cpf:
+            items.append(
+                "Class pixel share (all valid pixels): "
+                + ", ".join(f"{c} {100 * v:.1f} %" for c, v in cpf.items() if v is not None)
+            )
+    doc.ul(items)
+    if splits:
+        rows = []
+        for k, sp in splits.items():
+            for sub in ("strong", "weak", "val"):
+                s = sp["subsets"].get(sub, {})
+                rows.append(
+                    [
+                        f"{sp['name']} (seed {k}, by {sp['by']})",
+                        sub,
+                        _int(s.get("patches")),
+                        f"{100 * s.get('patch_fraction', 0):.1f} %",
+                        _int(s.get("pixels")),
+                        f"{100 * s.get('pixel_fraction', 0):.1f} %",
+                    ]
+                )
+        doc.table(
+            ["split", "subset", "patches", "% patches", "valid pixels", "% pixels"],
+            rows,
+            caption="Split sizes. strong: pixel labels; weak: only class proportions are used; "
+            "val: evaluation.",
+        )
+    cfgs = _run_configs(exp)
+    if cfgs:
+        rows = []
+        for g, c in cfgs.items():
+            m, o, t, d = c.get("model", {}), c.get("optim", {}), c.get("trainer", {}), c.get("data", {})
+            extra = ""
+            if g[0] == "weak":
+                w = c.get("weak", {})
+                extra = f"method {w.get('method')}, loss {w.get('loss')}"
+            init = str(m.get("weights"))
+            if g[0] == "finetune":
+                init = "weak best.ckpt"
+                extra = "encoder+decoder from the weak run" + (
+                    ", head reset" if (c.get("finetune") or {}).get("reset_head") else ""
+                )
+            rows.append(
+                [
+                    exp.label(g),
+                    str(c.get("stage")),
+                    f"{m.get('arch')} / {m.get('encoder')}",
+                    init,
+                    str(t.get("max_epochs"))
+                    + (f" (max_steps {t.get('max_steps')})" if (t.get("max_steps") or -1) > 0 else ""),
+                    str(d.get("batch_size")),
+                    f"{o.get('optimizer')} lr {o.get('lr')}"
+                    + (f", enc {o.get('encoder_lr')}" if o.get("encoder_lr") else ""),
+                    str(t.get("precision")),
+                    extra,
+                ]
+            )
+        doc.table(
+            [
+                "stage",
+                "train stage",
+                "arch / encoder",
+                "init weights",
+                "epochs",
+                "batch",
+                "optimiser",
+                "precision",
+                "notes",
+            ],
+            rows,
+            caption="Training configuration per stage (from each run's config.yaml).",
+        )
+    doc.p(
+        "Metric conventions: one confusion matrix accumulated over every pixel of the whole validation "
+        "split (not averaged per patch); pixels labelled 255 (eroded boundaries, clutter in the 5-class "
+        "set) are ignored; a class with no ground-truth pixel in the validation split is absent: excluded "
+        "from mIoU / mean F1 (null in per-class columns), while its false positives still lower the IoU "
+        "of the true classes; metrics are those of the best checkpoint (highest val mIoU).",
+        "note",
+    )
+
+
+def report(exp_dir: str | Path, *, samples: int | None = None) -> Path:
+    """Write ``report.md``, ``report.html`` and ``plots/*.png`` for an experiment directory.
+
+    Args:
+        exp_dir: Directory written by :func:`segweak.report.experiment.run_experiment`.
+        samples: Validation patches in the sample grid; ``None`` uses ``report.samples`` of the
+            experiment config (4 when unset).
+
+    Returns:
+        Path of ``report.html``.
+
+    Raises:
+        SegweakError: When the directory holds no ``results.json``.
+    """
+    from segweak.report import plots as plotting
+
+    exp = load_experiment(exp_dir)
+    rep_cfg = exp.config.get("report") or {}
+    n_samples = samples if samples is not None else int(rep_cfg.get("samples", 4))
+    sample_seed = int(rep_cfg.get("sample_seed", 0))
+    plots, notes = plotting.make_plots(exp, n_samples=n_samples, sample_seed=sample_seed)
+    doc = build_document(exp, plots, notes)
+    title = f"segweak report: {exp.results.get('name') or exp.path.name}"
+    atomic_write_text(exp.path / "report.md", render_markdown(doc))
+    return atomic_write_text(exp.path / "report.html", render_html(doc, exp.path, title))

@@ -1,0 +1,298 @@
+"""Experiment orchestration: planning, config checks, skipping and resuming (training faked here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from segweak.config import ExperimentConfig, dump_yaml, from_dict
+from segweak.errors import SegweakError
+from segweak.io import atomic_write_json
+from segweak.report import experiment as ex
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cfg(tmp_path: Path, store: Path | None = None, **over) -> ExperimentConfig:
+    data = {
+        "name": "t",
+        "out_dir": str(tmp_path / "exp"),
+        "dataset": {"source": "store", "store": str(store or tmp_path / "store"), "patch": 32},
+        "split": {"name": "default", "fractions": [0.1, 0.7, 0.2], "seeds": [0]},
+        "seeds": [0, 1],
+        "stages": ["baseline", "weak", "finetune", "full"],
+        "train": {"model": {"encoder": "resnet18", "weights": "none"}, "trainer": {"max_epochs": 1}},
+        "report": {"samples": 0},
+    }
+    for k, v in over.items():
+        data[k] = v
+    cfg = from_dict(ExperimentConfig, data).validate()
+    ex.check_train_sections(cfg)
+    return cfg
+
+
+class FakeEngine:
+    """Stands in for segweak.train.engine.train: writes a complete run directory without training."""
+
+    def __init__(self, crash_on: str | None = None):
+        self.calls: list[str] = []
+        self.crash_on = crash_on
+
+    def __call__(self, cfg):
+        self.calls.append(cfg.run_dir.name)
+        rd = cfg.run_dir
+        (rd / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (rd / "config.yaml").write_text(dump_yaml(cfg))
+        (rd / "checkpoints" / "last.ckpt").write_bytes(b"last")
+        if cfg.stage == "finetune":
+            assert Path(cfg.finetune.init_from).is_file(), "finetune must start from the weak best.ckpt"
+        if self.crash_on == rd.name:
+            raise RuntimeError(f"simulated crash in {rd.name}")
+        (rd / "checkpoints" / "best.ckpt").write_bytes(b"best")
+        # Deterministic made-up numbers (test-only) that depend on the stage and seed.
+        level = {"strong": 0.5, "weak": 0.3, "finetune": 0.55, "full": 0.7}[cfg.stage]
+        base = level + 0.01 * cfg.trainer.seed
+        classes = ["impervious", "building", "low_vegetation", "tree", "car"]
+        metrics = {
+            "stage": cfg.stage,
+            "seed": cfg.trainer.seed,
+            "epochs": 1,
+            "classes": classes,
+            "miou": base,
+            "mf1": base + 0.1,
+            "oa": base + 0.2,
+            "per_class_iou": {c: (None if c == "car" else base) for c in classes},
+            "per_class_f1": {c: (None if c == "car" else base + 0.1) for c in classes},
+            "absent_classes": ["car"],
+            "n_pixels": 100,
+            "checkpoint": "checkpoints/best.ckpt",
+            "prop_mae": 0.1,
+            "presence_f1": 0.8,
+            "train_seconds": 1.0,
+            "best_epoch": 1,
+        }
+        atomic_write_json(rd / "metrics.json", metrics)
+        return metrics
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    from segweak.train import engine
+
+    fake = FakeEngine()
+    monkeypatch.setattr(engine, "train", fake)
+    return fake
+
+
+def test_plan_runs_names_init_and_control(tmp_path):
+    cfg = _cfg(tmp_path, stages=["baseline", "weak", "finetune", "full", "control"])
+    runs = ex.plan_runs(cfg, tmp_path / "store")
+    names = [r.cfg.run_dir.name for r in runs]
+    assert names[:5] == [
+        "baseline-split0-seed0",
+        "weak-proportion-split0-seed0",
+        "finetune-proportion-split0-seed0",
+        "full-split0-seed0",
+        "control-split0-seed0",
+    ]
+    assert len(runs) == 10
+    ft = runs[2].cfg
+    assert ft.stage == "finetune" and ft.trainer.seed == 0 and ft.resume
+    weak_dir = tmp_path / "exp" / "runs" / "weak-proportion-split0-seed0"
+    assert ft.finetune.init_from == str(weak_dir / "checkpoints" / "best.ckpt")
+    assert runs[0].cfg.stage == "strong" and runs[3].cfg.stage == "full"
+    assert {r.cfg.data.split for r in runs} == {"default"}
+    # Same hyper-parameters as the baseline: control reuses the baseline runs and says so.
+    assert runs[4].reuse_of == ("baseline", "", 0, 0) and "control = baseline" in runs[4].note
+    # With a finetune recipe, control gets it (but stays an ImageNet-start 'strong' run).
+    cfg2 = _cfg(
+        tmp_path,
+        stages=["baseline", "weak", "finetune", "control"],
+        stage_overrides={"finetune": {"optim": {"lr": 1e-4}}, "baseline": {"optim": {"lr": 5e-3}}},
+    )
+    runs2 = {r.key: r for r in ex.plan_runs(cfg2, tmp_path / "store")}
+    ctrl = runs2[("control", "", 0, 1)]
+    assert ctrl.reuse_of is None and ctrl.note == ""
+    assert ctrl.cfg.stage == "strong" and ctrl.cfg.optim.lr == pytest.approx(1e-4)
+    assert ctrl.cfg.finetune.init_from is None
+    assert runs2[("baseline", "", 0, 1)].cfg.optim.lr == pytest.approx(5e-3)
+    assert runs2[("finetune", "proportion", 0, 1)].cfg.optim.lr == pytest.approx(1e-4)
+
+
+def test_several_split_seeds_and_methods(tmp_path):
+    cfg = _cfg(tmp_path, split={"seeds": [3, 4]}, seeds=[0], stages=["weak", "finetune"])
+    cfg.weak_methods = ["proportion", "presence_lse"]
+    runs = ex.plan_runs(cfg, tmp_path / "store")
+    assert [r.cfg.run_dir.name for r in runs] == [
+        "weak-proportion-split3-seed0",
+        "weak-presence_lse-split3-seed0",
+        "finetune-proportion-split3-seed0",
+        "finetune-presence_lse-split3-seed0",
+        "weak-proportion-split4-seed0",
+        "weak-presence_lse-split4-seed0",
+        "finetune-proportion-split4-seed0",
+        "finetune-presence_lse-split4-seed0",
+    ]
+    assert runs[1].cfg.weak.method == "presence_lse"
+    assert runs[3].cfg.finetune.init_from.endswith("weak-presence_lse-split3-seed0/checkpoints/best.ckpt")
+    assert {r.cfg.data.split for r in runs} == {"default-seed3", "default-seed4"}
+
+
+@pytest.mark.parametrize(
+    ("over", "match"),
+    [
+        ({"train": {"stage": "weak"}}, "train.stage: this key is set by the experiment"),
+        ({"train": {"trainer": {"seed": 3}}}, "train.trainer.seed"),
+        ({"train": {"model": {"encoderr": "x"}}}, "model.encoderr"),
+        ({"stage_overrides": {"finetune": {"finetune": {"init_from": "x"}}}}, "finetune.init_from"),
+        ({"stage_overrides": {"finetun": {}}}, "stage_overrides.finetun"),
+        ({"stages": ["baseline", "finetune"]}, "add 'weak'"),
+        ({"stages": ["baseline", "strong"]}, "stages\\[1\\]"),
+        ({"seeds": []}, "seeds"),
+        ({"split": {"fractions": [0.5, 0.6, 0.2]}}, "split.fractions"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, over, match):
+    with pytest.raises(SegweakError, match=match):
+        _cfg(tmp_path, **over)
+
+
+def test_load_experiment_config_with_overrides(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump({"dataset": {"source": "synthetic"}, "seeds": [0]}))
+    cfg = ex.load_experiment_config(path, ["seeds=[1,2]", "train.optim.lr=1e-4", f"out_dir={tmp_path}/o"])
+    assert cfg.seeds == [1, 2] and cfg.train["optim"]["lr"] == pytest.approx(1e-4)
+    with pytest.raises(SegweakError, match="e.yaml"):
+        ex.load_experiment_config(path, ["datasett.source=x"])
+
+
+def test_run_skips_finished_and_resumes_after_crash(tmp_path, tiny_store, monkeypatch):
+    from segweak.train import engine
+
+    cfg = _cfg(tmp_path, store=tiny_store)
+    first = FakeEngine()
+    monkeypatch.setattr(engine, "train", first)
+    exp = ex.run_experiment(cfg, make_report=False)
+    assert len(first.calls) == 8
+    results = json.loads((exp / "results.json").read_text())
+    rows = results["rows"]
+    assert [(r["stage"], r["method"], r["seed"]) for r in rows] == [
+        ("baseline", "", 0),
+        ("weak", "proportion", 0),
+        ("finetune", "proportion", 0),
+        ("full", "", 0),
+        ("baseline", "", 1),
+        ("weak", "proportion", 1),
+        ("finetune", "proportion", 1),
+        ("full", "", 1),
+    ]
+    assert rows[2]["miou"] == pytest.approx(0.55) and rows[2]["iou_car"] is None
+    assert rows[2]["f1_tree"] == pytest.approx(0.65)
+    assert rows[0]["run_dir"] == "runs/baseline-split0-seed0"
+    header = (exp / "results.csv").read_text().splitlines()[0].split(",")
+    assert header == results["columns"]
+    expected = "stage method split_seed seed miou mf1 oa iou_car f1_tree prop_mae presence_f1 run_dir"
+    for col in expected.split():
+        assert col in header
+    assert yaml.safe_load((exp / "config.yaml").read_text())["seeds"] == [0, 1]
+    snapshot = (exp / "results.json").read_bytes()
+
+    # Nothing to do on a rerun.
+    again = FakeEngine()
+    monkeypatch.setattr(engine, "train", again)
+    ex.run_experiment(cfg, make_report=False)
+    assert again.calls == []
+    assert (exp / "results.json").read_bytes() == snapshot
+
+    # Simulate a crash: one weak run lost its results and crashes while being retrained.
+    victim = exp / "runs" / "weak-proportion-split0-seed1"
+    (victim / "metrics.json").unlink()
+    crash = FakeEngine(crash_on="weak-proportion-split0-seed1")
+    monkeypatch.setattr(engine, "train", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ex.run_experiment(cfg, make_report=False)
+    assert crash.calls == ["weak-proportion-split0-seed1"]
+    # The rerun trains only the missing run (it resumes from last.ckpt) and gives the same results.
+    resume = FakeEngine()
+    monkeypatch.setattr(engine, "train", resume)
+    ex.run_experiment(cfg, make_report=False)
+    assert resume.calls == ["weak-proportion-split0-seed1"]
+    assert (exp / "results.json").read_bytes() == snapshot
+
+
+def test_finished_run_with_other_config_is_refused(tmp_path, tiny_store, fake_engine):
+    cfg = _cfg(tmp_path, store=tiny_store, seeds=[0], stages=["baseline"])
+    ex.run_experiment(cfg, make_report=False)
+    changed = _cfg(tmp_path, store=tiny_store, seeds=[0], stages=["baseline"], train={"optim": {"lr": 0.5}})
+    with pytest.raises(SegweakError, match="different config.*optim.lr"):
+        ex.run_experiment(changed, make_report=False)
+
+
+def test_existing_split_with_other_settings_is_refused(tmp_path, tiny_store, fake_engine):
+    cfg = _cfg(tmp_path, store=tiny_store, split={"name": "default", "fractions": [0.2, 0.6, 0.2]})
+    with pytest.raises(SegweakError, match="exists with other settings"):
+        ex.run_experiment(cfg, make_report=False)
+
+
+def test_existing_store_must_match(tmp_path, synthetic_root, fake_engine, monkeypatch):
+    from segweak.data.sources import VaihingenSource
+    from segweak.data.store import prepare
+
+    store = tmp_path / "store"
+    prepare(VaihingenSource(synthetic_root), store, patch=32, stride=32, progress=False)
+    # A vaihingen-source experiment whose store already exists with another patch size.
+    ds = {"source": "vaihingen", "root": str(synthetic_root), "store": str(store)}
+    cfg = _cfg(tmp_path, store=store, dataset={**ds, "patch": 64})
+    with pytest.raises(SegweakError, match="does not match the config.*patch 32 != dataset.patch 64"):
+        ex.run_experiment(cfg, make_report=False)
+    # Matching metadata: reused without re-preparing (the split is made in it).
+    ok = _cfg(tmp_path, store=store, dataset={**ds, "patch": 32}, seeds=[0], stages=["baseline"])
+    mtime = (store / "store.json").stat().st_mtime_ns
+    ex.run_experiment(ok, make_report=False)
+    assert (store / "store.json").stat().st_mtime_ns == mtime
+    assert (store / "splits" / "default.json").is_file()
+    assert fake_engine.calls == ["baseline-split0-seed0"]
+
+
+def test_demo_config_is_packaged_identically():
+    from segweak.report.demo import demo_config, demo_config_text
+
+    assert (REPO / "configs" / "demo.yaml").read_text(encoding="utf-8") == demo_config_text()
+    cfg = demo_config("x", seeds=[4])
+    assert cfg.dataset.source == "synthetic" and cfg.seeds == [4] and cfg.out_dir == "x"
+    assert cfg.stages == ["baseline", "weak", "finetune", "full"]
+    ex.check_train_sections(cfg)
+    quick = demo_config("y", quick=True)
+    assert quick.dataset.patch <= 32 and quick.train["trainer"]["max_epochs"] == 1
+    assert quick.train["model"]["weights"] == "none" and quick.stage_overrides == {}
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "vaihingen.yaml", "folder-example.yaml"])
+def test_shipped_configs_load(name):
+    path = REPO / "configs" / name
+    cfg = ex.load_experiment_config(path)
+    runs = ex.plan_runs(cfg, "store")
+    assert runs and all(r.cfg.data.store == "store" for r in runs)
+
+
+def _keys(cls, prefix=""):
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _keys(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}"
+
+
+def test_docs_config_documents_every_key():
+    from segweak.config import TrainConfig
+
+    text = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    missing = [k for cls in (TrainConfig, ExperimentConfig) for k in _keys(cls) if f"| `{k}` |" not in text]
+    assert not missing, f"docs/config.md does not document: {missing}"

@@ -1,0 +1,107 @@
+"""`segweak demo --quick`, `segweak run` and `segweak report` end to end (real training, tiny sizes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from segweak.cli import main
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("demo") / "exp"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["demo", "--quick", "--seeds", "0", "--out", str(out)])
+    assert rc == 0, buf.getvalue()
+    return out, buf.getvalue()
+
+
+def test_demo_quick_end_to_end(quick_demo):
+    out, printed = quick_demo
+    assert "SYNTHETIC" in printed
+    assert "Weak pre-training + fine-tuning" in printed and "report.html" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["synthetic"] is True
+    assert [(r["stage"], r["seed"]) for r in results["rows"]] == [
+        ("baseline", 0),
+        ("weak", 0),
+        ("finetune", 0),
+        ("full", 0),
+    ]
+    for r in results["rows"]:
+        assert 0.0 <= r["miou"] <= 1.0 and 0.0 <= r["oa"] <= 1.0
+        assert (out / r["run_dir"] / "metrics.json").is_file()
+        assert set(results["classes"]) == {k[4:] for k in r if k.startswith("iou_")}
+    assert len((out / "results.csv").read_text().splitlines()) == 5
+    html = (out / "report.html").read_text()
+    assert 'src="http' not in html and html.count('src="data:image/png;base64,') == 4  # incl. samples grid
+    assert (out / "plots" / "samples.png").is_file()
+    md = (out / "report.md").read_text()
+    assert "SYNTHETIC" in md[: md.index("## ")] and "only 1 seed" in md
+
+
+def test_rerun_skips_everything_and_keeps_results(quick_demo, monkeypatch, capsys):
+    from segweak.train import engine
+
+    out, _ = quick_demo
+    before = (out / "results.json").read_bytes()
+
+    def no_training(cfg):
+        raise AssertionError(f"finished run {cfg.run_dir} was retrained")
+
+    monkeypatch.setattr(engine, "train", no_training)
+    assert main(["demo", "--quick", "--seeds", "0", "--out", str(out)]) == 0
+    assert (out / "results.json").read_bytes() == before
+    assert "skipping" in capsys.readouterr().out
+
+    # `segweak run` with the equivalent config reaches the same directory and trains nothing either.
+    from segweak.config import dump_yaml
+    from segweak.report.demo import demo_config
+
+    cfg_path = out.parent / "quick.yaml"
+    cfg_path.write_text(dump_yaml(demo_config(out, seeds=[0], quick=True)))
+    assert main(["run", "--config", str(cfg_path), "--no-report"]) == 0
+    assert (out / "results.json").read_bytes() == before
+
+
+def test_report_command_and_errors(quick_demo, tmp_path, capsys):
+    out, _ = quick_demo
+    assert main(["report", str(out), "--samples", "0"]) == 0
+    assert not (out / "plots" / "samples.png").exists()
+    assert "report.html" in capsys.readouterr().out
+    assert main(["report", str(tmp_path)]) == 2
+    assert "results.json not found" in capsys.readouterr().err
+    assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages: [baseline, finetune]\n")
+    assert main(["run", "--config", str(bad)]) == 2
+    assert "add 'weak'" in capsys.readouterr().err
+    assert main(["demo", "--seeds", "x", "--out", str(tmp_path / "d")]) == 2
+
+
+def test_lost_results_are_recomputed_identically(quick_demo, monkeypatch):
+    from segweak.train import engine
+
+    out, _ = quick_demo
+    before = json.loads((out / "results.json").read_text())
+    (out / "runs" / "finetune-proportion-split0-seed0" / "metrics.json").unlink()
+    calls = []
+    real_train = engine.train
+
+    def counting(cfg):
+        calls.append(cfg.run_dir.name)
+        return real_train(cfg)
+
+    monkeypatch.setattr(engine, "train", counting)
+    assert main(["demo", "--quick", "--seeds", "0", "--out", str(out)]) == 0
+    assert calls == ["finetune-proportion-split0-seed0"]
+    after = json.loads((out / "results.json").read_text())
+    strip = [{k: v for k, v in r.items() if k != "train_seconds"} for r in before["rows"]]
+    assert [{k: v for k, v in r.items() if k != "train_seconds"} for r in after["rows"]] == strip
