@@ -18,12 +18,13 @@ import yaml
 from segweak.config import ExperimentConfig, deep_merge, from_dict
 from segweak.errors import SegweakError
 
-#: Overrides of ``--quick``: tiny tiles, one epoch, a randomly initialised small network.
+#: Overrides of ``--quick``: tiny tiles, one epoch, a randomly initialised tiny network.
 QUICK_OVERRIDES: dict[str, Any] = {
     "dataset": {"patch": 32, "stride": None, "synthetic": {"tiles": 3, "height": 64, "width": 64}},
     "split": {"fractions": [0.2, 0.5, 0.3]},
     "train": {
-        "model": {"weights": "none"},
+        # The smallest timm encoder, randomly initialised: a smoke run checks plumbing, not accuracy.
+        "model": {"encoder": "tu-test_efficientnet", "weights": "none"},
         "data": {"batch_size": 4},
         "trainer": {"max_epochs": 1},
     },
