@@ -5,21 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-import torch
 import yaml
 
 from segweak.cli import main
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    # Tiny models: torch's default threading on a shared 2-core machine only adds contention
-    # (measured: a 2-epoch tiny weak run took 2.2 s with 1 thread, 21-38 s with 2 under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_cli_train_evaluate_predict(tiny_store: Path, tmp_path: Path, capsys):

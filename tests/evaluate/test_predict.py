@@ -24,16 +24,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    # Tiny models: torch's default threading on a shared 2-core machine only adds contention
-    # (measured: a 2-epoch tiny weak run took 2.2 s with 1 thread, 21-38 s with 2 under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def strong_run(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("runs")

@@ -1,5 +1,3 @@
-import warnings
-
 import pytest
 import torch
 
@@ -19,17 +17,6 @@ from segweak.models.factory import (
 )
 
 TINY = dict(encoder=TINY_TEST_ENCODER, weights="none")
-
-
-@pytest.fixture(autouse=True)
-def _quiet_single_thread():
-    # One thread: on a shared 2-core machine torch's default threading makes these tiny models ~30x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-    torch.set_num_threads(threads)
 
 
 def test_registry_covers_smp_architectures():

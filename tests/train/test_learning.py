@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import pytest
 import torch
 
 from segweak.config import TrainConfig, load_config
@@ -22,15 +21,6 @@ from segweak.train.module import SegModule
 # Margin by which training must beat the untrained network's val mIoU. At these settings (seed 0)
 # strong goes ~0.03 -> ~0.25 and weak ~0.03 -> ~0.22; seeds 1 and 2 keep margins >= 0.13.
 MARGIN = 0.1
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    # Tiny model: torch's default threading on a shared 2-core machine only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _cfg(store: Path, out: Path, stage: str, epochs: int) -> TrainConfig:

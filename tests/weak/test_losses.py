@@ -10,15 +10,6 @@ P = torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
 P_HAT = torch.tensor([[0.25, 0.25, 0.5], [0.5, 0.5, 0.0]])
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # Tiny tensors: torch's default threading on a shared 2-core machine only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_registry_and_unknown_name():
     assert set(PROPORTION_LOSSES) == {"ce", "kl", "l1", "mse"}
     with pytest.raises(SegweakError, match="ce, kl, l1, mse"):

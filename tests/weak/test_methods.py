@@ -18,15 +18,6 @@ K = 4
 METHODS = list(WEAK_METHODS)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # Tiny tensors: torch's default threading on a shared 2-core machine only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _batch(b=2, h=8, w=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(b, K, h, w, generator=g)
