@@ -250,3 +250,21 @@ def test_missing_store_and_split_are_clear_errors(tiny_store, tmp_path):
         train(make_cfg(tmp_path / "nope", tmp_path))
     with pytest.raises(SegweakError, match="split 'nosuch' not found"):
         train(make_cfg(tiny_store, tmp_path, "data.split=nosuch"))
+
+
+def test_checkpoints_are_written_atomically(tmp_path: Path, monkeypatch) -> None:
+    # A crash while the bytes are being written must leave the previous checkpoint intact.
+    from segweak.train.checkpoint import AtomicCheckpointIO
+
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    io_plugin = AtomicCheckpointIO()
+    io_plugin.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, target)
+
+    def crash(fd, *args, **kwargs):
+        raise OSError("disk died mid-write")
+
+    monkeypatch.setattr("segweak.io.os.fsync", crash)
+    with pytest.raises(OSError, match="mid-write"):
+        io_plugin.save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, target)
+    assert torch.load(target, weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]

@@ -14,18 +14,40 @@ reads it without executing any pickled code; a checkpoint that needs more is ref
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from segweak.config import ModelConfig, TrainConfig, from_dict
 from segweak.errors import SegweakError
+from segweak.io import atomic_write_bytes
 
 MODEL_PREFIX = "model."
 """Prefix of the network's parameters inside the module's ``state_dict``."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint writer that never leaves a truncated ``.ckpt`` behind.
+
+    Lightning's default writes the serialised bytes straight into the final path, so a run killed
+    mid-write leaves a corrupt ``last.ckpt`` that blocks ``resume``. Here the bytes go to a temporary
+    file beside the target, which is then renamed over it (atomic on POSIX).
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        """Serialise ``checkpoint`` with ``torch.save`` and write it to ``path`` atomically."""
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from segweak.config import TrainConfig, dump_yaml
 from segweak.errors import SegweakError
 from segweak.io import atomic_write_json, atomic_write_text
-from segweak.train.checkpoint import check_classes, load_checkpoint, model_state_dict
+from segweak.train.checkpoint import AtomicCheckpointIO, check_classes, load_checkpoint, model_state_dict
 from segweak.train.datamodule import EpochReseed, SegDataModule, check_store_and_split
 from segweak.train.module import SegModule
 
@@ -225,7 +225,11 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
     # Lightning's "GPU available but not used" style notices are noise in logs of CPU runs.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     trainer = L.Trainer(
-        logger=loggers, callbacks=all_callbacks, default_root_dir=run_dir, **_trainer_kwargs(cfg)
+        logger=loggers,
+        callbacks=all_callbacks,
+        default_root_dir=run_dir,
+        plugins=[AtomicCheckpointIO()],
+        **_trainer_kwargs(cfg),
     )
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
