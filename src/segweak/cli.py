@@ -378,6 +378,15 @@ def predict_cmd(
         typer.echo(f"  full labels:        {_metric_line(result['overall'])}")
     if result.get("overall_no_boundary"):
         typer.echo(f"  no-boundary labels: {_metric_line(result['overall_no_boundary'])}")
+    seen = {t: e["training_patches"] for t, e in result["tiles"].items() if e.get("training_patches")}
+    if seen and (result.get("overall") or result.get("overall_no_boundary")):
+        listed = ", ".join(f"{t} ({n})" for t, n in seen.items())
+        typer.secho(
+            f"  note: these tiles contain patches trained on (strong/weak subsets): {listed}; "
+            "their full-tile metrics are not a held-out evaluation (use `segweak evaluate` on the val "
+            "subset, or a split made with --by group, for held-out numbers)",
+            fg=typer.colors.YELLOW,
+        )
 
 
 # ---- experiment commands (run, report, demo) ------------------------------------------------------

@@ -85,5 +85,12 @@ def test_predict_tiles_png_geotiff_and_metrics(strong_run, tiny_store, tmp_path)
             assert dst.dtypes[0] == "uint8" and (dst.height, dst.width) == tuple(tile["shape"])
             assert int(dst.read(1).max()) < len(st.classes)
     assert json.loads((tmp_path / "metrics.json").read_text())["tiles"][tile["id"]]["png"] == entry["png"]
+    # The tiny store's split is by patch: the tile holds patches of the strong/weak subsets.
+    from segweak.data.splits import load_split
+
+    subsets = load_split(st, "default")["subsets"]
+    trained = set(subsets["strong"]) | set(subsets["weak"])
+    expected = sum(1 for i, t in enumerate(st.tiles) if t == tile["id"] and i in trained)
+    assert entry["training_patches"] == expected > 0
     with pytest.raises(SegweakError, match="unknown tile"):
         predict_tiles(run / "checkpoints" / "best.ckpt", tiny_store, tmp_path, tiles=["nosuch"])

@@ -234,7 +234,9 @@ def predict_tiles(
 
     Returns:
         ``{"checkpoint", "window", "stride", "blend", "tiles": {id: {"png", "geotiff"|None, "metrics"|None,
-        "metrics_no_boundary"|None}}, "overall": metrics|None, "overall_no_boundary": metrics|None}``,
+        "metrics_no_boundary"|None, "training_patches": int|None}}, "overall": metrics|None,
+        "overall_no_boundary": metrics|None}``; ``training_patches`` counts the tile's patches in the
+        checkpoint's split's strong/weak subsets (``None``: unknown), i.e. whether the tile is held out,
         also written to ``out_dir/metrics.json``.
 
     Raises:
@@ -250,8 +252,9 @@ def predict_tiles(
         raise SegweakError(f"--blend must be one of {', '.join(BLENDS)}, got {blend!r}")
     st = open_store(store)
     ckpt = load_checkpoint(checkpoint)
-    model, _cfg, classes = build_model_from_checkpoint(ckpt, checkpoint)
+    model, train_cfg, classes = build_model_from_checkpoint(ckpt, checkpoint)
     check_classes(classes, list(st.classes), checkpoint, f"store {st.path}")
+    seen = _patches_seen_in_training(st, train_cfg.data.split)
     source = StoreTiles(st)
     if source.palette is None:
         raise SegweakError(f"{st.path}/store.json has no palette; re-run `segweak prepare` to record it")
@@ -288,6 +291,8 @@ def predict_tiles(
         pred = probs.argmax(dim=0).to(torch.uint8).cpu().numpy()
         del probs, x
         entry: dict[str, Any] = {"png": None, "geotiff": None, "metrics": None, "metrics_no_boundary": None}
+        # Full-tile metrics are only held-out when no patch of the tile was trained on.
+        entry["training_patches"] = seen.get(tile_id) if seen is not None else None
         png = atomic_write_bytes(out / f"{tile_id}.png", _png_bytes(colorize(pred, source.palette)))
         entry["png"] = str(png)
         georef = source.georef(tile_id)
@@ -313,6 +318,32 @@ def predict_tiles(
     )
     atomic_write_json(out / "metrics.json", result)
     return result
+
+
+def _patches_seen_in_training(store: Any, split_name: str) -> dict[str, int] | None:
+    """Count, per tile, the patches of the split's ``strong`` and ``weak`` subsets.
+
+    Those patches are trained on somewhere in the protocol (weak labels or pixel labels), so a full
+    tile that contains any of them is not a held-out evaluation.
+
+    Args:
+        store: An open :class:`~segweak.data.store.Store`.
+        split_name: The split the checkpoint was trained with.
+
+    Returns:
+        ``{tile_id: count}`` for every tile, or ``None`` when the store lacks that split (e.g. the
+        checkpoint was trained on another store), in which case overlap is unknown.
+    """
+    from segweak.data.splits import load_split
+
+    if split_name not in store.split_names():
+        return None
+    subsets = load_split(store, split_name)["subsets"]
+    trained = set(subsets.get("strong", [])) | set(subsets.get("weak", []))
+    counts = dict.fromkeys(store.tiles, 0)
+    for index in trained:
+        counts[store.tiles[index]] += 1
+    return counts
 
 
 def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
