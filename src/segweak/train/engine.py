@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,21 @@ def _history_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+# Lightning warnings that say nothing actionable about a segweak run: a deprecation inside Lightning
+# itself, the logging interval exceeding a small epoch, and the checkpoint folder being non-empty on
+# resume (which is how resuming works).
+_KNOWN_NOISE = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r"The number of training batches \(\d+\) is smaller than the logging interval.*",
+    r"Checkpoint directory .* exists and is not empty.*",
+)
+
+
+def _silence_known_lightning_noise() -> None:
+    for pattern in _KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Train one stage and write the run directory (see the module docstring).
 
@@ -224,6 +240,7 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
         all_callbacks.append(_progress_bar())
     # Lightning's "GPU available but not used" style notices are noise in logs of CPU runs.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    _silence_known_lightning_noise()
     trainer = L.Trainer(
         logger=loggers,
         callbacks=all_callbacks,
