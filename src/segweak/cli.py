@@ -116,6 +116,11 @@ def _print_split_table(manifest: dict) -> None:
             f"{ach['pixel_fraction']:.3f}",
         )
     Console().print(table)
+    from segweak.data.splits import fraction_warning
+
+    warning = fraction_warning(manifest)
+    if warning:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
     excluded = manifest["excluded"]["no_valid_pixels"]
     if excluded:
         typer.echo(f"excluded {len(excluded)} patch(es) without valid pixels")

@@ -117,3 +117,16 @@ def test_group_split_with_too_few_groups(fake_source, tmp_path):
         make_split(out, by="group")
     man = make_split(out, by="group", fractions=(0.5, 0.5, 0.0))
     assert man["subsets"]["val"] == []
+
+
+def test_fraction_warning_only_when_targets_are_missed(tiny_store, tmp_path):
+    from segweak.data.splits import fraction_warning
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    # 48 patches by patch: within a patch of every target, no warning.
+    assert fraction_warning(make_split(store, name="p", by="patch", seed=0)) is None
+    # 3 tiles by group: one tile per subset, 1/3 each, far from 0.1/0.7/0.2.
+    message = fraction_warning(make_split(store, name="g", by="group", seed=0))
+    assert message is not None
+    assert "'g'" in message and "3 groups are too few" in message and "--by patch" in message

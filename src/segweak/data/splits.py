@@ -211,6 +211,42 @@ def make_split(
     return manifest
 
 
+FRACTION_TOLERANCE = 0.05
+"""Largest gap between a target and an achieved patch fraction that passes without a warning."""
+
+
+def fraction_warning(manifest: dict[str, Any], tolerance: float = FRACTION_TOLERANCE) -> str | None:
+    """Say when a split's achieved patch fractions stray from its targets (typical of few groups).
+
+    Args:
+        manifest: A split manifest (``make_split`` / ``load_split``).
+        tolerance: Largest absolute gap, per subset, that is accepted silently.
+
+    Returns:
+        A one-line warning naming the worst subset, or ``None`` when every subset is within tolerance.
+    """
+    gaps = {
+        sub: manifest["achieved"][sub]["patch_fraction"] - manifest["fractions"][sub]
+        for sub in SUBSETS
+        if sub in manifest["achieved"]
+    }
+    if not gaps:
+        return None
+    worst = max(gaps, key=lambda sub: abs(gaps[sub]))
+    if abs(gaps[worst]) <= tolerance:
+        return None
+    hint = ""
+    if manifest.get("by") == "group":
+        n_groups = sum(len(v) for v in (manifest.get("groups") or {}).values()) or None
+        hint = (
+            f" ({n_groups} groups are too few to split finely)" if n_groups else " (whole groups are split)"
+        ) + "; use --by patch or data with more groups for closer fractions"
+    return (
+        f"split {manifest['name']!r}: {worst} holds {manifest['achieved'][worst]['patch_fraction']:.3f} of "
+        f"the patches, target {manifest['fractions'][worst]:.3f}{hint}"
+    )
+
+
 def load_split(store: Store | str | os.PathLike[str], name: str) -> dict[str, Any]:
     """Read and validate the split manifest ``STORE/splits/NAME.json``.
 

@@ -460,7 +460,7 @@ def make_splits(
     Raises:
         SegweakError: When a manifest of that name exists with other fractions/unit/seed.
     """
-    from segweak.data.splits import load_split, make_split
+    from segweak.data.splits import fraction_warning, load_split, make_split
     from segweak.data.store import Store
 
     store = Store(store_path)
@@ -489,7 +489,10 @@ def make_splits(
             log(f"split {name!r} exists, reusing it")
             continue
         log(f"making split {name!r} (fractions {cfg.split.fractions}, by {cfg.split.by}, seed {k})")
-        make_split(store, name, fractions=cfg.split.fractions, by=cfg.split.by, seed=k)
+        made = make_split(store, name, fractions=cfg.split.fractions, by=cfg.split.by, seed=k)
+        warning = fraction_warning(made)
+        if warning:
+            log(f"warning: {warning}")
     return names
 
 
