@@ -155,7 +155,7 @@ def train_round(args: argparse.Namespace, store: Path, out: Path, rnd: int) -> d
         TrainConfig,
         None,
         [
-            "stage=strong",
+            "method=supervised",
             f"data.store={store}",
             f"data.split={SPLIT}",
             f"data.batch_size={args.batch}",

@@ -41,7 +41,9 @@ def test_demo_quick_end_to_end(quick_demo):
         assert set(results["classes"]) == {k[4:] for k in r if k.startswith("iou_")}
     assert len((out / "results.csv").read_text().splitlines()) == 5
     html = (out / "report.html").read_text()
-    assert 'src="http' not in html and html.count('src="data:image/png;base64,') == 4  # incl. samples grid
+    # scores, per-class IoU, learning curves, loss terms and the samples grid, all embedded
+    assert 'src="http' not in html and html.count('src="data:image/png;base64,') == 5
+    assert "Weak-label area" in (out / "report.md").read_text()
     assert (out / "plots" / "samples.png").is_file()
     md = (out / "report.md").read_text()
     assert "SYNTHETIC" in md[: md.index("## ")] and "only 1 seed" in md

@@ -15,7 +15,7 @@ def test_cli_train_evaluate_predict(tiny_store: Path, tmp_path: Path, capsys):
     cfg.write_text(
         yaml.safe_dump(
             {
-                "stage": "strong",
+                "method": "supervised",
                 "out_dir": str(tmp_path / "runs"),
                 "data": {"store": str(tiny_store), "batch_size": 4},
                 "model": {"encoder": "tu-test_efficientnet", "weights": "none"},
@@ -26,7 +26,7 @@ def test_cli_train_evaluate_predict(tiny_store: Path, tmp_path: Path, capsys):
     assert (
         main(["train", "--config", str(cfg), "--set", "trainer.max_epochs=1", "--set", "trainer.seed=1"]) == 0
     )
-    run = tmp_path / "runs" / "strong-seed1"
+    run = tmp_path / "runs" / "supervised-seed1"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and metrics["seed"] == 1
     assert "mIoU" in capsys.readouterr().out
@@ -69,4 +69,7 @@ def test_cli_train_evaluate_predict(tiny_store: Path, tmp_path: Path, capsys):
         main(["train", "--config", str(cfg), "--set", "trainer.max_epochs=1", "--set", "trainer.seed=1"]) == 2
     )
     assert "already holds a run" in capsys.readouterr().err
-    assert main(["train", "--config", str(cfg), "--set", "stage=bogus"]) == 2
+    assert main(["train", "--config", str(cfg), "--set", "method=bogus"]) == 2
+    assert "unknown training method 'bogus'; valid:" in capsys.readouterr().err
+    assert main(["train", "--config", str(cfg), "--set", "methods.supervised.subsett=full"]) == 2
+    assert "methods.supervised.subsett" in capsys.readouterr().err

@@ -13,20 +13,20 @@ from segweak.errors import SegweakError
 
 def test_defaults_and_overrides(tmp_path: Path) -> None:
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text("stage: weak\ndata:\n  store: s\n  batch_size: 4\noptim:\n  lr: 0.01\n")
+    cfg_file.write_text("method: proportion\ndata:\n  store: s\n  batch_size: 4\noptim:\n  lr: 0.01\n")
     cfg = load_config(
         TrainConfig,
         cfg_file,
         ["trainer.max_epochs=3", "optim.lr=1e-4", "model.weights=none", "loss.class_weights=[1, 2, 3, 4, 5]"],
     ).validate()
-    assert cfg.stage == "weak"
+    assert cfg.method == "proportion"
     assert cfg.data.batch_size == 4
     assert cfg.trainer.max_epochs == 3
     assert cfg.optim.lr == pytest.approx(1e-4)
     assert isinstance(cfg.optim.lr, float)
     assert cfg.model.weights == "none"
     assert cfg.loss.class_weights == [1.0, 2.0, 3.0, 4.0, 5.0]
-    assert cfg.run_dir == Path("runs") / "weak-seed0"
+    assert cfg.run_dir == Path("runs") / "proportion-seed0"
 
 
 def test_int_accepted_for_float() -> None:
@@ -49,12 +49,18 @@ def test_wrong_type_names_the_key() -> None:
 
 
 def test_bad_choice_and_missing_store() -> None:
-    with pytest.raises(SegweakError, match="stage: 'semi' is not valid; choose one of strong, weak"):
+    with pytest.raises(SegweakError, match="stage: 'semi' is not valid.*strong, weak.*method"):
         load_config(TrainConfig, None, ["stage=semi", "data.store=x"]).validate()
+    with pytest.raises(
+        SegweakError, match="weak.area: 'valid_area' is not valid; choose one of patch, valid"
+    ):
+        load_config(TrainConfig, None, ["weak.area=valid_area", "data.store=x"]).validate()
     with pytest.raises(SegweakError, match="data.store is not set"):
         load_config(TrainConfig, None).validate()
-    with pytest.raises(SegweakError, match="finetune.init_from"):
-        load_config(TrainConfig, None, ["stage=finetune", "data.store=x"]).validate()
+    with pytest.raises(SegweakError, match="init.reset_head is true but init.checkpoint is not set"):
+        load_config(TrainConfig, None, ["init.reset_head=true", "data.store=x"]).validate()
+    with pytest.raises(SegweakError, match=r"data.batch_sizes.weak must be an integer >= 1"):
+        load_config(TrainConfig, None, ["data.batch_sizes.weak=0", "data.store=x"]).validate()
 
 
 def test_missing_and_invalid_files(tmp_path: Path) -> None:
@@ -89,8 +95,119 @@ def test_dump_roundtrip(tmp_path: Path) -> None:
     assert again == cfg
 
 
-def test_registry_names_checked_at_validation() -> None:
-    with pytest.raises(SegweakError, match="weak.method: 'mil' is not valid; choose one of .*proportion"):
-        load_config(TrainConfig, None, ["data.store=x", "weak.method=mil"]).validate()
+def test_registry_names_checked_where_training_starts() -> None:
+    from segweak.methods import check_config
+
+    # Loading a config needs no registry (config.py imports no torch); check_config does the rest.
+    cfg = load_config(TrainConfig, None, ["data.store=x", "method=mil"]).validate()
+    with pytest.raises(
+        SegweakError, match=r"method: unknown training method 'mil'; valid: .*joint.*proportion"
+    ):
+        check_config(cfg)
     with pytest.raises(SegweakError, match="fpn"):
-        load_config(TrainConfig, None, ["data.store=x", "model.arch=fnp"]).validate()
+        check_config(load_config(TrainConfig, None, ["data.store=x", "model.arch=fnp"]))
+
+
+def test_config_module_imports_no_torch_and_no_registry() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, segweak.config; "
+        "bad = [m for m in ('torch', 'segweak.methods', 'segweak.models') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+OLD_TRAIN = {
+    "stage": "weak",
+    "weak": {
+        "method": "proportion_presence",
+        "loss": "kl",
+        "eps": 1e-5,
+        "presence_threshold": 0.1,
+        "use_valid_area": True,
+        "lse_r": 3.0,
+        "presence_weight": 0.2,
+        "presence_pooling": "max",
+        "entropy_weight": 0.3,
+    },
+    "finetune": {"init_from": None, "reset_head": False},
+    "data": {"store": "s"},
+}
+
+
+def test_migrate_old_train_keys() -> None:
+    from segweak.config import migrate_train_dict
+
+    new, found = migrate_train_dict(OLD_TRAIN)
+    assert new["method"] == "proportion_presence" and "stage" not in new and "finetune" not in new
+    # Only the options the old method read move to its section (entropy_weight had no effect).
+    assert new["methods"] == {
+        "proportion_presence": {
+            "loss": "kl",
+            "eps": 1e-5,
+            "lse_r": 3.0,
+            "presence_weight": 0.2,
+            "presence_pooling": "max",
+        }
+    }
+    assert new["weak"] == {"presence_threshold": 0.1, "area": "valid"}
+    assert new["init"] == {"checkpoint": None, "reset_head": False}
+    assert {"stage", "weak.method", "weak.use_valid_area", "finetune.init_from"} <= set(found)
+    assert OLD_TRAIN["stage"] == "weak"  # the input is not modified
+
+    for stage, method, subset in (("strong", "supervised", None), ("full", "supervised", "full")):
+        new, _ = migrate_train_dict({"stage": stage, "weak": {"loss": "kl", "use_valid_area": False}})
+        assert new["method"] == method and new["weak"] == {"area": "patch"}
+        assert (new.get("methods") or {}).get("supervised", {}).get("subset") == subset
+        assert "proportion" not in (new.get("methods") or {})  # weak options of a strong run dropped
+    new, _ = migrate_train_dict(
+        {"stage": "finetune", "finetune": {"init_from": "w.ckpt", "reset_head": True}}
+    )
+    assert new == {"method": "supervised", "init": {"checkpoint": "w.ckpt", "reset_head": True}}
+    # A config in the new layout is left alone.
+    current = {"method": "joint", "weak": {"area": "patch"}, "methods": {"joint": {"weight": 0.5}}}
+    assert migrate_train_dict(current) == (current, [])
+    with pytest.raises(SegweakError, match="stage .* and method .* are both set"):
+        migrate_train_dict({"stage": "weak", "method": "proportion"})
+
+
+def test_old_keys_in_a_file_load_with_one_deprecation_line(tmp_path: Path, capsys) -> None:
+    cfg_file = tmp_path / "old.yaml"
+    cfg_file.write_text("stage: weak\nweak:\n  method: proportion\n  loss: l1\ndata:\n  store: s\n")
+    cfg = load_config(TrainConfig, cfg_file, ["finetune.reset_head=false"])
+    assert cfg.method == "proportion" and cfg.methods == {"proportion": {"loss": "l1"}}
+    assert cfg.weak.area == "patch"  # use_valid_area not given: the new (leak-free) default
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "deprecated" in err[0] and "stage" in err[0] and "weak.loss" in err[0]
+    load_config(TrainConfig, None, ["method=proportion", "data.store=s"])
+    assert capsys.readouterr().err == ""
+
+
+def test_method_options_are_strict() -> None:
+    from segweak.methods import check_config, method_options
+
+    cfg = load_config(TrainConfig, None, ["data.store=x", "method=joint", "methods.joint.wieght=2"])
+    with pytest.raises(SegweakError, match=r"methods\.joint\.wieght.*valid keys: .*weight"):
+        check_config(cfg)
+    cfg = load_config(TrainConfig, None, ["data.store=x", "method=joint", "methods.joint.ramp=cosine"])
+    with pytest.raises(SegweakError, match=r"methods\.joint\.ramp: 'cosine' is not valid"):
+        check_config(cfg)
+    # A typo in another method's section fails too (shared experiment sections are checked early).
+    cfg = load_config(TrainConfig, None, ["data.store=x", "method=joint", "methods.proportion.los=kl"])
+    with pytest.raises(SegweakError, match=r"methods\.proportion\.los"):
+        check_config(cfg)
+    cfg = load_config(TrainConfig, None, ["data.store=x", "method=joint", "methods.jiont.weight=1"])
+    with pytest.raises(
+        SegweakError, match=r"methods\.jiont: no training method of that name; valid: .*joint"
+    ):
+        check_config(cfg)
+    # Resolved: only the method's own section, every option filled in.
+    cfg = load_config(TrainConfig, None, ["data.store=x", "method=joint", "methods.joint.weight=0.5"])
+    resolved = check_config(cfg)
+    assert list(resolved.methods) == ["joint"] and resolved.methods["joint"]["weight"] == 0.5
+    assert resolved.methods["joint"]["weak_loss"] == "proportion"
+    assert method_options(resolved).weight == 0.5

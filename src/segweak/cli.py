@@ -308,16 +308,23 @@ def train_cmd(
     overrides: list[str] | None = typer.Option(
         None, "--set", "-s", help="Override a config key, e.g. --set trainer.max_epochs=5 (repeatable)."
     ),
-    stage: str | None = typer.Option(None, "--stage", help="Stage: strong, weak, finetune or full."),
+    method: str | None = typer.Option(
+        None, "--method", help="Training method (method), e.g. supervised, proportion, joint."
+    ),
+    stage: str | None = typer.Option(
+        None, "--stage", hidden=True, help="Deprecated: the old name of --method (strong, weak, ...)."
+    ),
     store: Path | None = typer.Option(None, "--store", help="Prepared store (data.store)."),
     out_dir: Path | None = typer.Option(None, "--out-dir", help="Parent of run directories (out_dir)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from checkpoints/last.ckpt."),
 ) -> None:
-    """Train one stage; writes RUN/config.yaml, checkpoints, history.csv and metrics.json."""
+    """Train one run of a training method; writes RUN/config.yaml, checkpoints, history.csv, metrics.json."""
     from segweak.config import TrainConfig, load_config
     from segweak.train.engine import train
 
     sets = list(overrides or [])
+    if method is not None:
+        sets.append(f"method={method}")
     if stage is not None:
         sets.append(f"stage={stage}")
     if store is not None:
@@ -443,7 +450,7 @@ def run_cmd(
     out: Path | None = typer.Option(None, "--out", help="Experiment directory (overrides out_dir)."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.md / report.html."),
 ) -> None:
-    """Run the protocol (baseline, weak, finetune, full, control over seeds); rerun to resume."""
+    """Run the protocol (baseline, weak, finetune, full and compared methods over seeds); rerun to resume."""
     from segweak.report.experiment import load_experiment_config, run_experiment
 
     sets = list(overrides or [])
@@ -479,6 +486,9 @@ def demo_cmd(
     quick: bool = typer.Option(
         False, "--quick", help="Tiny sizes, seconds: a smoke test, numbers meaningless."
     ),
+    overrides: list[str] = typer.Option(
+        None, "--set", help="Override a demo.yaml key, e.g. --set train.weak.area=valid (repeatable)."
+    ),
 ) -> None:
     """Run the whole protocol on SYNTHETIC data on the CPU in minutes (no download needed)."""
     from rich.console import Console
@@ -490,7 +500,7 @@ def demo_cmd(
         "[bold yellow]segweak demo: the data are SYNTHETIC (procedurally generated Vaihingen-layout "
         "tiles); the numbers exercise the pipeline, they are not results on Vaihingen.[/]"
     )
-    exp_dir = demo(out, seeds=_parse_seeds(seeds), quick=quick, console=console)
+    exp_dir = demo(out, seeds=_parse_seeds(seeds), quick=quick, console=console, overrides=overrides)
     _print_results(exp_dir, console)
     console.print(
         "[bold yellow]Reminder: SYNTHETIC data.[/] "

@@ -7,7 +7,9 @@ YAML file can never be silently ignored.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,11 +21,6 @@ import yaml
 from segweak.errors import SegweakError
 
 T = TypeVar("T")
-
-STAGES = ("strong", "weak", "finetune", "full")
-"""Training stages: ``strong`` (pixel labels of the strong subset), ``weak`` (weak labels of the weak
-subset only), ``finetune`` (strong labels, starting from a checkpoint), ``full`` (pixel labels of the
-strong and weak subsets: the upper bound)."""
 
 
 @dataclass
@@ -37,6 +34,13 @@ class DataConfig:
         eval_batch_size: Validation/test batch size; ``None`` uses ``batch_size``.
         num_workers: DataLoader worker processes.
         augment: Apply the default training augmentations (flips, 90° rotations).
+        batch_sizes: Per-sub-batch training batch sizes, keyed by the sub-batch names the training
+            method declares (e.g. ``{strong: 4, weak: 16}`` for ``joint``); a name not given here
+            uses the method's own default, else ``batch_size``. Their ratio is the strong/weak ratio
+            of every step.
+        epoch: When a method reads several sub-batches: ``longest`` (one epoch = one pass over the
+            sub-batch with the most batches, the shorter ones start over when they run out) or
+            ``shortest`` (one epoch ends when the sub-batch with the fewest batches runs out).
     """
 
     store: str = ""
@@ -45,6 +49,8 @@ class DataConfig:
     eval_batch_size: int | None = None
     num_workers: int = 0
     augment: bool = True
+    batch_sizes: dict[str, int] = field(default_factory=dict)
+    epoch: str = "longest"
 
 
 @dataclass
@@ -90,7 +96,7 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Pixel loss for the strong, finetune and full stages.
+    """Pixel loss (cross-entropy + optional Dice) wherever a method trains on pixel masks.
 
     Attributes:
         dice_weight: Weight of a multi-class Dice loss added to cross-entropy (0 disables it).
@@ -101,45 +107,40 @@ class LossConfig:
     class_weights: list[float] | None = None
 
 
+WEAK_AREAS = ("patch", "valid")
+"""Where predicted proportions are averaged (``weak.area``)."""
+
+
 @dataclass
 class WeakConfig:
-    """Weak-label learning (the ``weak`` stage).
+    """How weak labels are read and compared, shared by every method that uses them.
 
     Attributes:
-        method: Weak method name from the registry in :mod:`segweak.weak.methods`.
-        loss: Proportion loss: ``ce`` (−Σ p log p̂, default), ``kl`` (KL(p‖p̂)), ``l1``, ``mse``.
-        eps: Clamp for p̂ before taking logs (numerical safety).
-        presence_threshold: A class is *present* in a patch when its proportion exceeds this value.
-        use_valid_area: Average pixel probabilities over the patch's valid (non-ignore) area, the
-            area the weak label was computed over; false averages over the whole patch.
-        lse_r: Sharpness r of log-sum-exp pooling (``presence_lse``, ``proportion_presence``):
-            small r ~ mean pooling, large r ~ max pooling.
-        presence_weight: Weight λ of the presence BCE term in ``proportion_presence``.
-        presence_pooling: Class-score pooling of ``proportion_presence``: ``lse`` or ``max``.
-        entropy_weight: Weight of the mean pixel-entropy term in ``proportion_entropy``.
+        area: Pixels over which a patch's predicted class proportions p̂ are averaged. ``patch``
+            (default, leak-free): the whole patch; weak batches carry no pixel map at all. ``valid``:
+            only the pixels whose label is not ignore, the area the weak label was computed over;
+            weak batches then carry that ``valid`` map, which traces every ignored region (eroded
+            object boundaries, clutter in the 5-class set), i.e. pixel structure a weak label would
+            not give (opt-in; the behaviour before this option existed).
+        presence_threshold: A class is predicted *present* (metrics) when its share of argmax pixels
+            exceeds this value.
     """
 
-    method: str = "proportion"
-    loss: str = "ce"
-    eps: float = 1e-6
+    area: str = "patch"
     presence_threshold: float = 0.0
-    use_valid_area: bool = True
-    lse_r: float = 5.0
-    presence_weight: float = 0.5
-    presence_pooling: str = "lse"
-    entropy_weight: float = 0.1
 
 
 @dataclass
-class FinetuneConfig:
-    """Start-from-checkpoint options (the ``finetune`` stage).
+class InitConfig:
+    """Start the network from a checkpoint instead of ``model.weights`` (any method).
 
     Attributes:
-        init_from: Checkpoint to load (e.g. the weak stage's ``checkpoints/best.ckpt``).
-        reset_head: Re-initialise the segmentation head instead of keeping the loaded one.
+        checkpoint: Checkpoint whose network weights are loaded (e.g. a weak pre-training run's
+            ``checkpoints/best.ckpt``); ``None`` starts from ``model.weights``.
+        reset_head: Re-initialise the segmentation head after loading ``checkpoint``.
     """
 
-    init_from: str | None = None
+    checkpoint: str | None = None
     reset_head: bool = False
 
 
@@ -180,16 +181,20 @@ class TrainerConfig:
 
 @dataclass
 class TrainConfig:
-    """One training run: a stage on a store/split with a model, optimiser and trainer.
+    """One training run: a training method on a store/split with a model, optimiser and trainer.
 
     Attributes:
-        stage: One of :data:`STAGES`.
+        method: Training method name (registry in :mod:`segweak.methods`, e.g. ``supervised``,
+            ``proportion``, ``joint``); checked where training starts.
         out_dir: Parent directory of run directories.
-        run_name: Run directory name under ``out_dir``; ``None`` derives ``<stage>-seed<seed>``.
+        run_name: Run directory name under ``out_dir``; ``None`` derives ``<method>-seed<seed>``.
         resume: Continue from ``checkpoints/last.ckpt`` of the run directory when it exists.
+        methods: One section per method name holding that method's options (its ``Options``
+            dataclass, e.g. ``methods: {joint: {weight: 0.5}}``), checked strictly against the
+            method where training starts. Only the section of ``method`` is used.
     """
 
-    stage: str = "strong"
+    method: str = "supervised"
     out_dir: str = "runs"
     run_name: str | None = None
     resume: bool = False
@@ -198,44 +203,54 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     weak: WeakConfig = field(default_factory=WeakConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    methods: dict[str, Any] = field(default_factory=dict)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def validate(self) -> TrainConfig:
         """Check choices that types alone cannot express; return ``self`` for chaining.
 
+        The method name, its options and the model architecture are checked by
+        :func:`segweak.methods.check_config` where training starts (this module imports no
+        registry, so loading a config stays cheap).
+
         Raises:
             SegweakError: Naming the key at fault.
         """
-        _choice("stage", self.stage, STAGES)
+        if not self.method:
+            raise SegweakError("method is empty: name a training method, e.g. --set method=supervised")
         _choice("optim.optimizer", self.optim.optimizer, ("adamw", "adam", "sgd"))
         _choice("optim.scheduler", self.optim.scheduler, ("cosine", "none"))
-        _choice("weak.loss", self.weak.loss, ("ce", "kl", "l1", "mse"))
+        _choice("weak.area", self.weak.area, WEAK_AREAS)
+        _choice("data.epoch", self.data.epoch, ("longest", "shortest"))
         if not self.data.store:
             raise SegweakError(
                 "data.store is not set: give the path of a prepared store (segweak prepare ...)"
             )
         if self.data.batch_size < 1:
             raise SegweakError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
+        for name, size in self.data.batch_sizes.items():
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise SegweakError(f"data.batch_sizes.{name} must be an integer >= 1, got {size!r}")
         if self.optim.lr <= 0:
             raise SegweakError(f"optim.lr must be > 0, got {self.optim.lr}")
-        # Registries are checked here too, so `segweak run` fails before hours of baseline training.
-        from segweak.models.factory import check_architecture
-        from segweak.weak.methods import WEAK_METHODS
-
-        check_architecture(self.model.arch)
-        _choice("weak.method", self.weak.method, tuple(WEAK_METHODS))
-        if self.stage == "finetune" and not self.finetune.init_from:
+        if not 0.0 <= self.weak.presence_threshold < 1.0:
             raise SegweakError(
-                "stage 'finetune' needs finetune.init_from: the checkpoint to start from "
-                "(e.g. --set finetune.init_from=runs/weak-seed0/checkpoints/best.ckpt)"
+                f"weak.presence_threshold must be in [0, 1), got {self.weak.presence_threshold}"
             )
+        if self.init.reset_head and not self.init.checkpoint:
+            raise SegweakError(
+                "init.reset_head is true but init.checkpoint is not set: name the checkpoint to start from"
+            )
+        for name, section in self.methods.items():
+            if not isinstance(section, dict | None):
+                raise SegweakError(f"methods.{name}: expected a mapping of options, got {section!r}")
         return self
 
     @property
     def run_dir(self) -> Path:
         """Directory this run writes to."""
-        return Path(self.out_dir) / (self.run_name or f"{self.stage}-seed{self.trainer.seed}")
+        return Path(self.out_dir) / (self.run_name or f"{self.method}-seed{self.trainer.seed}")
 
 
 def _choice(key: str, value: str, valid: tuple[str, ...]) -> None:
@@ -247,10 +262,20 @@ def _choice(key: str, value: str, valid: tuple[str, ...]) -> None:
 # Experiment (``segweak run``): the whole protocol over stages x seeds
 # --------------------------------------------------------------------------------------------------
 
-EXPERIMENT_STAGES = ("baseline", "weak", "finetune", "full", "control")
-"""Protocol stages of ``segweak run``: ``baseline`` (train stage ``strong`` from the ImageNet/offline
-encoder), ``weak``, ``finetune`` (from the same seed's weak ``best.ckpt``), ``full`` (upper bound) and
-``control`` (``finetune``'s hyper-parameters, but starting from the ImageNet/offline encoder)."""
+EXPERIMENT_STAGES = ("baseline", "weak", "finetune", "full")
+"""Protocol stages of ``segweak run``: ``baseline`` (method ``supervised`` on the strong subset from
+the ImageNet/offline encoder), ``weak`` (each pre-training method of ``methods`` on the weak subset),
+``finetune`` (``supervised`` on the strong subset from the same seed's ``weak`` ``best.ckpt``) and
+``full`` (``supervised`` on strong + weak pixel labels: the upper bound)."""
+
+REMOVED_STAGES = {
+    "control": (
+        "the 'control' stage was removed: with the default settings it repeated the baseline; compare "
+        "methods against 'baseline' and list control methods in `methods` (the shuffled-label, "
+        "presence-only and unlabelled-data controls are training methods)"
+    ),
+}
+"""Stages that no longer exist, with what to do instead."""
 
 DATASET_SOURCES = ("synthetic", "vaihingen", "folder", "store")
 
@@ -356,13 +381,16 @@ class ExperimentConfig:
         split: Split(s) to make (:class:`SplitConfig`).
         seeds: Training seeds; every stage runs once per seed (and split seed).
         stages: Protocol stages from :data:`EXPERIMENT_STAGES`; ``finetune`` needs ``weak``.
-        weak_methods: Weak methods to compare (names from :mod:`segweak.weak.methods`); each gives
-            ``weak`` and ``finetune`` rows; ``None`` uses ``train.weak.method``.
-        train: :class:`TrainConfig` keys shared by all stages (``stage``, ``out_dir``, ``run_name``,
-            ``data.store``, ``data.split``, ``trainer.seed`` and ``finetune.init_from`` are set by
-            the experiment).
-        stage_overrides: Per-stage :class:`TrainConfig` keys merged over ``train``, keyed by stage
-            name (``control`` starts from ``finetune``'s overrides, then its own).
+        methods: Training methods compared with the baseline (names from :mod:`segweak.methods`).
+            A pre-training method (e.g. ``proportion``) gives a ``weak`` row and a ``finetune`` row
+            (needs ``weak`` in ``stages``); any other (e.g. ``joint``) gives one row named after it.
+            ``None``: ``[proportion]`` when ``stages`` has ``weak``, else none.
+        train: :class:`TrainConfig` keys shared by all runs (``method``, ``out_dir``, ``run_name``,
+            ``resume``, ``data.store``, ``data.split``, ``trainer.seed`` and ``init.checkpoint`` are
+            set by the experiment).
+        stage_overrides: Per-row :class:`TrainConfig` keys merged over ``train``, keyed by stage
+            name (``baseline``, ``weak``, ``finetune``, ``full``) or by the name of a single-run
+            method of ``methods``.
         report: Report options (:class:`ReportConfig`).
     """
 
@@ -372,10 +400,16 @@ class ExperimentConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     stages: list[str] = field(default_factory=lambda: ["baseline", "weak", "finetune", "full"])
-    weak_methods: list[str] | None = None
+    methods: list[str] | None = None
     train: dict[str, Any] = field(default_factory=dict)
     stage_overrides: dict[str, Any] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
+
+    def compared_methods(self) -> list[str]:
+        """Methods compared with the baseline: ``methods``; default ``[proportion]`` with a ``weak`` stage."""
+        if self.methods is not None:
+            return list(self.methods)
+        return ["proportion"] if "weak" in self.stages else []
 
     def validate(self) -> ExperimentConfig:
         """Check choices and cross-field rules; return ``self`` for chaining.
@@ -385,6 +419,8 @@ class ExperimentConfig:
         """
         _choice("dataset.source", self.dataset.source, DATASET_SOURCES)
         for i, stage in enumerate(self.stages):
+            if stage in REMOVED_STAGES:
+                raise SegweakError(f"stages[{i}]: {REMOVED_STAGES[stage]}")
             _choice(f"stages[{i}]", stage, EXPERIMENT_STAGES)
         if len(set(self.stages)) != len(self.stages):
             raise SegweakError(f"stages: {self.stages} lists a stage twice")
@@ -421,11 +457,13 @@ class ExperimentConfig:
             )
         if self.dataset.source == "store" and not self.dataset.store:
             raise SegweakError("dataset.source 'store' needs dataset.store: the path of a prepared store")
-        if self.weak_methods is not None:
-            if not self.weak_methods or len(set(self.weak_methods)) != len(self.weak_methods):
-                raise SegweakError(f"weak_methods: give distinct method names, got {self.weak_methods}")
+        if self.methods is not None and len(set(self.methods)) != len(self.methods):
+            raise SegweakError(f"methods: give distinct method names, got {self.methods}")
+        arms = tuple(m for m in self.compared_methods() if m not in EXPERIMENT_STAGES)
         for key in self.stage_overrides:
-            _choice(f"stage_overrides.{key}", key, EXPERIMENT_STAGES)
+            if key in REMOVED_STAGES:
+                raise SegweakError(f"stage_overrides.{key}: {REMOVED_STAGES[key]}")
+            _choice(f"stage_overrides.{key}", key, EXPERIMENT_STAGES + arms)
         if self.report.samples < 0:
             raise SegweakError(f"report.samples must be >= 0, got {self.report.samples}")
         return self
@@ -595,6 +633,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Load dataclass config ``cls`` from an optional YAML file plus ``key=value`` overrides.
 
+    Keys of the layout before training methods existed (``stage``, ``finetune.*``, ``weak.method``,
+    ``weak.loss``, ... in a training config; ``weak_methods`` in an experiment config) are migrated
+    (:func:`migrate_train_dict`, :func:`migrate_experiment_dict`), with one deprecation line on
+    standard error naming them.
+
     Args:
         cls: Config dataclass, e.g. :class:`TrainConfig`.
         path: YAML file, or ``None`` for defaults only.
@@ -607,6 +650,12 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     data = deep_merge(data, parse_overrides(overrides))
     source = str(path) if path is not None else "defaults"
     try:
+        migrate = _MIGRATIONS.get(cls)
+        if migrate is not None:
+            data, legacy = migrate(data)
+            if legacy:
+                where = f"{path} / --set" if path is not None else "--set"
+                deprecation_notice(where, legacy)
         return from_dict(cls, data)
     except SegweakError as exc:
         raise SegweakError(f"{source}: {exc}") from None
@@ -615,3 +664,187 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 def dump_yaml(obj: Any) -> str:
     """Serialise a dataclass config (resolved) to YAML text."""
     return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Migration of the layout before training methods (stage / finetune / weak.method)
+# --------------------------------------------------------------------------------------------------
+
+LEGACY_METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "proportion": ("loss", "eps"),
+    "presence_lse": ("lse_r",),
+    "proportion_presence": ("loss", "eps", "lse_r", "presence_weight", "presence_pooling"),
+    "proportion_entropy": ("loss", "eps", "entropy_weight"),
+}
+"""The old ``weak.*`` keys each old weak method read; they move to ``methods.<method>.<key>``."""
+
+_LEGACY_WEAK_KEYS = (
+    "method",
+    "loss",
+    "eps",
+    "lse_r",
+    "presence_weight",
+    "presence_pooling",
+    "entropy_weight",
+)
+_LEGACY_STAGES = ("strong", "weak", "finetune", "full")
+
+
+def deprecation_notice(where: str, keys: list[str]) -> None:
+    """Print the one line that tells a user their config used keys of the old layout."""
+    print(
+        f"segweak: deprecated config key(s) {', '.join(keys)} in {where} were migrated to the "
+        "training-method layout (method, methods.<name>, init, weak.area); see docs/config.md",
+        file=sys.stderr,
+    )
+
+
+def _legacy_weak(data: dict[str, Any], prefix: str, found: list[str]) -> dict[str, Any]:
+    """Pop the old ``weak.*`` method keys of a training-config mapping; map ``use_valid_area``."""
+    weak = data.get("weak")
+    if not isinstance(weak, dict):
+        return {}
+    weak = dict(weak)
+    popped = {k: weak.pop(k) for k in _LEGACY_WEAK_KEYS if k in weak}
+    found += [f"{prefix}weak.{k}" for k in popped]
+    if "use_valid_area" in weak:
+        found.append(f"{prefix}weak.use_valid_area")
+        use_valid = weak.pop("use_valid_area")
+        if not isinstance(use_valid, bool):
+            raise SegweakError(f"{prefix}weak.use_valid_area: expected true or false, got {use_valid!r}")
+        # The old default (true) averaged over the valid area: an explicit true keeps doing so.
+        weak.setdefault("area", "valid" if use_valid else "patch")
+    data["weak"] = weak
+    return popped
+
+
+def _legacy_options_into(data: dict[str, Any], method: str, popped: dict[str, Any]) -> None:
+    """Move the old weak option keys that ``method`` read into ``methods.<method>`` (new keys win)."""
+    keys = [k for k in LEGACY_METHOD_OPTIONS.get(method, ()) if k in popped]
+    if not keys:
+        return
+    methods = data.setdefault("methods", {})
+    if not isinstance(methods, dict):
+        raise SegweakError(f"methods: expected a mapping of method sections, got {methods!r}")
+    section = dict(methods.get(method) or {})
+    for k in keys:
+        section.setdefault(k, popped[k])
+    methods[method] = section
+
+
+def _legacy_init(data: dict[str, Any], prefix: str, found: list[str], keep: tuple[str, ...] = ()) -> None:
+    """Move ``finetune.{init_from, reset_head}`` to ``init.{checkpoint, reset_head}``."""
+    ft = data.get("finetune")
+    if not isinstance(ft, dict):
+        return
+    ft = dict(ft)
+    init = dict(data.get("init") or {})
+    for old, new in (("init_from", "checkpoint"), ("reset_head", "reset_head")):
+        if old in ft and old not in keep:
+            found.append(f"{prefix}finetune.{old}")
+            init.setdefault(new, ft.pop(old))
+    if init:
+        data["init"] = init
+    if ft:
+        data["finetune"] = ft  # what is left is an error for the caller to report (a controlled key)
+    else:
+        data.pop("finetune")
+
+
+def migrate_train_dict(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Rewrite a training-config mapping of the old layout into the training-method layout.
+
+    ``stage: strong`` / ``full`` -> ``method: supervised`` with ``methods.supervised.subset``;
+    ``stage: finetune`` -> ``supervised`` (the checkpoint moves to ``init.checkpoint``);
+    ``stage: weak`` -> ``method: <weak.method>`` (default ``proportion``) with the old ``weak.*``
+    options that method read in ``methods.<method>``; ``finetune.init_from`` / ``reset_head`` ->
+    ``init.checkpoint`` / ``reset_head``; ``weak.use_valid_area: true`` -> ``weak.area: valid`` (false
+    -> ``patch``). Old weak options the run's method did not read are dropped (they had no effect).
+    A mapping already in the new layout is returned unchanged.
+
+    Args:
+        data: A training config as a plain mapping (YAML file, ``--set`` overrides, a checkpoint's
+            hyper-parameters or a run's ``config.yaml``). Not modified.
+
+    Returns:
+        ``(migrated copy, dotted old keys that were found)``.
+
+    Raises:
+        SegweakError: For an unknown old ``stage``, or ``stage`` together with ``method``.
+    """
+    out = copy.deepcopy(data)
+    found: list[str] = []
+    if not isinstance(out, dict):
+        return out, found
+    popped = _legacy_weak(out, "", found)
+    _legacy_init(out, "", found)
+    if "stage" in out:
+        found.insert(0, "stage")
+        stage = out.pop("stage")
+        if "method" in out:
+            raise SegweakError(
+                f"stage ({stage!r}) and method ({out['method']!r}) are both set; stage is the old name, "
+                "keep only method"
+            )
+        if stage not in _LEGACY_STAGES:
+            raise SegweakError(
+                f"stage: {stage!r} is not valid (stage is the old name of method; old stages: "
+                f"{', '.join(_LEGACY_STAGES)}); set method instead, e.g. --set method=supervised"
+            )
+        if stage == "weak":
+            out["method"] = popped.get("method", "proportion")
+        else:
+            out["method"] = "supervised"
+            if stage == "full":
+                methods = out.setdefault("methods", {})
+                methods["supervised"] = {**(methods.get("supervised") or {}), "subset": "full"}
+    method = out.get("method")
+    if isinstance(method, str):
+        _legacy_options_into(out, method, popped)
+    return out, found
+
+
+def migrate_experiment_dict(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Rewrite an experiment-config mapping of the old layout (see :func:`migrate_train_dict`).
+
+    ``weak_methods`` -> ``methods``; ``train.weak.method`` -> ``methods: [<it>]`` when no list is
+    given; the old ``weak.*`` options in ``train`` and ``stage_overrides.*`` -> ``methods.<m>.*`` for
+    every compared method that read them; ``weak.use_valid_area`` -> ``weak.area``;
+    ``finetune.reset_head`` -> ``init.reset_head``. ``stage`` and ``finetune.init_from`` stay where
+    they are: the experiment sets them for every run, so they are reported as errors.
+
+    Returns:
+        ``(migrated copy, dotted old keys that were found)``.
+    """
+    out = copy.deepcopy(data)
+    found: list[str] = []
+    if not isinstance(out, dict):
+        return out, found
+    if "weak_methods" in out:
+        found.append("weak_methods")
+        weak_methods = out.pop("weak_methods")
+        if weak_methods is not None and out.get("methods") is None:
+            out["methods"] = weak_methods
+    sections: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(out.get("train"), dict):
+        sections.append(("train.", out["train"]))
+    if isinstance(out.get("stage_overrides"), dict):
+        sections += [
+            (f"stage_overrides.{k}.", v) for k, v in out["stage_overrides"].items() if isinstance(v, dict)
+        ]
+    popped_by: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for prefix, section in sections:
+        popped_by.append((section, _legacy_weak(section, prefix, found)))
+        _legacy_init(section, prefix, found, keep=("init_from",))
+    default_method = next((p["method"] for _, p in popped_by if "method" in p), None)
+    if out.get("methods") is None and default_method is not None:
+        out["methods"] = [default_method]
+    compared = out.get("methods") if isinstance(out.get("methods"), list) else ["proportion"]
+    for section, popped in popped_by:
+        for m in compared:
+            if isinstance(m, str):
+                _legacy_options_into(section, m, popped)
+    return out, found
+
+
+_MIGRATIONS: dict[type, Any] = {TrainConfig: migrate_train_dict, ExperimentConfig: migrate_experiment_dict}

@@ -40,17 +40,33 @@ def test_strong_and_val_items(tiny_store):
 def test_weak_items_have_no_mask_and_exact_proportions(tiny_store):
     st = Store(tiny_store)
     ds = SegweakDataset(tiny_store, "default", "weak")
+    with_valid = SegweakDataset(tiny_store, "default", "weak", with_valid=True)
     assert len(ds) > 0
     for i in range(len(ds)):
         item = ds[i]
-        assert "mask" not in item
+        # Leak-free by default: neither the mask nor the valid map (which traces ignored regions).
+        assert "mask" not in item and "valid" not in item
         m = np.asarray(st.masks[item["index"]])
         counts = np.array([[(m == k).sum() for k in range(st.num_classes)]])
         np.testing.assert_allclose(item["weak"].numpy(), proportions(counts)[0], rtol=1e-6)
         assert float(item["weak"].sum()) == pytest.approx(1.0, abs=1e-6)
         np.testing.assert_array_equal(item["presence"].numpy(), (item["weak"].numpy() > 0).astype(np.float32))
-        np.testing.assert_array_equal(item["valid"].numpy(), (m != 255).astype(np.float32))
+        # Opt-in (weak.area: valid): the valid map of the old behaviour.
+        np.testing.assert_array_equal(with_valid[i]["valid"].numpy(), (m != 255).astype(np.float32))
+        assert "mask" not in with_valid[i]
     assert "mask" in SegweakDataset(tiny_store, "default", "weak", with_mask=True)[0]
+
+
+def test_unlabelled_items_carry_images_only(tiny_store, monkeypatch):
+    ds = SegweakDataset(tiny_store, "default", "weak", with_weak=False, transform=default_train_transform())
+    assert ds.weak is None and ds.presence is None  # never computed
+
+    def no_masks(*args, **kwargs):
+        raise AssertionError("an unlabelled item read a mask")
+
+    monkeypatch.setattr(type(ds.store), "masks", property(no_masks))
+    item = ds[0]
+    assert set(item) == {"image", "id", "index"} and item["image"].shape == (3, 32, 32)
 
 
 def test_full_and_all_subsets(tiny_store):

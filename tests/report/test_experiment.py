@@ -47,17 +47,18 @@ class FakeEngine:
         (rd / "checkpoints").mkdir(parents=True, exist_ok=True)
         (rd / "config.yaml").write_text(dump_yaml(cfg))
         (rd / "checkpoints" / "last.ckpt").write_bytes(b"last")
-        if cfg.stage == "finetune":
-            assert Path(cfg.finetune.init_from).is_file(), "finetune must start from the weak best.ckpt"
+        if cfg.init.checkpoint:
+            assert Path(cfg.init.checkpoint).is_file(), "finetune must start from the weak best.ckpt"
         if self.crash_on == rd.name:
             raise RuntimeError(f"simulated crash in {rd.name}")
         (rd / "checkpoints" / "best.ckpt").write_bytes(b"best")
-        # Deterministic made-up numbers (test-only) that depend on the stage and seed.
-        level = {"strong": 0.5, "weak": 0.3, "finetune": 0.55, "full": 0.7}[cfg.stage]
+        # Deterministic made-up numbers (test-only) that depend on the row and seed.
+        row = rd.name.split("-")[0]
+        level = {"baseline": 0.5, "weak": 0.3, "finetune": 0.55, "full": 0.7, "joint": 0.6}[row]
         base = level + 0.01 * cfg.trainer.seed
         classes = ["impervious", "building", "low_vegetation", "tree", "car"]
         metrics = {
-            "stage": cfg.stage,
+            "method": cfg.method,
             "seed": cfg.trainer.seed,
             "epochs": 1,
             "classes": classes,
@@ -73,6 +74,8 @@ class FakeEngine:
             "presence_f1": 0.8,
             "train_seconds": 1.0,
             "best_epoch": 1,
+            "optimizer_steps": 10,
+            "data_passes": 1.0,
         }
         atomic_write_json(rd / "metrics.json", metrics)
         return metrics
@@ -87,44 +90,98 @@ def fake_engine(monkeypatch):
     return fake
 
 
-def test_plan_runs_names_init_and_control(tmp_path):
-    cfg = _cfg(tmp_path, stages=["baseline", "weak", "finetune", "full", "control"])
+def test_plan_runs_names_methods_and_init(tmp_path):
+    cfg = _cfg(tmp_path)
     runs = ex.plan_runs(cfg, tmp_path / "store")
     names = [r.cfg.run_dir.name for r in runs]
-    assert names[:5] == [
+    assert names[:4] == [
         "baseline-split0-seed0",
         "weak-proportion-split0-seed0",
         "finetune-proportion-split0-seed0",
         "full-split0-seed0",
-        "control-split0-seed0",
     ]
-    assert len(runs) == 10
+    assert len(runs) == 8
     ft = runs[2].cfg
-    assert ft.stage == "finetune" and ft.trainer.seed == 0 and ft.resume
+    assert ft.method == "supervised" and ft.trainer.seed == 0 and ft.resume
     weak_dir = tmp_path / "exp" / "runs" / "weak-proportion-split0-seed0"
-    assert ft.finetune.init_from == str(weak_dir / "checkpoints" / "best.ckpt")
-    assert runs[0].cfg.stage == "strong" and runs[3].cfg.stage == "full"
+    assert ft.init.checkpoint == str(weak_dir / "checkpoints" / "best.ckpt")
+    subsets = [r.cfg.methods.get("supervised", {}).get("subset") for r in runs[:4]]
+    assert [r.cfg.method for r in runs[:4]] == ["supervised", "proportion", "supervised", "supervised"]
+    assert subsets == ["strong", None, "strong", "full"]
+    assert runs[1].cfg.methods == {"proportion": {"loss": "ce", "eps": 1e-6}}  # resolved options
+    assert runs[0].cfg.init.checkpoint is None and runs[3].cfg.init.checkpoint is None
     assert {r.cfg.data.split for r in runs} == {"default"}
-    # Same hyper-parameters as the baseline: control reuses the baseline runs and says so.
-    assert runs[4].reuse_of == ("baseline", "", 0, 0) and "control = baseline" in runs[4].note
-    # With a finetune recipe, control gets it (but stays an ImageNet-start 'strong' run).
+    # Per-stage overrides; a weak row also takes its method's own layer.
     cfg2 = _cfg(
         tmp_path,
-        stages=["baseline", "weak", "finetune", "control"],
-        stage_overrides={"finetune": {"optim": {"lr": 1e-4}}, "baseline": {"optim": {"lr": 5e-3}}},
+        stage_overrides={
+            "finetune": {"optim": {"lr": 1e-4}},
+            "baseline": {"optim": {"lr": 5e-3}},
+            "weak": {"trainer": {"max_epochs": 3}},
+            "proportion": {"trainer": {"max_epochs": 4}, "methods": {"proportion": {"loss": "kl"}}},
+        },
     )
     runs2 = {r.key: r for r in ex.plan_runs(cfg2, tmp_path / "store")}
-    ctrl = runs2[("control", "", 0, 1)]
-    assert ctrl.reuse_of is None and ctrl.note == ""
-    assert ctrl.cfg.stage == "strong" and ctrl.cfg.optim.lr == pytest.approx(1e-4)
-    assert ctrl.cfg.finetune.init_from is None
     assert runs2[("baseline", "", 0, 1)].cfg.optim.lr == pytest.approx(5e-3)
     assert runs2[("finetune", "proportion", 0, 1)].cfg.optim.lr == pytest.approx(1e-4)
+    weak = runs2[("weak", "proportion", 0, 1)].cfg
+    assert weak.trainer.max_epochs == 4 and weak.methods["proportion"]["loss"] == "kl"
+
+
+def test_single_run_methods_get_one_row(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        seeds=[0],
+        methods=["proportion", "joint"],
+        train={
+            "model": {"encoder": "resnet18", "weights": "none"},
+            "methods": {"joint": {"weight": 0.5}, "proportion": {"loss": "kl"}},
+        },
+        stage_overrides={"joint": {"data": {"batch_sizes": {"strong": 2, "weak": 6}}}},
+    )
+    runs = ex.plan_runs(cfg, tmp_path / "store")
+    assert [r.cfg.run_dir.name for r in runs] == [
+        "baseline-split0-seed0",
+        "weak-proportion-split0-seed0",
+        "finetune-proportion-split0-seed0",
+        "joint-split0-seed0",
+        "full-split0-seed0",
+    ]
+    joint = runs[3]
+    assert (joint.stage, joint.method) == ("joint", "") and joint.cfg.method == "joint"
+    assert joint.cfg.methods["joint"]["weight"] == 0.5 and list(joint.cfg.methods) == ["joint"]
+    assert joint.cfg.data.batch_sizes == {"strong": 2, "weak": 6}
+    assert runs[1].cfg.methods == {"proportion": {"loss": "kl", "eps": 1e-6}}
+    # joint alone needs no weak stage
+    alone = _cfg(tmp_path, seeds=[0], stages=["baseline"], methods=["joint"])
+    assert [r.stage for r in ex.plan_runs(alone, tmp_path / "store")] == ["baseline", "joint"]
+
+
+def test_migrated_experiment_keys(tmp_path, capsys):
+    path = tmp_path / "old.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": {"source": "synthetic"},
+                "weak_methods": ["presence_lse"],
+                "train": {
+                    "weak": {"method": "proportion", "loss": "kl", "lse_r": 2.0, "use_valid_area": True}
+                },
+                "stage_overrides": {"finetune": {"finetune": {"reset_head": True}}},
+            }
+        )
+    )
+    cfg = ex.load_experiment_config(path)
+    assert cfg.methods == ["presence_lse"]
+    assert cfg.train == {"weak": {"area": "valid"}, "methods": {"presence_lse": {"lse_r": 2.0}}}
+    assert cfg.stage_overrides == {"finetune": {"init": {"reset_head": True}}}
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weak_methods" in err and "train.weak.loss" in err
 
 
 def test_several_split_seeds_and_methods(tmp_path):
     cfg = _cfg(tmp_path, split={"seeds": [3, 4]}, seeds=[0], stages=["weak", "finetune"])
-    cfg.weak_methods = ["proportion", "presence_lse"]
+    cfg.methods = ["proportion", "presence_lse"]
     runs = ex.plan_runs(cfg, tmp_path / "store")
     assert [r.cfg.run_dir.name for r in runs] == [
         "weak-proportion-split3-seed0",
@@ -136,8 +193,8 @@ def test_several_split_seeds_and_methods(tmp_path):
         "finetune-proportion-split4-seed0",
         "finetune-presence_lse-split4-seed0",
     ]
-    assert runs[1].cfg.weak.method == "presence_lse"
-    assert runs[3].cfg.finetune.init_from.endswith("weak-presence_lse-split3-seed0/checkpoints/best.ckpt")
+    assert runs[1].cfg.method == "presence_lse"
+    assert runs[3].cfg.init.checkpoint.endswith("weak-presence_lse-split3-seed0/checkpoints/best.ckpt")
     assert {r.cfg.data.split for r in runs} == {"default-seed3", "default-seed4"}
 
 
@@ -145,12 +202,23 @@ def test_several_split_seeds_and_methods(tmp_path):
     ("over", "match"),
     [
         ({"train": {"stage": "weak"}}, "train.stage: this key is set by the experiment"),
+        ({"train": {"method": "joint"}}, "train.method: this key is set by the experiment"),
         ({"train": {"trainer": {"seed": 3}}}, "train.trainer.seed"),
         ({"train": {"model": {"encoderr": "x"}}}, "model.encoderr"),
+        (
+            {"train": {"methods": {"joint": {"wieght": 1}}}},
+            r"train: unknown config key\(s\) methods\.joint\.wieght",
+        ),
         ({"stage_overrides": {"finetune": {"finetune": {"init_from": "x"}}}}, "finetune.init_from"),
+        ({"stage_overrides": {"finetune": {"init": {"checkpoint": "x"}}}}, "init.checkpoint"),
         ({"stage_overrides": {"finetun": {}}}, "stage_overrides.finetun"),
+        ({"stage_overrides": {"control": {}}}, "stage_overrides.control: the 'control' stage was removed"),
         ({"stages": ["baseline", "finetune"]}, "add 'weak'"),
         ({"stages": ["baseline", "strong"]}, "stages\\[1\\]"),
+        ({"stages": ["baseline", "control"]}, r"stages\[1\]: the 'control' stage was removed.*methods"),
+        ({"methods": ["proportoin"]}, r"methods\[0\]: method: unknown training method 'proportoin'; valid"),
+        ({"methods": ["supervised"]}, r"methods\[0\]: 'supervised' is what the baseline"),
+        ({"stages": ["baseline"], "methods": ["interval"]}, r"methods\[0\]: 'interval' pre-trains"),
         ({"seeds": []}, "seeds"),
         ({"split": {"fractions": [0.5, 0.6, 0.2]}}, "split.fractions"),
     ],
@@ -179,6 +247,8 @@ def test_run_skips_finished_and_resumes_after_crash(tmp_path, tiny_store, monkey
     assert len(first.calls) == 8
     results = json.loads((exp / "results.json").read_text())
     rows = results["rows"]
+    assert [r["train_method"] for r in rows[:4]] == ["supervised", "proportion", "supervised", "supervised"]
+    assert rows[0]["optimizer_steps"] == 10 and rows[0]["data_passes"] == 1.0
     assert [(r["stage"], r["method"], r["seed"]) for r in rows] == [
         ("baseline", "", 0),
         ("weak", "proportion", 0),
@@ -263,8 +333,10 @@ def test_demo_config_is_packaged_identically():
     assert (REPO / "configs" / "demo.yaml").read_text(encoding="utf-8") == demo_config_text()
     cfg = demo_config("x", seeds=[4])
     assert cfg.dataset.source == "synthetic" and cfg.seeds == [4] and cfg.out_dir == "x"
-    assert cfg.stages == ["baseline", "weak", "finetune", "full"]
+    assert cfg.stages == ["baseline", "weak", "finetune", "full"] and cfg.methods == ["proportion"]
     ex.check_train_sections(cfg)
+    valid = demo_config("z", quick=True, overrides=["train.weak.area=valid"])
+    assert valid.train["weak"]["area"] == "valid"
     quick = demo_config("y", quick=True)
     assert quick.dataset.patch <= 32 and quick.train["trainer"]["max_epochs"] == 1
     assert quick.train["model"]["weights"] == "none" and quick.stage_overrides == {}
@@ -295,4 +367,15 @@ def test_docs_config_documents_every_key():
 
     text = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
     missing = [k for cls in (TrainConfig, ExperimentConfig) for k in _keys(cls) if f"| `{k}` |" not in text]
+    assert not missing, f"docs/config.md does not document: {missing}"
+
+
+def test_docs_config_documents_every_method_option():
+    from segweak.methods import METHODS
+
+    text = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    shipped = {n: c for n, c in METHODS.items() if c.__module__.startswith("segweak.methods.")}
+    assert {"supervised", "proportion", "joint", "interval"} <= set(shipped)
+    missing = [f"methods.{n}.{k}" for n, c in shipped.items() for k in _keys(c.Options)]
+    missing = [k for k in missing if f"| `{k}` |" not in text]
     assert not missing, f"docs/config.md does not document: {missing}"

@@ -208,3 +208,61 @@ def test_report_of_missing_directory_is_a_clear_error(tmp_path):
 
     with pytest.raises(SegweakError, match="results.json not found"):
         rep.report(tmp_path)
+
+
+def _write_run(exp: Path, row: dict, config: dict, terms: dict[str, float]) -> None:
+    """Give a constructed row a run config.yaml and a history.csv with step and loss-term columns."""
+    import yaml
+
+    rd = exp / row["run_dir"]
+    (rd / "config.yaml").write_text(yaml.safe_dump(config))
+    cols = ["epoch", "step", "train_loss", "val_miou", *(f"train_{t}" for t in terms)]
+    lines = [",".join(cols)]
+    for e in range(1, 4):
+        values = [str(e), str(10 * e), str(sum(terms.values()) / e), str(row["miou"])]
+        lines.append(",".join(values + [str(v / e) for v in terms.values()]))
+    (rd / "history.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_report_single_run_method_area_and_what_ran(tmp_path):
+    rows = []
+    for s in range(3):
+        rows.append(_row("baseline", s, BASE[s]))
+        rows.append(_row("joint", s, FINE[s]))
+    for r in rows:
+        r.update(train_method="supervised" if r["stage"] == "baseline" else "joint", optimizer_steps=300)
+        r["data_passes"] = 0.136
+    exp = _make_exp(tmp_path, rows, methods=("joint",))
+    for r in rows:
+        if r["stage"] == "joint":
+            cfg = {"method": "joint", "weak": {"area": "patch"}, "methods": {"joint": {"weight": 0.5}}}
+            _write_run(exp, r, cfg, {"pixel": 1.0, "proportion": 0.5})
+        else:
+            _write_run(exp, r, {"method": "supervised", "weak": {"area": "patch"}}, {"pixel": 1.0})
+    rep.report(exp)
+    md = (exp / "report.md").read_text()
+    head = md[: md.index("## ")]
+    assert "Method joint: mIoU 0.583 ± 0.032 vs baseline 0.523 ± 0.025" in head
+    assert "Weak-label area: predicted proportions averaged over the **whole patch**" in md
+    assert "| joint | joint |" in md and "weight 0.5" in md  # setup row: method and its options
+    assert "300 steps (0.14 passes)" in md  # what ran, not the configured epochs
+    assert "plots/loss_terms.png" in md and (exp / "plots" / "loss_terms.png").is_file()
+
+
+def test_report_of_old_runs_states_the_valid_area(tmp_path):
+    # An experiment written before training methods: old config keys, no steps recorded.
+    rows = [
+        _row("baseline", 0, 0.5),
+        _row("weak", 0, 0.3, "proportion"),
+        _row("finetune", 0, 0.55, "proportion"),
+    ]
+    exp = _make_exp(tmp_path, rows)
+    old = {"stage": "weak", "weak": {"method": "proportion", "loss": "ce", "use_valid_area": True}}
+    import yaml
+
+    (exp / rows[1]["run_dir"] / "config.yaml").write_text(yaml.safe_dump(old))
+    rep.report(exp)
+    md = (exp / "report.md").read_text()
+    assert "**valid (non-ignore) pixels** only" in md and "whole patch" not in md
+    assert "| weak | proportion |" in md and "loss ce" in md
+    assert not (exp / "plots" / "loss_terms.png").exists()  # no step / term columns in old histories

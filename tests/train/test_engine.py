@@ -1,4 +1,4 @@
-"""Training engine: stages, run directory, finetune, resume, weights-only checkpoints."""
+"""Training engine: methods, run directory, init from a checkpoint, resume, weights-only checkpoints."""
 
 from __future__ import annotations
 
@@ -33,24 +33,40 @@ def make_cfg(store: Path, out: Path, *sets: str) -> TrainConfig:
 @pytest.fixture(scope="module")
 def weak_run(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, dict]:
     out = tmp_path_factory.mktemp("runs")
-    cfg = make_cfg(tiny_store, out, "stage=weak", "trainer.max_epochs=2", "optim.lr=0.01")
+    cfg = make_cfg(tiny_store, out, "method=proportion", "trainer.max_epochs=2", "optim.lr=0.01")
     return cfg, train(cfg)
 
 
 def test_steps_dispatch_to_one_shared_step():
-    for name in ("training_step", "validation_step", "test_step"):
+    # Validation and test share one step for every method; training hands the step to the method.
+    for name in ("validation_step", "test_step"):
         src = inspect.getsource(getattr(SegModule, name))
         body = src.split('"""')[-1]
-        assert "self._shared_step(batch," in body and body.count("\n") <= 3, name
+        assert "self._eval_step(batch," in body and body.count("\n") <= 3, name
+    assert "self.method.training_step(self, batches)" in inspect.getsource(SegModule.training_step)
+
+
+def test_training_code_has_no_stage_branches():
+    # Behaviour comes from the method registry, not from comparing stage names.
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "src" / "segweak"
+    for sub in ("train", "methods"):
+        for path in (root / sub).glob("*.py"):
+            assert not re.search(r"stage ==|\.stage\b", path.read_text()), path
 
 
 def test_weak_run_directory_and_metrics(weak_run):
     cfg, metrics = weak_run
     run = cfg.run_dir
     for key in (
-        "stage",
+        "method",
         "seed",
         "epochs",
+        "optimizer_steps",
+        "steps_per_epoch",
+        "epoch_length",
+        "data_passes",
         "classes",
         "miou",
         "mf1",
@@ -66,20 +82,47 @@ def test_weak_run_directory_and_metrics(weak_run):
         "best_epoch",
     ):
         assert key in metrics, key
-    assert metrics["stage"] == "weak" and metrics["epochs"] == 2 and metrics["seed"] == 0
+    assert metrics["method"] == "proportion" and metrics["epochs"] == 2 and metrics["seed"] == 0
     assert 0.0 <= metrics["prop_mae"] <= 1.0 and metrics["n_pixels"] > 0
+    # What ran: 2 full epochs of the weak subset at batch size 4 (drop_last).
+    n_weak = len(
+        json.loads((Path(cfg.data.store) / "splits" / "default.json").read_text())["subsets"]["weak"]
+    )
+    assert metrics["steps_per_epoch"] == metrics["epoch_length"] == n_weak // 4
+    assert metrics["optimizer_steps"] == 2 * (n_weak // 4) and metrics["data_passes"] == 2.0
     on_disk = json.loads((run / "metrics.json").read_text())
     assert on_disk["miou"] == pytest.approx(metrics["miou"])
-    assert yaml.safe_load((run / "config.yaml").read_text())["stage"] == "weak"
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    assert recorded["method"] == "proportion" and recorded["methods"] == {
+        "proportion": {"loss": "ce", "eps": 1e-6}
+    }
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / metrics["checkpoint"]).is_file()
     assert any((run / "logs" / "csv").rglob("metrics.csv")) and any(
         (run / "logs" / "tensorboard").rglob("events*")
     )
     rows = list(csv.DictReader((run / "history.csv").open()))
-    assert tuple(rows[0]) == HISTORY_COLUMNS and [r["epoch"] for r in rows] == ["1", "2"]
+    assert tuple(rows[0]) == (*HISTORY_COLUMNS, "train_proportion") and [r["epoch"] for r in rows] == [
+        "1",
+        "2",
+    ]
     assert all(r["val_miou"] and r["train_loss"] and r["val_prop_mae"] for r in rows)
+    assert [int(r["step"]) for r in rows] == [n_weak // 4, 2 * (n_weak // 4)]
+    # One term: the loss is that term.
+    assert all(float(r["train_proportion"]) == pytest.approx(float(r["train_loss"])) for r in rows)
     assert is_complete(run)
+
+
+def test_limited_epochs_report_what_ran(tiny_store, tmp_path):
+    cfg = make_cfg(
+        tiny_store, tmp_path, "method=proportion", "trainer.limit_train_batches=3", "trainer.max_epochs=1"
+    )
+    metrics = train(cfg)
+    assert metrics["epochs"] == 1 and metrics["optimizer_steps"] == 3 and metrics["steps_per_epoch"] == 3
+    assert metrics["epoch_length"] > 3 and metrics["data_passes"] == pytest.approx(
+        3 / metrics["epoch_length"], abs=1e-4
+    )
+    assert metrics["limit_train_batches"] == 3
 
 
 def test_weak_batches_have_no_mask_and_proportion_loss_decreases(tiny_store, tmp_path):
@@ -94,14 +137,15 @@ def test_weak_batches_have_no_mask_and_proportion_loss_decreases(tiny_store, tmp
     cfg = make_cfg(
         tiny_store,
         tmp_path,
-        "stage=weak",
+        "method=proportion",
         "trainer.max_epochs=6",
         "optim.lr=0.01",
         "data.augment=false",
         "optim.scheduler=none",
     )
     train(cfg, callbacks=[Spy()])
-    assert seen and all("mask" not in keys and "weak" in keys for keys in seen)
+    # Leak-free default (weak.area: patch): no pixel mask and no valid map either.
+    assert seen and all("mask" not in keys and "valid" not in keys and "weak" in keys for keys in seen)
     k = max(1, len(losses) // 4)
     assert sum(losses[-k:]) / k < sum(losses[:k]) / k
 
@@ -112,7 +156,7 @@ def test_resume_completed_run_does_not_retrain(weak_run):
     cfg2 = load_config(
         TrainConfig,
         None,
-        [f"data.store={cfg.data.store}", f"out_dir={cfg.out_dir}", *TINY, "stage=weak", "resume=true"],
+        [f"data.store={cfg.data.store}", f"out_dir={cfg.out_dir}", *TINY, "method=proportion", "resume=true"],
     )
     again = train(cfg2)
     assert again["miou"] == pytest.approx(metrics["miou"])
@@ -138,22 +182,22 @@ def test_finetune_loads_weights_and_resets_head(weak_run, tmp_path):
     cfg = make_cfg(
         wcfg.data.store,
         tmp_path,
-        "stage=finetune",
-        f"finetune.init_from={best}",
+        "method=supervised",
+        f"init.checkpoint={best}",
         "trainer.max_epochs=1",
         "optim.encoder_lr=0.0001",
     )
     metrics = train(cfg, callbacks=[Capture()])
-    assert metrics["stage"] == "finetune"
+    assert metrics["method"] == "supervised"
     assert all(torch.equal(captured["state"][k], v) for k, v in saved.items())
 
     cfg = make_cfg(
         wcfg.data.store,
         tmp_path,
-        "stage=finetune",
-        f"finetune.init_from={best}",
+        "method=supervised",
+        f"init.checkpoint={best}",
         "trainer.max_epochs=1",
-        "finetune.reset_head=true",
+        "init.reset_head=true",
         "run_name=reset",
     )
     train(cfg, callbacks=[Capture()])
@@ -171,7 +215,7 @@ def test_finetune_wrong_class_count_is_a_clear_error(weak_run, tmp_path):
     ckpt["hyper_parameters"]["classes"] = [*ckpt["hyper_parameters"]["classes"], "clutter"]
     bad = tmp_path / "six.ckpt"
     torch.save(ckpt, bad)
-    cfg = make_cfg(wcfg.data.store, tmp_path, "stage=finetune", f"finetune.init_from={bad}")
+    cfg = make_cfg(wcfg.data.store, tmp_path, f"init.checkpoint={bad}")
     with pytest.raises(SegweakError, match="trained with 6 classes.*has 5"):
         train(cfg)
 
@@ -179,9 +223,7 @@ def test_finetune_wrong_class_count_is_a_clear_error(weak_run, tmp_path):
 def test_finetune_wrong_architecture_is_a_clear_error(weak_run, tmp_path):
     wcfg, _ = weak_run
     best = wcfg.run_dir / "checkpoints" / "best.ckpt"
-    cfg = make_cfg(
-        wcfg.data.store, tmp_path, "stage=finetune", f"finetune.init_from={best}", "model.arch=unet"
-    )
+    cfg = make_cfg(wcfg.data.store, tmp_path, f"init.checkpoint={best}", "model.arch=unet")
     with pytest.raises(SegweakError, match="arch"):
         train(cfg)
 
@@ -198,19 +240,19 @@ def test_checkpoint_with_pickled_object_is_refused(weak_run, tmp_path):
     torch.save(ckpt, bad)
     with pytest.raises(SegweakError, match="weights-only"):
         load_checkpoint(bad)
-    cfg = make_cfg(wcfg.data.store, tmp_path, "stage=finetune", f"finetune.init_from={bad}")
+    cfg = make_cfg(wcfg.data.store, tmp_path, f"init.checkpoint={bad}")
     with pytest.raises(SegweakError, match="weights-only"):
         train(cfg)
     # resume refuses it too
-    run = tmp_path / "strong-seed0" / "checkpoints"
+    run = tmp_path / "supervised-seed0" / "checkpoints"
     run.mkdir(parents=True)
     (run / "last.ckpt").write_bytes(bad.read_bytes())
     with pytest.raises(SegweakError, match="weights-only"):
-        train(make_cfg(wcfg.data.store, tmp_path, "stage=strong", "resume=true"))
+        train(make_cfg(wcfg.data.store, tmp_path, "resume=true"))
 
 
 def test_resume_matches_uninterrupted_run(tiny_store, tmp_path):
-    base = ["stage=strong", "trainer.max_epochs=2", "optim.warmup_steps=2", "data.batch_size=2"]
+    base = ["method=supervised", "trainer.max_epochs=2", "optim.warmup_steps=2", "data.batch_size=2"]
 
     class Boom(Exception):
         pass
@@ -240,7 +282,7 @@ def _rows_close(pa: Path, pb: Path) -> bool:
     ra, rb = list(csv.DictReader(pa.open())), list(csv.DictReader(pb.open()))
     assert len(ra) == len(rb) == 2
     for x, y in zip(ra, rb, strict=True):
-        for key in HISTORY_COLUMNS:
+        for key in (*HISTORY_COLUMNS, "train_pixel"):
             assert float(x[key]) == pytest.approx(float(y[key]), rel=1e-5), key
     return True
 

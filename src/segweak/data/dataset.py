@@ -4,11 +4,12 @@ Design decisions:
 
 * Weak patches never return their ``mask`` unless ``with_mask=True`` is passed explicitly (for
   evaluation code), so training code on the weak subset cannot use pixel labels by accident.
-* Every item carries ``valid`` (float32 H×W, 1 where the mask is not ignore = 255). It is the area
-  over which the weak label (class proportions) was computed, which a weak loss needs to average its
-  predictions over the same area. It carries **no class information**: it only says which pixels
-  are labelled at all (in Vaihingen: everything but the eroded boundaries and, in the 5-class set,
-  clutter).
+* ``valid`` (float32 H×W, 1 where the mask is not ignore = 255) is the area over which the weak label
+  (class proportions) was computed. It carries no class, but it does carry pixel structure: it traces
+  every ignored region (eroded object boundaries, clutter in the 5-class set). Items with a ``mask``
+  carry it (it adds nothing to the mask); weak items only when ``with_valid=True`` is asked for
+  (``weak.area: valid``), so the default weak item reveals nothing about its pixels.
+* ``with_weak=False`` gives unlabelled items (image, id, index): the weak labels are not even computed.
 * The dataset holds a :class:`~segweak.data.store.Store`, whose memmaps are opened lazily in each
   process, so it can be pickled to DataLoader workers.
 """
@@ -47,13 +48,17 @@ class SegweakDataset(Dataset):
             :func:`~segweak.data.transforms.default_train_transform`).
         with_mask: Return ``mask``; ``None`` = True for strong/val/full, False for weak/all.
         presence_threshold: Override the split's presence threshold.
+        with_valid: Return ``valid``; ``None`` = the same as ``with_mask``.
+        with_weak: Return the weak labels ``weak`` and ``presence``; False also never computes them
+            (masks are read only when ``with_mask`` or ``with_valid`` asks for them).
 
     Items (dict):
         ``image``: float32 ``(C, P, P)``, ``(x - mean) / std`` per channel with the store's
         ``image_stats`` (0..255 scale); ``mask``: int64 ``(P, P)``, 255 = ignore (only when masks are
-        returned); ``valid``: float32 ``(P, P)``; ``weak``: float32 ``(K,)`` class proportions over
-        valid pixels (sum 1); ``presence``: float32 ``(K,)`` 1.0 where the proportion exceeds the
-        threshold; ``id``: str; ``index``: int patch index in the store.
+        returned); ``valid``: float32 ``(P, P)`` (only with ``with_valid``); ``weak``: float32
+        ``(K,)`` class proportions over valid pixels (sum 1) and ``presence``: float32 ``(K,)`` 1.0
+        where the proportion exceeds the threshold (only with ``with_weak``); ``id``: str;
+        ``index``: int patch index in the store.
     """
 
     def __init__(
@@ -64,6 +69,8 @@ class SegweakDataset(Dataset):
         transform: Transform | None = None,
         with_mask: bool | None = None,
         presence_threshold: float | None = None,
+        with_valid: bool | None = None,
+        with_weak: bool = True,
     ) -> None:
         self.store = open_store(store)
         if subset not in SUBSET_CHOICES:
@@ -80,12 +87,17 @@ class SegweakDataset(Dataset):
         self.indices = np.asarray(sorted(idx), dtype=np.int64)
         self.transform = transform
         self.with_mask = _MASK_DEFAULT[subset] if with_mask is None else bool(with_mask)
+        self.with_valid = self.with_mask if with_valid is None else bool(with_valid)
+        self.with_weak = bool(with_weak)
         thr = self.split.get("presence_threshold", 0.0) if presence_threshold is None else presence_threshold
         self.presence_threshold = float(thr)
-        counts = self.store.counts[self.indices] if len(self.indices) else np.zeros((0, self.num_classes))
-        props = proportions(counts)
-        self.weak = props.astype(np.float32)
-        self.presence = presence(props, self.presence_threshold).astype(np.float32)
+        self.weak: np.ndarray | None = None
+        self.presence: np.ndarray | None = None
+        if self.with_weak:
+            counts = self.store.counts[self.indices] if len(self.indices) else np.zeros((0, self.num_classes))
+            props = proportions(counts)
+            self.weak = props.astype(np.float32)
+            self.presence = presence(props, self.presence_threshold).astype(np.float32)
         self.mean = self.store.mean
         self.std = self.store.std
         self._lut = normalization_lut(self.mean, self.std)  # (C, 256) float32
@@ -115,18 +127,23 @@ class SegweakDataset(Dataset):
             raise IndexError(f"index {i} out of range for {len(self.indices)} patches")
         index = int(self.indices[i])
         image = np.asarray(self.store.images[index])
-        mask = np.asarray(self.store.masks[index])
+        if self.with_mask or self.with_valid:
+            mask = np.asarray(self.store.masks[index])
+        else:
+            # The mask is not read when nothing returned derives from it; a blank one keeps the
+            # transform's contract (and its random draws) the same.
+            mask = np.zeros(image.shape[:2], dtype=np.uint8)
         if self.transform is not None:
             out = self.transform({"image": image, "mask": mask})
             image, mask = out["image"], out["mask"]
-        item: dict[str, Any] = {
-            "image": torch.from_numpy(self._normalize(np.asarray(image))),
-            "valid": torch.from_numpy(np.ascontiguousarray(mask != IGNORE_INDEX, dtype=np.float32)),
-            "weak": torch.from_numpy(self.weak[i].copy()),
-            "presence": torch.from_numpy(self.presence[i].copy()),
-            "id": self.store.ids[index],
-            "index": index,
-        }
+        item: dict[str, Any] = {"image": torch.from_numpy(self._normalize(np.asarray(image)))}
+        if self.with_valid:
+            item["valid"] = torch.from_numpy(np.ascontiguousarray(mask != IGNORE_INDEX, dtype=np.float32))
+        if self.weak is not None and self.presence is not None:
+            item["weak"] = torch.from_numpy(self.weak[i].copy())
+            item["presence"] = torch.from_numpy(self.presence[i].copy())
+        item["id"] = self.store.ids[index]
+        item["index"] = index
         if self.with_mask:
             item["mask"] = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
         return item
@@ -134,5 +151,6 @@ class SegweakDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"SegweakDataset(store={str(self.store.path)!r}, split={self.split['name']!r}, "
-            f"subset={self.subset!r}, n={len(self)}, with_mask={self.with_mask})"
+            f"subset={self.subset!r}, n={len(self)}, with_mask={self.with_mask}, "
+            f"with_valid={self.with_valid}, with_weak={self.with_weak})"
         )

@@ -41,22 +41,33 @@ class SegMetrics(nn.Module):
         self.presence = PresenceF1Metric()
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, batch: dict[str, Any], weak_method: Any | None) -> None:
+    def update(
+        self,
+        logits: torch.Tensor,
+        batch: dict[str, Any],
+        area: str | None = "patch",
+        presence_threshold: float = 0.0,
+    ) -> None:
         """Add one batch.
 
         Args:
             logits: (B, K, H, W) pixel logits.
-            batch: Needs ``mask`` (B, H, W) int64; ``weak`` (B, K), ``presence`` (B, K) and
-                ``valid`` (B, H, W) for the weak metrics (skipped when absent).
-            weak_method: A :class:`~segweak.weak.methods.WeakMethod` (``proportions`` and
-                ``predict_presence``); ``None`` skips the weak metrics.
+            batch: Needs ``mask`` (B, H, W) int64; ``weak`` (B, K) and ``presence`` (B, K) for the
+                weak metrics (skipped when absent), and ``valid`` (B, H, W) with ``area="valid"``.
+            area: Where predicted proportions are averaged, as in training (``weak.area``): ``patch``
+                (whole patch) or ``valid`` (non-ignore pixels); ``None`` skips the weak metrics.
+            presence_threshold: A class is predicted present when its share of argmax pixels over the
+                area exceeds this (``weak.presence_threshold``).
         """
+        from segweak.weak.pooling import hard_proportions, soft_proportions
+
         self.confusion.update(logits.argmax(dim=1), batch["mask"])
-        if weak_method is not None and "weak" in batch and "valid" in batch:
-            valid = batch["valid"] if weak_method.cfg.use_valid_area else None
+        if area is not None and "weak" in batch and (area == "patch" or "valid" in batch):
+            valid = batch["valid"] if area == "valid" else None
             logits = logits.float()
-            self.prop_mae.update(weak_method.proportions(logits, valid), batch["weak"].float())
-            self.presence.update(weak_method.predict_presence(logits, valid), batch["presence"].float())
+            self.prop_mae.update(soft_proportions(logits, valid), batch["weak"].float())
+            predicted = (hard_proportions(logits, valid) > presence_threshold).float()
+            self.presence.update(predicted, batch["presence"].float())
 
     def compute(self, classes: list[str]) -> dict[str, Any]:
         """Metrics dict: ``metrics_from_confusion`` keys + ``prop_mae``, ``presence_f1`` (None if unseen)."""
@@ -109,7 +120,6 @@ def evaluate(
     from segweak.data.dataset import SegweakDataset
     from segweak.data.store import Store
     from segweak.train.checkpoint import build_model_from_checkpoint, check_classes, load_checkpoint
-    from segweak.weak.methods import build_weak_method
 
     ckpt = load_checkpoint(checkpoint)
     model, cfg, classes = build_model_from_checkpoint(ckpt, checkpoint)
@@ -125,14 +135,11 @@ def evaluate(
     )
     dev = torch.device(device)
     model.to(dev)
-    weak_method = build_weak_method(cfg.weak, len(classes))
-    if isinstance(weak_method, nn.Module):
-        weak_method.to(dev)
     metrics = SegMetrics(len(classes)).to(dev)
     with torch.inference_mode():
         for batch in loader:
             batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            metrics.update(model(batch["image"]), batch, weak_method)
+            metrics.update(model(batch["image"]), batch, cfg.weak.area, cfg.weak.presence_threshold)
     result = metrics.compute(classes)
     result.update(checkpoint=str(checkpoint), store=str(store), split=split, subset=subset)
     if out is not None:

@@ -15,7 +15,14 @@ from typing import Any
 
 import yaml
 
-from segweak.config import ExperimentConfig, deep_merge, from_dict
+from segweak.config import (
+    ExperimentConfig,
+    deep_merge,
+    deprecation_notice,
+    from_dict,
+    migrate_experiment_dict,
+    parse_overrides,
+)
 from segweak.errors import SegweakError
 
 #: Overrides of ``--quick``: tiny tiles, one epoch, a randomly initialised tiny network.
@@ -39,7 +46,10 @@ def demo_config_text() -> str:
 
 
 def demo_config(
-    out: str | Path = "segweak-demo", seeds: list[int] | None = None, quick: bool = False
+    out: str | Path = "segweak-demo",
+    seeds: list[int] | None = None,
+    quick: bool = False,
+    overrides: list[str] | None = None,
 ) -> ExperimentConfig:
     """Build the demo's experiment config.
 
@@ -47,6 +57,8 @@ def demo_config(
         out: Experiment directory.
         seeds: Training seeds (default: those of ``demo.yaml``).
         quick: Shrink to a seconds-long smoke run (meaningless numbers).
+        overrides: ``key=value`` strings applied last (``segweak demo --set``), e.g.
+            ``train.weak.area=valid``.
 
     Returns:
         A validated :class:`ExperimentConfig`.
@@ -58,10 +70,14 @@ def demo_config(
     data["out_dir"] = str(out)
     if seeds is not None:
         data["seeds"] = list(seeds)
+    data = deep_merge(data, parse_overrides(overrides))
     try:
+        data, legacy = migrate_experiment_dict(data)
+        if legacy:
+            deprecation_notice("segweak demo --set", legacy)
         cfg = from_dict(ExperimentConfig, data)
     except SegweakError as exc:
-        raise SegweakError(f"packaged demo config: {exc}") from None
+        raise SegweakError(f"demo config: {exc}") from None
     if cfg.dataset.source != "synthetic":
         raise SegweakError("packaged demo config must use dataset.source: synthetic")
     return cfg.validate()
@@ -72,12 +88,14 @@ def demo(
     seeds: list[int] | None = None,
     quick: bool = False,
     console: Any = None,
+    overrides: list[str] | None = None,
 ) -> Path:
     """Run the demo experiment and return its directory (with results and report).
 
     A rerun with the same ``out`` skips finished runs, like ``segweak run``.
     """
-    from segweak.report.experiment import run_experiment
+    from segweak.report.experiment import check_train_sections, run_experiment
 
-    cfg = demo_config(out, seeds=seeds, quick=quick)
+    cfg = demo_config(out, seeds=seeds, quick=quick, overrides=overrides)
+    check_train_sections(cfg)
     return run_experiment(cfg, console=console)

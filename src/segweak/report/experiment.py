@@ -1,16 +1,18 @@
-"""The experiment protocol in one call: prepare -> split(s) -> stages x seeds -> results -> report.
+"""The experiment protocol in one call: prepare -> split(s) -> rows x seeds -> results -> report.
 
-``run_experiment(cfg)`` trains, for every split seed x training seed, the protocol stages
+``run_experiment(cfg)`` trains, for every split seed x training seed, these rows (each one run of a
+training method, :mod:`segweak.methods`):
 
-* ``baseline``: train stage ``strong`` (ImageNet/offline encoder, pixel labels of the strong subset),
-* ``weak``: train stage ``weak`` once per weak method (weak labels of the weak subset only),
-* ``finetune``: train stage ``finetune`` from the same split/seed/method's weak ``best.ckpt``,
-* ``full``: train stage ``full`` (pixel labels of strong + weak subsets: the upper bound),
-* ``control``: ``finetune``'s hyper-parameters but starting from the ImageNet/offline encoder (no weak
-  pre-training). When its resolved training config equals ``baseline``'s, it *is* the baseline: the
-  baseline run is reused and the row says so.
+* ``baseline``: ``supervised`` on the strong subset (ImageNet/offline encoder),
+* ``weak``: each pre-training method of ``methods`` (e.g. ``proportion``: weak labels of the weak
+  subset only),
+* ``finetune``: ``supervised`` on the strong subset from the same split/seed/method's weak
+  ``best.ckpt`` (``init.checkpoint``),
+* one row per other method of ``methods`` (e.g. ``joint``), named after the method,
+* ``full``: ``supervised`` on strong + weak pixel labels (the upper bound).
 
-Each run lives in ``EXP/runs/<stage>[-<method>]-split<k>-seed<s>/``. A run whose results exist
+Each run lives in ``EXP/runs/<stage>[-<method>]-split<k>-seed<s>/`` (a single-run method's row:
+``<method>-split<k>-seed<s>``). A run whose results exist
 (:func:`segweak.train.engine.is_complete`) is skipped, an interrupted one resumes from its last
 checkpoint, so rerunning the same command after a crash continues where it stopped. A completed run
 whose recorded config differs from what the experiment now asks for is an error (never silently
@@ -35,12 +37,14 @@ from typing import Any
 import yaml
 
 from segweak.config import (
+    EXPERIMENT_STAGES,
     ExperimentConfig,
     TrainConfig,
     deep_merge,
     dump_yaml,
     from_dict,
     load_config,
+    migrate_train_dict,
     to_dict,
 )
 from segweak.errors import SegweakError
@@ -48,20 +52,13 @@ from segweak.io import atomic_write_json, atomic_write_text
 
 RESULTS_FORMAT_VERSION = 1
 
-#: Experiment stage -> TrainConfig stage.
-TRAIN_STAGE = {
-    "baseline": "strong",
-    "weak": "weak",
-    "finetune": "finetune",
-    "full": "full",
-    "control": "strong",
-}
+#: Supervised subset of each supervised protocol stage (``methods.supervised.subset``).
+SUPERVISED_STAGES = {"baseline": "strong", "finetune": "strong", "full": "full"}
 
-#: Order in which stages run within one split seed x seed (weak before finetune).
-STAGE_ORDER = ("baseline", "weak", "finetune", "full", "control")
-
-#: TrainConfig keys the experiment sets itself; a ``train`` / ``stage_overrides`` entry for them is an error.
+#: TrainConfig keys the experiment sets itself; a ``train`` / ``stage_overrides`` entry for them is an
+#: error (``stage`` and ``finetune.init_from``: their names before training methods).
 CONTROLLED_KEYS = (
+    ("method",),
     ("stage",),
     ("out_dir",),
     ("run_name",),
@@ -69,6 +66,7 @@ CONTROLLED_KEYS = (
     ("data", "store"),
     ("data", "split"),
     ("trainer", "seed"),
+    ("init", "checkpoint"),
     ("finetune", "init_from"),
 )
 
@@ -80,7 +78,7 @@ _IGNORED_FOR_MATCH = (
     ("resume",),
     ("data", "store"),
     ("data", "num_workers"),
-    ("finetune", "init_from"),
+    ("init", "checkpoint"),
     ("trainer", "progress_bar"),
     ("trainer", "log_every_n_steps"),
 )
@@ -91,7 +89,7 @@ RESULT_COLUMNS = (
     "method",
     "split_seed",
     "seed",
-    "train_stage",
+    "train_method",
     "miou",
     "mf1",
     "oa",
@@ -104,6 +102,8 @@ RESULT_TAIL_COLUMNS = (
     "absent_classes",
     "epochs",
     "best_epoch",
+    "optimizer_steps",
+    "data_passes",
     "train_seconds",
     "run_dir",
     "note",
@@ -115,13 +115,13 @@ class PlannedRun:
     """One training run of the protocol.
 
     Attributes:
-        stage: Experiment stage (``baseline``, ``weak``, ...).
-        method: Weak method for ``weak``/``finetune`` rows, else ``""``.
+        stage: Row name: a protocol stage (``baseline``, ``weak``, ``finetune``, ``full``) or the
+            name of a single-run method (e.g. ``joint``).
+        method: Pre-training method of ``weak``/``finetune`` rows, else ``""``.
         split_seed: Split seed.
         split_name: Split manifest name inside the store.
         seed: Training seed.
         cfg: Resolved training config.
-        reuse_of: Key of another planned run whose results this one reuses (control = baseline).
         note: Human-readable remark stored in the results row.
     """
 
@@ -131,7 +131,6 @@ class PlannedRun:
     split_name: str
     seed: int
     cfg: TrainConfig
-    reuse_of: tuple[str, str, int, int] | None = None
     note: str = ""
 
     @property
@@ -188,11 +187,17 @@ _MISSING = object()
 
 
 def check_train_sections(cfg: ExperimentConfig) -> None:
-    """Check ``train`` and ``stage_overrides``: valid TrainConfig keys, none the experiment controls.
+    """Check ``train``, ``stage_overrides`` and ``methods`` before anything is prepared or trained.
+
+    Every section must hold valid TrainConfig keys, none the experiment controls, and valid options
+    in each ``methods.<name>`` section; every compared method must exist, and a pre-training method
+    needs the ``weak`` stage.
 
     Raises:
         SegweakError: Naming the dotted key at fault.
     """
+    from segweak.methods import check_method_sections, method_class
+
     sections = {"train": cfg.train}
     for stage, over in cfg.stage_overrides.items():
         if not isinstance(over, dict):
@@ -209,34 +214,37 @@ def check_train_sections(cfg: ExperimentConfig) -> None:
                     "(see docs/config.md, 'Keys the experiment sets')"
                 )
         try:
-            from_dict(TrainConfig, deep_merge(cfg.train, section) if where != "train" else section)
+            check_method_sections(
+                from_dict(TrainConfig, deep_merge(cfg.train, section) if where != "train" else section)
+            )
         except SegweakError as exc:
             raise SegweakError(f"{where}: {exc}") from None
-    if cfg.weak_methods is not None:
-        known = _weak_method_names()
-        if known is not None:
-            for i, m in enumerate(cfg.weak_methods):
-                if m not in known:
-                    raise SegweakError(
-                        f"weak_methods[{i}]: unknown weak method {m!r}; choose from {', '.join(known)}"
-                    )
-
-
-def _weak_method_names() -> list[str] | None:
-    """Names in the weak-method registry, or ``None`` when the registry cannot be imported."""
-    try:
-        from segweak.weak.methods import WEAK_METHODS
-    except ImportError:
-        return None
-    return sorted(WEAK_METHODS)
+    for i, m in enumerate(cfg.compared_methods()):
+        try:
+            cls = method_class(m)
+        except SegweakError as exc:
+            raise SegweakError(f"methods[{i}]: {exc}") from None
+        if m == "supervised":
+            raise SegweakError(
+                f"methods[{i}]: 'supervised' is what the baseline, finetune and full rows train; "
+                "list the methods to compare with them"
+            )
+        if cls.pretrain and "weak" not in cfg.stages:
+            raise SegweakError(
+                f"methods[{i}]: {m!r} pre-trains on weak labels and is then fine-tuned: add 'weak' "
+                "(and 'finetune') to stages, or remove it from methods"
+            )
 
 
 def methods_of(cfg: ExperimentConfig) -> list[str]:
-    """Weak methods the experiment compares (``train.weak.method`` when ``weak_methods`` is unset)."""
-    if cfg.weak_methods:
-        return list(cfg.weak_methods)
-    base = from_dict(TrainConfig, deep_merge(cfg.train, cfg.stage_overrides.get("weak", {})))
-    return [base.weak.method]
+    """Methods the experiment compares (``methods``; default ``[proportion]`` with a ``weak`` stage)."""
+    return cfg.compared_methods()
+
+
+def _pretrains(method: str) -> bool:
+    from segweak.methods import method_class
+
+    return method_class(method).pretrain
 
 
 def run_name(stage: str, method: str, split_seed: int, seed: int) -> str:
@@ -264,27 +272,44 @@ def resolve_train_config(
 ) -> TrainConfig:
     """Resolve one run's TrainConfig: defaults <- ``train`` <- ``stage_overrides`` <- experiment keys.
 
-    ``control`` merges ``stage_overrides.finetune`` and then ``stage_overrides.control``.
+    Override layers: a protocol stage's own (``stage_overrides.<stage>``); a ``weak`` row adds its
+    method's (``stage_overrides.<method>``); a single-run method row has only its own. The experiment
+    then sets ``method``, the run's name and paths, the seed, ``init.checkpoint`` (finetune) and the
+    supervised subset. The result is checked and its method options resolved
+    (:func:`segweak.methods.check_config`).
+
+    Args:
+        cfg: The experiment config.
+        stage: Row name: ``baseline``, ``weak``, ``finetune``, ``full`` or a single-run method.
+        method: The pre-training method of a ``weak``/``finetune`` row, else ``""``.
+        split_seed: Split seed.
+        seed: Training seed.
+        store: Prepared store path.
+        init_from: ``init.checkpoint`` of a ``finetune`` row.
     """
+    from segweak.methods import check_config
+
     data = copy.deepcopy(cfg.train)
-    layers = ["finetune", "control"] if stage == "control" else [stage]
+    layers = [stage] + ([method] if stage == "weak" and method else [])
     for layer in layers:
         data = deep_merge(data, copy.deepcopy(cfg.stage_overrides.get(layer, {})))
     forced: dict[str, Any] = {
-        "stage": TRAIN_STAGE[stage],
         "out_dir": str(Path(cfg.out_dir) / "runs"),
         "run_name": run_name(stage, method, split_seed, seed),
         "resume": True,
         "data": {"store": str(store), "split": split_name(cfg, split_seed)},
         "trainer": {"seed": seed},
     }
-    if method:
-        forced["weak"] = {"method": method}
+    if stage in SUPERVISED_STAGES:
+        forced["method"] = "supervised"
+        forced["methods"] = {"supervised": {"subset": SUPERVISED_STAGES[stage]}}
+    else:
+        forced["method"] = method or stage
     if init_from is not None:
-        forced["finetune"] = {"init_from": init_from}
+        forced["init"] = {"checkpoint": init_from}
     data = deep_merge(data, forced)
     try:
-        return from_dict(TrainConfig, data).validate()
+        return check_config(from_dict(TrainConfig, data))
     except SegweakError as exc:
         raise SegweakError(f"stage {stage}: {exc}") from None
 
@@ -299,44 +324,40 @@ def _comparable(train_cfg: TrainConfig | dict[str, Any]) -> dict[str, Any]:
 def plan_runs(cfg: ExperimentConfig, store: str | Path) -> list[PlannedRun]:
     """Every run of the protocol, in the order they must train (weak before finetune).
 
+    Per split seed x seed: ``baseline``; ``weak`` then ``finetune`` for each pre-training method;
+    one row per single-run method; ``full``.
+
     Args:
         cfg: Validated experiment config.
         store: Path of the prepared store.
 
     Returns:
-        Planned runs; a ``control`` identical to ``baseline`` reuses the baseline run.
+        Planned runs.
     """
     methods = methods_of(cfg)
+    pretrain = [m for m in methods if _pretrains(m)]
+    single = [m for m in methods if not _pretrains(m)]
     runs: list[PlannedRun] = []
     for k in cfg.split.seeds:
         sname = split_name(cfg, k)
         for s in cfg.seeds:
-            common = {"split_seed": k, "seed": s, "store": store}
-            baseline_cfg: TrainConfig | None = None
-            for stage in STAGE_ORDER:
-                if stage not in cfg.stages:
-                    continue
-                if stage in ("weak", "finetune"):
-                    for m in methods:
-                        init = None
-                        if stage == "finetune":
-                            weak_dir = Path(cfg.out_dir) / "runs" / run_name("weak", m, k, s)
-                            init = str(weak_dir / "checkpoints" / "best.ckpt")
-                        tc = resolve_train_config(cfg, stage, method=m, init_from=init, **common)
-                        runs.append(PlannedRun(stage, m, k, sname, s, tc))
-                    continue
-                tc = resolve_train_config(cfg, stage, method="", **common)
-                run = PlannedRun(stage, "", k, sname, s, tc)
-                if stage == "baseline":
-                    baseline_cfg = tc
-                elif stage == "control":
-                    if baseline_cfg is None:  # no baseline stage: compare with what it would be
-                        baseline_cfg = resolve_train_config(cfg, "baseline", method="", **common)
-                    if _comparable(tc) == _comparable(baseline_cfg):
-                        run.note = "control = baseline (same encoder and hyper-parameters)"
-                        if "baseline" in cfg.stages:
-                            run.reuse_of = ("baseline", "", k, s)
-                runs.append(run)
+            rows: list[tuple[str, str, str | None]] = []  # (stage, method, init.checkpoint)
+            if "baseline" in cfg.stages:
+                rows.append(("baseline", "", None))
+            if "weak" in cfg.stages:
+                rows += [("weak", m, None) for m in pretrain]
+            if "finetune" in cfg.stages:
+                for m in pretrain:
+                    weak_dir = Path(cfg.out_dir) / "runs" / run_name("weak", m, k, s)
+                    rows.append(("finetune", m, str(weak_dir / "checkpoints" / "best.ckpt")))
+            rows += [(m, "", None) for m in single]
+            if "full" in cfg.stages:
+                rows.append(("full", "", None))
+            for stage, method, init in rows:
+                tc = resolve_train_config(
+                    cfg, stage, method=method, split_seed=k, seed=s, store=store, init_from=init
+                )
+                runs.append(PlannedRun(stage, method, k, sname, s, tc))
     return runs
 
 
@@ -527,20 +548,32 @@ def _read_run_config(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _check_same_config(run: PlannedRun) -> None:
-    """Refuse to reuse a finished run trained with a different config."""
+    """Refuse to reuse a finished run trained with a different config.
+
+    A ``config.yaml`` of the layout before training methods is migrated first, so experiment
+    directories written then keep resuming when their settings still match.
+    """
+    from segweak.methods import check_config
+
     recorded = _read_run_config(run.cfg.run_dir)
     if recorded is None:
         return
     try:
-        recorded_cfg = from_dict(TrainConfig, recorded)
+        recorded_cfg = check_config(from_dict(TrainConfig, migrate_train_dict(recorded)[0]))
     except SegweakError:
         return  # written by another segweak version: nothing reliable to compare
     a, b = _comparable(recorded_cfg), _comparable(run.cfg)
     if a != b:
         diffs = _diff_keys(a, b)
+        hint = ""
+        if "weak.area" in diffs and (a.get("weak") or {}).get("area") == "valid":
+            hint = (
+                "; runs written before weak.area existed averaged over the valid area: add "
+                "--set train.weak.area=valid to continue them"
+            )
         raise SegweakError(
             f"run {run.cfg.run_dir} finished with a different config than the experiment now asks for "
-            f"(differs at: {', '.join(diffs[:6])}); use a new out_dir, or delete that run to retrain it"
+            f"(differs at: {', '.join(diffs[:6])}){hint}; use a new out_dir, or delete that run to retrain it"
         )
 
 
@@ -568,7 +601,7 @@ def result_row(run: PlannedRun, metrics: dict[str, Any], exp_dir: Path, run_dir:
         "method": run.method,
         "split_seed": run.split_seed,
         "seed": run.seed,
-        "train_stage": TRAIN_STAGE[run.stage],
+        "train_method": run.cfg.method,
         "miou": metrics.get("miou"),
         "mf1": metrics.get("mf1"),
         "oa": metrics.get("oa"),
@@ -584,6 +617,8 @@ def result_row(run: PlannedRun, metrics: dict[str, Any], exp_dir: Path, run_dir:
     row["absent_classes"] = list(metrics.get("absent_classes") or [])
     row["epochs"] = metrics.get("epochs")
     row["best_epoch"] = metrics.get("best_epoch")
+    row["optimizer_steps"] = metrics.get("optimizer_steps")
+    row["data_passes"] = metrics.get("data_passes")
     row["train_seconds"] = metrics.get("train_seconds")
     try:
         row["run_dir"] = run_dir.resolve().relative_to(exp_dir.resolve()).as_posix()
@@ -691,32 +726,28 @@ def run_experiment(
     trained = skipped = 0
     for i, run in enumerate(runs, 1):
         prefix = f"[{i}/{len(runs)}] {run.label}"
-        if run.reuse_of is not None and run.reuse_of in done:
-            metrics, rdir = done[run.reuse_of]
-            log(f"{prefix}: {run.note}; reusing {rdir.name}")
+        rdir = run.cfg.run_dir
+        if engine.is_complete(rdir):
+            _check_same_config(run)
+            log(f"{prefix}: finished earlier, skipping")
+            skipped += 1
         else:
-            rdir = run.cfg.run_dir
-            if engine.is_complete(rdir):
-                _check_same_config(run)
-                log(f"{prefix}: finished earlier, skipping")
-                skipped += 1
-            else:
-                if run.stage == "finetune":
-                    init = Path(run.cfg.finetune.init_from or "")
-                    if not init.is_file():
-                        raise SegweakError(
-                            f"{prefix}: the weak checkpoint {init} is missing although the weak run is "
-                            "complete; delete that weak run directory and rerun"
-                        )
-                resumed = (rdir / "checkpoints" / "last.ckpt").is_file()
-                log(f"{prefix}: {'resuming' if resumed else 'training'} -> {rdir}")
-                engine.train(run.cfg)
-                trained += 1
-                if not engine.is_complete(rdir):
+            if run.cfg.init.checkpoint:
+                init = Path(run.cfg.init.checkpoint)
+                if not init.is_file():
                     raise SegweakError(
-                        f"{prefix}: training returned but {rdir} is not complete (no metrics.json)"
+                        f"{prefix}: the checkpoint {init} it starts from is missing although the run "
+                        "that writes it is complete; delete that run directory and rerun"
                     )
-            metrics = _read_metrics(rdir)
+            resumed = (rdir / "checkpoints" / "last.ckpt").is_file()
+            log(f"{prefix}: {'resuming' if resumed else 'training'} -> {rdir}")
+            engine.train(run.cfg)
+            trained += 1
+            if not engine.is_complete(rdir):
+                raise SegweakError(
+                    f"{prefix}: training returned but {rdir} is not complete (no metrics.json)"
+                )
+        metrics = _read_metrics(rdir)
         done[run.key] = (metrics, rdir)
         row = result_row(run, metrics, exp_dir, rdir)
         rows.append(row)
@@ -732,7 +763,7 @@ def run_experiment(
         "splits": {str(k): v for k, v in split_names.items()},
         "seeds": list(cfg.seeds),
         "split_seeds": list(cfg.split.seeds),
-        "stages": [s for s in STAGE_ORDER if s in cfg.stages],
+        "stages": [s for s in EXPERIMENT_STAGES if s in cfg.stages],
         "methods": methods_of(cfg),
     }
     previous = (exp_dir / "results.json").read_bytes() if (exp_dir / "results.json").is_file() else None

@@ -1,4 +1,4 @@
-"""Report figures: stage bars, per-class IoU, learning curves and a grid of validation predictions.
+"""Report figures: stage bars, per-class IoU, learning curves, loss terms and sample predictions.
 
 matplotlib's object API is used (no pyplot global state, Agg rendering); predictions are shown in
 the data set's official colours.
@@ -184,6 +184,56 @@ def plot_learning_curves(exp: Experiment, path: Path) -> bool:
     ax.set_title("Learning curves (thick: mean over seeds, thin: each seed)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    _save(fig, path)
+    return True
+
+
+def plot_loss_terms(exp: Experiment, path: Path) -> bool:
+    """Draw each group's training loss terms over optimiser steps (one panel per group).
+
+    Per term: every seed thin, the mean over seeds thick. Read from the ``step`` and ``train_<term>``
+    columns of each run's ``history.csv`` (per-epoch means); runs written before these columns
+    existed are left out.
+
+    Returns:
+        Whether any run had them (nothing is written otherwise).
+    """
+    from segweak.report.report import read_history
+
+    series: dict[tuple[str, str], dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
+    for r in exp.rows:
+        g = (r["stage"], r.get("method") or "")
+        hist = [h for h in read_history(exp.path / r.get("run_dir", "") / "history.csv") if "step" in h]
+        terms = [k for k in (hist[0] if hist else {}) if k.startswith("train_") and k != "train_loss"]
+        for term in terms:
+            pts = [(h["step"], h[term]) for h in hist if term in h]
+            x, y = zip(*pts, strict=True)
+            series.setdefault(g, {}).setdefault(term[len("train_") :], []).append(
+                (np.asarray(x), np.asarray(y))
+            )
+    if not series:
+        return False
+    groups = [g for g in exp.groups() if g in series]
+    ncols = min(3, len(groups))
+    nrows = -(-len(groups) // ncols)
+    fig = _figure(3.6 * ncols, 2.8 * nrows)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax, g in zip(axes, groups, strict=False):
+        for j, (term, curves) in enumerate(series[g].items()):
+            color = _TAB10[j % len(_TAB10)]
+            for x, y in curves:
+                ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
+            n = min(len(y) for _, y in curves)
+            mean = np.mean([y[:n] for _, y in curves], axis=0)
+            ax.plot(curves[0][0][:n], mean, color=color, linewidth=2.0, marker="o", markersize=3, label=term)
+        ax.set_title(exp.label(g), fontsize=9)
+        ax.set_xlabel("optimiser steps", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[len(groups) :]:
+        ax.set_visible(False)
+    fig.suptitle("Training loss terms (epoch means; thick: mean over seeds, thin: each seed)", fontsize=10)
     _save(fig, path)
     return True
 
@@ -374,6 +424,12 @@ def make_plots(
         )
     else:
         notes.append("learning curves skipped: no run has a history.csv with val_miou")
+    if plot_loss_terms(exp, plots / "loss_terms.png"):
+        out["loss_terms"] = (
+            Path("plots/loss_terms.png"),
+            "Training loss terms per optimiser step, one panel per row of the results (each method's "
+            "terms as logged: weighted as optimised).",
+        )
     (plots / "samples.png").unlink(missing_ok=True)  # never show a stale grid from an earlier report
     if n_samples > 0:
         try:

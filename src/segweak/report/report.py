@@ -35,6 +35,20 @@ from segweak.io import atomic_write_text
 ALPHA = 0.05
 """Significance level used in verdicts and confidence intervals."""
 
+_AREA_TEXT = {
+    "patch": "predicted proportions averaged over the **whole patch** (`weak.area: patch`, leak-free: "
+    "weak batches carry no pixel map)",
+    "valid": "predicted proportions averaged over the **valid (non-ignore) pixels** only (opt-in "
+    "`weak.area: valid`: weak batches carry the valid map, which traces ignored regions such as eroded "
+    "boundaries and clutter, i.e. more than a weak label gives)",
+}
+
+
+def _reads_weak_labels(cfg: dict[str, Any]) -> bool:
+    """Whether a (migrated) run config trains with weak labels (any method but ``supervised``)."""
+    return cfg.get("method") not in (None, "supervised")
+
+
 STAGE_TITLES = {
     "baseline": "Baseline (strong labels only)",
     "weak": "Weak labels only",
@@ -440,6 +454,14 @@ def _int(n: Any) -> str:
     return "–" if n is None else f"{int(n):,}"
 
 
+def _ran(row: dict[str, Any]) -> str:
+    """Format a results row's optimiser steps and data passes (``–`` when not recorded)."""
+    steps, passes = row.get("optimizer_steps"), row.get("data_passes")
+    if steps is None:
+        return "–"
+    return f"{int(steps):,} steps" + ("" if passes is None else f" ({float(passes):.2f} passes)")
+
+
 def _pairs_phrase(pr: Paired, n_split: int) -> str:
     unit = "seed" if n_split <= 1 else "split×seed pair"
     return f"paired over {pr.n} {unit}{'s' if pr.n != 1 else ''}"
@@ -450,7 +472,7 @@ def _headline(exp: Experiment, group: tuple[str, str], ref: tuple[str, str], n_s
     b = [v for v in exp.values(ref, "miou").values()]
     ref_name = "baseline" if ref[0] == "baseline" else exp.label(ref)
     pr = paired_test(exp.values(group, "miou"), exp.values(ref, "miou"), f"the {ref_name}")
-    title = STAGE_TITLES.get(group[0], group[0])
+    title = STAGE_TITLES.get(group[0], f"Method {group[0]}")
     if group[1] and len(exp.results.get("methods") or []) > 1:
         title += f" ({group[1]})"
     parts = [f"Δ {_signed(pr.mean)}", _pairs_phrase(pr, n_split)]
@@ -491,7 +513,12 @@ def _store_info(exp: Experiment) -> tuple[dict[str, Any] | None, dict[str, dict[
 
 
 def _run_configs(exp: Experiment) -> dict[tuple[str, str], dict[str, Any]]:
-    """Return the recorded TrainConfig (run ``config.yaml``) of the first run of every group."""
+    """Return the recorded TrainConfig (run ``config.yaml``) of the first run of every group.
+
+    Configs of the layout before training methods are migrated, so old and new runs read alike.
+    """
+    from segweak.config import migrate_train_dict
+
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for r in exp.rows:
         g = (r["stage"], r.get("method") or "")
@@ -504,7 +531,10 @@ def _run_configs(exp: Experiment) -> dict[tuple[str, str], dict[str, Any]]:
             except yaml.YAMLError:
                 continue
             if isinstance(data, dict):
-                out[g] = data
+                try:
+                    out[g] = migrate_train_dict(data)[0]
+                except SegweakError:
+                    out[g] = data
     return out
 
 
@@ -568,10 +598,12 @@ def headlines(exp: Experiment) -> list[str]:
     has = set(groups)
     heads: list[str] = []
     finetunes = [g for g in groups if g[0] == "finetune"]
+    # Rows of single-run methods (e.g. joint) are named after the method, not a protocol stage.
+    arms = [g for g in groups if g[0] not in STAGE_TITLES]
     if baseline in has:
-        for g in finetunes:
+        for g in finetunes + arms:
             heads.append(_headline(exp, g, baseline, n_split))
-        if not finetunes:
+        if not finetunes + arms:
             others = [g for g in groups if g != baseline]
             if others:
                 heads.append(_headline(exp, others[0], baseline, n_split))
@@ -715,7 +747,7 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
     # ---- plots ---------------------------------------------------------------------------------------------
     if plots:
         doc.h(2, "Plots")
-        for key in ("miou", "per_class", "curves", "samples"):
+        for key in ("miou", "per_class", "curves", "loss_terms", "samples"):
             if key in plots:
                 doc.img(plots[key][0], plots[key][1])
     for n in notes:
@@ -737,11 +769,17 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
                 "–" if r.get("mf1") is None else f"{r['mf1']:.4f}",
                 "–" if r.get("oa") is None else f"{r['oa']:.4f}",
                 "–" if r.get("best_epoch") is None else str(r["best_epoch"]),
+                _ran(r),
                 "–" if r.get("train_seconds") is None else f"{float(r['train_seconds']):.0f}",
                 f"`{r.get('run_dir', '')}`" + (f" ({r['note']})" if r.get("note") else ""),
             ]
         )
-    doc.table(["stage", "split", "seed", "mIoU", "mF1", "OA", "best epoch", "train s", "run"], rows)
+    doc.table(
+        ["stage", "split", "seed", "mIoU", "mF1", "OA", "best epoch", "ran", "train s", "run"],
+        rows,
+        caption="ran: optimiser steps taken and the passes over the training data they amount to "
+        "(what ran, whatever the configured epochs; – for runs that did not record it).",
+    )
     doc.p(
         "Every number above is read from `results.json` (one row per run; columns in docs/config.md).", "note"
     )
@@ -809,28 +847,53 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
         )
     cfgs = _run_configs(exp)
     if cfgs:
+        areas = {g: (c.get("weak") or {}).get("area", "patch") for g, c in cfgs.items()}
+        weak_groups = [g for g, c in cfgs.items() if _reads_weak_labels(c)]
+        used = {areas[g] for g in weak_groups} or set(areas.values())
+        items = [f"Weak-label area: {_AREA_TEXT[a]}" for a in sorted(used) if a in _AREA_TEXT]
+        if len(used) > 1:
+            items.append(
+                "Runs differ in weak.area: " + ", ".join(f"{exp.label(g)} `{areas[g]}`" for g in weak_groups)
+            )
+        first = {g: next(r for r in exp.rows if (r["stage"], r.get("method") or "") == g) for g in cfgs}
+        budget = [
+            f"{exp.label(g)} {_ran(first[g])}" for g in cfgs if first[g].get("optimizer_steps") is not None
+        ]
+        if budget:
+            items.append("Optimiser steps run (first run of each row): " + "; ".join(budget))
+        doc.ul(items)
         rows = []
         for g, c in cfgs.items():
             m, o, t, d = c.get("model", {}), c.get("optim", {}), c.get("trainer", {}), c.get("data", {})
-            extra = ""
-            if g[0] == "weak":
-                w = c.get("weak", {})
-                extra = f"method {w.get('method')}, loss {w.get('loss')}"
+            method = str(c.get("method"))
+            options = (c.get("methods") or {}).get(method) or {}
+            extra = ", ".join(f"{k} {v}" for k, v in options.items())
             init = str(m.get("weights"))
-            if g[0] == "finetune":
-                init = "weak best.ckpt"
-                extra = "encoder+decoder from the weak run" + (
-                    ", head reset" if (c.get("finetune") or {}).get("reset_head") else ""
+            checkpoint = (c.get("init") or {}).get("checkpoint")
+            if checkpoint:
+                init = "weak best.ckpt" if g[0] == "finetune" else f"`{checkpoint}`"
+                extra = ", ".join(
+                    x for x in (extra, "head reset" if (c.get("init") or {}).get("reset_head") else "") if x
                 )
+            limit = t.get("limit_train_batches", 1.0)
+            epochs = str(t.get("max_epochs")) + (
+                f" (max_steps {t.get('max_steps')})" if (t.get("max_steps") or -1) > 0 else ""
+            )
+            if limit not in (1, 1.0, None):
+                epochs += f" × limit_train_batches {limit}"
             rows.append(
                 [
                     exp.label(g),
-                    str(c.get("stage")),
+                    method,
                     f"{m.get('arch')} / {m.get('encoder')}",
                     init,
-                    str(t.get("max_epochs"))
-                    + (f" (max_steps {t.get('max_steps')})" if (t.get("max_steps") or -1) > 0 else ""),
-                    str(d.get("batch_size")),
+                    epochs,
+                    str(d.get("batch_size"))
+                    + (
+                        " (" + ", ".join(f"{k} {v}" for k, v in d["batch_sizes"].items()) + ")"
+                        if d.get("batch_sizes")
+                        else ""
+                    ),
                     f"{o.get('optimizer')} lr {o.get('lr')}"
                     + (f", enc {o.get('encoder_lr')}" if o.get("encoder_lr") else ""),
                     str(t.get("precision")),
@@ -840,17 +903,18 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
         doc.table(
             [
                 "stage",
-                "train stage",
+                "method",
                 "arch / encoder",
                 "init weights",
-                "epochs",
+                "epochs (configured)",
                 "batch",
                 "optimiser",
                 "precision",
-                "notes",
+                "options",
             ],
             rows,
-            caption="Training configuration per stage (from each run's config.yaml).",
+            caption="Training configuration per row (from each run's config.yaml; what actually ran is "
+            "in the 'ran' column of All runs).",
         )
     doc.p(
         "Metric conventions: one confusion matrix accumulated over every pixel of the whole validation "

@@ -2,11 +2,16 @@
 
 A segweak checkpoint is a Lightning checkpoint written by :class:`~segweak.train.module.SegModule`:
 
-* ``state_dict``: module weights, the network's under the ``model.`` prefix;
+* ``state_dict``: module weights, the network's under the ``model.`` prefix, the training method's
+  state (an EMA teacher, ...) under ``method.``;
 * ``hyper_parameters``: plain data only: ``cfg`` (the resolved ``TrainConfig`` as a dict),
   ``num_classes`` and ``classes`` (class names in index order);
-* ``segweak``: ``{"format_version": 1, "signature": model_signature(...), "classes": [...],
-  "stage": ..., "history": [...], "train_seconds": ...}``.
+* ``segweak``: ``{"format_version": 2, "signature": model_signature(...), "classes": [...],
+  "method": ..., "history": [...], "train_seconds": ...}``.
+
+Checkpoints written before training methods existed (``format_version`` 1: ``stage`` instead of
+``method``, ``cfg`` with ``stage``/``finetune``/``weak.method`` keys) still load: their config is
+migrated with :func:`segweak.config.migrate_train_dict`.
 
 Everything is plain data or tensors, so ``torch.load(path, map_location="cpu", weights_only=True)``
 reads it without executing any pickled code; a checkpoint that needs more is refused.
@@ -23,7 +28,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
-from segweak.config import ModelConfig, TrainConfig, from_dict
+from segweak.config import ModelConfig, TrainConfig, from_dict, migrate_train_dict
 from segweak.errors import SegweakError
 from segweak.io import atomic_write_bytes
 
@@ -88,15 +93,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def checkpoint_config(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> TrainConfig:
     """Return the ``TrainConfig`` a checkpoint was trained with (from its hyperparameters).
 
+    A config of the layout before training methods is migrated (no notice: the user did not write it).
+
     Raises:
-        SegweakError: When the checkpoint carries no segweak hyperparameters.
+        SegweakError: When the checkpoint carries no segweak hyperparameters, or they do not load.
     """
     hp = ckpt.get("hyper_parameters") or {}
     if "cfg" not in hp:
         raise SegweakError(
             f"checkpoint {path} has no segweak hyperparameters ('cfg'); it was not written by segweak"
         )
-    return from_dict(TrainConfig, hp["cfg"])
+    try:
+        return from_dict(TrainConfig, migrate_train_dict(hp["cfg"])[0])
+    except SegweakError as exc:
+        raise SegweakError(
+            f"checkpoint {path}: its recorded config does not load ({exc}); it was written by an "
+            "incompatible segweak version: retrain it, or evaluate it with that version"
+        ) from None
 
 
 def checkpoint_classes(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> list[str]:

@@ -1,19 +1,34 @@
-"""SegDataModule: the training subset of a stage and the validation subset, as DataLoaders.
+"""SegDataModule: the training sub-batches a method declares and the validation subset, as loaders.
 
-Stage → training subset: ``strong`` → ``strong``, ``weak`` → ``weak`` (weak labels only, no masks),
-``finetune`` → ``strong``, ``full`` → ``full`` (strong ∪ weak with pixel masks). Validation always uses
-the ``val`` subset with pixel masks. Augmentations are applied to the training subset only.
+Training data come from the method's :meth:`~segweak.methods.TrainingMethod.needs`: one named
+sub-batch per :class:`~segweak.methods.Need` (a subset of the split and what is loaded with it).
+
+* One need: a plain DataLoader over that subset; a training batch is the collated dict itself.
+* Several needs: Lightning's ``CombinedLoader`` over one DataLoader per need; a training batch is
+  ``{name: collated dict}``. ``data.epoch`` sets the epoch length: ``longest`` (one pass over the
+  sub-batch with the most batches, the others start over when they run out; Lightning's
+  ``max_size_cycle``) or ``shortest`` (stop when the first runs out; ``min_size``). Each sub-batch's
+  batch size is ``data.batch_sizes.<name>``, else the need's own default, else ``data.batch_size``.
+
+What a sub-batch carries follows ``Need.labels``: ``mask`` (pixel masks, with ``valid``), ``weak``
+(proportions and presence; ``valid`` only with ``weak.area: valid``), ``none`` (images only; weak
+labels are not even computed). Validation always uses the ``val`` subset with pixel masks (and its
+``valid`` map and weak labels, for the weak metrics). Augmentations apply to training data only.
 
 Reproducibility: :class:`EpochReseed` reseeds every RNG at the start of each epoch from
-``(seed, epoch)`` and gives the training set a freshly seeded augmentation pipeline, so a run resumed
-at an epoch boundary sees the same batches and augmentations as an uninterrupted run (for
+``(seed, epoch)`` and gives each training set a freshly seeded augmentation pipeline, so a run
+resumed at an epoch boundary sees the same batches and augmentations as an uninterrupted run (for
 ``num_workers: 0``; with worker processes each worker's seed is derived from the same epoch seed).
+Each sub-batch has its own order (a different sampler stream) and, when it starts over within an
+epoch, a new permutation.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -23,9 +38,12 @@ from torch.utils.data import DataLoader, Sampler
 from segweak.config import TrainConfig
 from segweak.errors import SegweakError
 
-TRAIN_SUBSET = {"strong": "strong", "weak": "weak", "finetune": "strong", "full": "full"}
-"""Training subset of the split for each stage."""
+if TYPE_CHECKING:
+    from segweak.methods import Need
+
 VAL_SUBSET = "val"
+EPOCH_MODES = {"longest": "max_size_cycle", "shortest": "min_size"}
+"""``data.epoch`` -> Lightning ``CombinedLoader`` mode."""
 
 
 def check_store_and_split(store: str | Path, split: str) -> None:
@@ -49,24 +67,36 @@ def check_store_and_split(store: str | Path, split: str) -> None:
 
 
 class EpochSampler(Sampler[int]):
-    """Random permutation of ``range(n)`` that depends only on ``(seed, epoch)``.
+    """Random permutation of ``range(n)`` that depends only on ``(seed, epoch, stream, pass)``.
 
     Lightning calls :meth:`set_epoch` before every epoch, so the order of epoch ``e`` is the same
-    whether or not the run was interrupted before it.
+    whether or not the run was interrupted before it. ``stream`` separates the sub-batches of one
+    run; ``pass`` counts the times a sub-batch starts over within an epoch (``data.epoch: longest``),
+    so each repetition is a new order. Stream 0, pass 0 is the single-loader order.
+
+    Args:
+        n: Dataset length.
+        seed: Training seed.
+        stream: Index of the sub-batch.
     """
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, stream: int = 0) -> None:
         self.n = int(n)
         self.seed = int(seed)
+        self.stream = int(stream)
         self.epoch = 0
+        self.passes = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of ``epoch``."""
+        """Select the permutations of ``epoch`` (starting with its first pass)."""
         self.epoch = int(epoch)
+        self.passes = 0
 
     def __iter__(self):  # noqa: D105
         gen = torch.Generator()
-        gen.manual_seed(self.seed * 1_000_003 + self.epoch)
+        key = (self.stream << 16) | min(self.passes, 0xFFFF)
+        gen.manual_seed((self.seed * 1_000_003 + self.epoch + (key << 40)) % 2**64)
+        self.passes += 1
         return iter(torch.randperm(self.n, generator=gen).tolist())
 
     def __len__(self) -> int:
@@ -74,24 +104,37 @@ class EpochSampler(Sampler[int]):
 
 
 class SegDataModule(L.LightningDataModule):
-    """Training and validation data of one stage.
+    """Training sub-batches of a method and validation data.
 
     Args:
-        cfg: The run's config (``data.*`` and ``trainer.seed`` are used).
-        stage: Stage whose training subset to load; ``None`` uses ``cfg.stage``.
+        cfg: The run's config (``data.*``, ``weak.area`` and ``trainer.seed`` are used).
+        needs: The method's named sub-batches (:meth:`~segweak.methods.TrainingMethod.needs`).
+
+    Raises:
+        SegweakError: When ``needs`` is empty or ``data.batch_sizes`` names a sub-batch the method
+            does not read.
     """
 
-    def __init__(self, cfg: TrainConfig, stage: str | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, needs: Mapping[str, Need]) -> None:
         super().__init__()
         self.cfg = cfg
-        self.stage = stage or cfg.stage
-        if self.stage not in TRAIN_SUBSET:
-            raise SegweakError(f"stage: {self.stage!r} is not valid; choose one of {', '.join(TRAIN_SUBSET)}")
-        self.train_subset = TRAIN_SUBSET[self.stage]
-        self.train_dataset: Any = None
+        self.needs = dict(needs)
+        if not self.needs:
+            raise SegweakError(f"method {cfg.method!r} declares no training data (needs() is empty)")
+        unknown = sorted(set(cfg.data.batch_sizes) - set(self.needs))
+        if unknown:
+            raise SegweakError(
+                f"data.batch_sizes.{unknown[0]}: method {cfg.method!r} reads no sub-batch of that name; "
+                f"its sub-batches: {', '.join(self.needs)}"
+            )
+        self.batch_sizes = {
+            name: cfg.data.batch_sizes.get(name, need.batch_size or cfg.data.batch_size)
+            for name, need in self.needs.items()
+        }
+        self.train_datasets: dict[str, Any] = {}
         self.val_dataset: Any = None
         self.store: Any = None
-        # The loader draws its workers' base seed from this generator instead of the global RNG, so
+        # The loaders draw their workers' base seed from this generator instead of the global RNG, so
         # creating a loader iterator (which Lightning does at different moments when resuming) does
         # not shift the random numbers the model's dropout and the augmentations see.
         self.loader_generator = torch.Generator()
@@ -105,12 +148,33 @@ class SegDataModule(L.LightningDataModule):
         check_store_and_split(self.cfg.data.store, self.cfg.data.split)
         self.store = Store(self.cfg.data.store)
 
-    def _train_transform(self, epoch: int) -> Any:
+    def _train_transform(self, epoch: int, stream: int) -> Any:
         if not self.cfg.data.augment:
             return None
         from segweak.data.transforms import default_train_transform
 
-        return default_train_transform(seed=self.cfg.trainer.seed * 10_007 + epoch)
+        # Stream 0 keeps the seed a single training set always had.
+        return default_train_transform(seed=self.cfg.trainer.seed * 10_007 + epoch + 104_729 * stream)
+
+    def _train_dataset(self, name: str, need: Need, stream: int) -> Any:
+        from segweak.data.dataset import SegweakDataset
+
+        dataset = SegweakDataset(
+            self.store,
+            self.cfg.data.split,
+            need.subset,
+            transform=self._train_transform(0, stream),
+            with_mask=need.labels == "mask",
+            with_valid=need.labels == "mask" or (need.labels == "weak" and self.cfg.weak.area == "valid"),
+            with_weak=need.labels == "weak",
+        )
+        if len(dataset) == 0:
+            raise SegweakError(
+                f"subset {need.subset!r} of split {self.cfg.data.split!r} in store {self.cfg.data.store} is "
+                f"empty; method {self.cfg.method!r} reads it as sub-batch {name!r} (make a split with a "
+                "non-zero fraction)"
+            )
+        return dataset
 
     def setup(self, stage: str | None = None) -> None:
         """Open the store and build the datasets (Lightning calls this on every process)."""
@@ -118,16 +182,10 @@ class SegDataModule(L.LightningDataModule):
 
         self._open()
         split = self.cfg.data.split
-        if self.train_dataset is None and stage in (None, "fit"):
-            self.train_dataset = SegweakDataset(
-                self.store, split, self.train_subset, transform=self._train_transform(0)
-            )
-            if len(self.train_dataset) == 0:
-                raise SegweakError(
-                    f"subset {self.train_subset!r} of split {split!r} in store {self.cfg.data.store} "
-                    "is empty; "
-                    f"stage {self.stage!r} has nothing to train on (make a split with a non-zero fraction)"
-                )
+        if not self.train_datasets and stage in (None, "fit"):
+            self.train_datasets = {
+                name: self._train_dataset(name, need, i) for i, (name, need) in enumerate(self.needs.items())
+            }
         if self.val_dataset is None:
             self.val_dataset = SegweakDataset(self.store, split, VAL_SUBSET)
             if len(self.val_dataset) == 0:
@@ -137,17 +195,18 @@ class SegDataModule(L.LightningDataModule):
                 )
 
     def reseed_epoch(self, epoch: int) -> None:
-        """Give the training set a fresh augmentation pipeline for ``epoch`` (see :class:`EpochReseed`)."""
+        """Give each training set a fresh augmentation pipeline for ``epoch`` (see :class:`EpochReseed`)."""
         self.loader_generator.manual_seed(self.cfg.trainer.seed * 1_000_003 + epoch)
-        if self.train_dataset is not None and self.cfg.data.augment:
-            self.train_dataset.transform = self._train_transform(epoch)
+        if self.cfg.data.augment:
+            for stream, dataset in enumerate(self.train_datasets.values()):
+                dataset.transform = self._train_transform(epoch, stream)
 
-    def _loader(self, dataset: Any, batch_size: int, train: bool) -> DataLoader:
+    def _loader(self, dataset: Any, batch_size: int, train: bool, stream: int = 0) -> DataLoader:
         workers = self.cfg.data.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochSampler(len(dataset), self.cfg.trainer.seed) if train else None,
+            sampler=EpochSampler(len(dataset), self.cfg.trainer.seed, stream) if train else None,
             shuffle=False if not train else None,
             num_workers=workers,
             # Persistent workers would keep an old augmentation pipeline across epochs.
@@ -157,9 +216,33 @@ class SegDataModule(L.LightningDataModule):
             generator=self.loader_generator if train else None,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (epoch-seeded) batches of the stage's training subset."""
-        return self._loader(self.train_dataset, self.cfg.data.batch_size, train=True)
+    def train_dataloader(self) -> Any:
+        """One DataLoader for one need, else a ``CombinedLoader`` of ``{name: DataLoader}``."""
+        from lightning.pytorch.utilities import CombinedLoader
+
+        loaders = {
+            name: self._loader(self.train_datasets[name], self.batch_sizes[name], train=True, stream=i)
+            for i, name in enumerate(self.needs)
+        }
+        if len(loaders) == 1:
+            return next(iter(loaders.values()))
+        return CombinedLoader(loaders, mode=EPOCH_MODES[self.cfg.data.epoch])
+
+    def epoch_length(self, world_size: int = 1) -> int:
+        """Training batches of one process in one full epoch, before ``trainer.limit_train_batches``.
+
+        Args:
+            world_size: Number of processes; each gets ``ceil(n / world_size)`` patches of a subset.
+
+        Returns:
+            The batches of each sub-batch's loader, combined by ``data.epoch`` (max or min).
+        """
+        lengths = []
+        for name in self.needs:
+            n, bsz = len(self.train_datasets[name]), self.batch_sizes[name]
+            per_rank = math.ceil(n / max(1, world_size))
+            lengths.append(per_rank // bsz if n > bsz else math.ceil(per_rank / bsz))
+        return max(lengths) if self.cfg.data.epoch == "longest" else min(lengths)
 
     def val_dataloader(self) -> DataLoader:
         """Return the validation batches, in order."""

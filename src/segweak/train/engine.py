@@ -2,17 +2,23 @@
 
 Run directory (``cfg.run_dir``)::
 
-    config.yaml              resolved TrainConfig (written before training starts)
+    config.yaml              resolved TrainConfig (written before training starts; ``methods`` holds
+                             the method's resolved options)
     checkpoints/last.ckpt    end of the latest validated epoch (used by ``resume``)
     checkpoints/best.ckpt    best validation mIoU
     logs/csv/version_N/      Lightning CSV logs;  logs/tensorboard/version_N/: TensorBoard
-    history.csv              per-epoch metrics: epoch (1-based), train_loss, val_loss, val_miou, val_mf1,
-                             val_oa, val_prop_mae, val_presence_f1
+    history.csv              per-epoch metrics: epoch (1-based), step (optimiser steps so far),
+                             train_loss, val_loss, val_miou, val_mf1, val_oa, val_prop_mae,
+                             val_presence_f1, then train_<term> per loss term of the method
     metrics.json             validation metrics of the best checkpoint (written last: marks completion)
 
-``metrics.json`` keys: ``stage, seed, epochs, classes, miou, mf1, oa, per_class_iou, per_class_f1,
+``metrics.json`` keys: ``method, seed, epochs, classes, miou, mf1, oa, per_class_iou, per_class_f1,
 absent_classes, n_pixels, checkpoint`` (path of the best checkpoint relative to the run directory),
-``prop_mae, presence_f1, train_seconds, best_epoch`` (1-based), ``run_dir``.
+``prop_mae, presence_f1, train_seconds, best_epoch`` (1-based), ``run_dir`` and what ran:
+``optimizer_steps`` (optimiser steps taken), ``steps_per_epoch`` (training batches per epoch after
+``trainer.limit_train_batches``), ``epoch_length`` (batches in one full pass of the training loader),
+``data_passes`` (``optimizer_steps / epoch_length``: a run capped by ``limit_train_batches`` or
+``max_steps`` shows the fraction of the data it saw) and ``limit_train_batches``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import csv
 import io
 import json
 import logging
+import math
 import time
 import warnings
 from pathlib import Path
@@ -38,6 +45,7 @@ from segweak.train.module import SegModule
 
 HISTORY_COLUMNS = (
     "epoch",
+    "step",
     "train_loss",
     "val_loss",
     "val_miou",
@@ -46,7 +54,8 @@ HISTORY_COLUMNS = (
     "val_prop_mae",
     "val_presence_f1",
 )
-"""Columns of ``history.csv`` (empty cells where a value does not exist)."""
+"""Leading columns of ``history.csv`` (empty cells where a value does not exist); one ``train_<term>``
+column per loss term of the method follows."""
 
 MONITOR = "val/miou"
 
@@ -70,10 +79,10 @@ def _store_classes(store: str | Path) -> list[str]:
 
 
 def _init_from_checkpoint(module: SegModule, cfg: TrainConfig) -> None:
-    """Load ``finetune.init_from`` into ``module.model`` weights-only, check it, optionally reset the head."""
+    """Load ``init.checkpoint`` into ``module.model`` weights-only, check it, optionally reset the head."""
     from segweak.models.factory import check_signature, model_signature, reset_head
 
-    path = cfg.finetune.init_from
+    path = cfg.init.checkpoint
     assert path is not None
     ckpt = load_checkpoint(path)
     saved_classes = (ckpt.get("hyper_parameters") or {}).get("classes")
@@ -82,14 +91,14 @@ def _init_from_checkpoint(module: SegModule, cfg: TrainConfig) -> None:
     saved_sig = (ckpt.get("segweak") or {}).get("signature")
     if saved_sig is None:
         raise SegweakError(
-            f"finetune.init_from: checkpoint {path} has no model signature; it was not written by segweak"
+            f"init.checkpoint: checkpoint {path} has no model signature; it was not written by segweak"
         )
     check_signature(saved_sig, model_signature(cfg.model, module.num_classes), source=f"checkpoint {path}")
     try:
         module.model.load_state_dict(model_state_dict(ckpt), strict=True)
     except RuntimeError as exc:
-        raise SegweakError(f"finetune.init_from: checkpoint {path} does not fit the model: {exc}") from None
-    if cfg.finetune.reset_head:
+        raise SegweakError(f"init.checkpoint: checkpoint {path} does not fit the model: {exc}") from None
+    if cfg.init.reset_head:
         reset_head(module.model)
 
 
@@ -130,11 +139,14 @@ def _progress_bar() -> L.Callback:
 
 
 def _history_csv(rows: list[dict[str, Any]]) -> str:
+    columns = list(HISTORY_COLUMNS)
+    for row in rows:
+        columns += [k for k in row if k.startswith("train_") and k not in columns]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(HISTORY_COLUMNS), lineterminator="\n", extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in HISTORY_COLUMNS})
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
     return buf.getvalue()
 
 
@@ -154,7 +166,7 @@ def _silence_known_lightning_noise() -> None:
 
 
 def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
-    """Train one stage and write the run directory (see the module docstring).
+    """Train one run of ``cfg.method`` and write the run directory (see the module docstring).
 
     With ``cfg.resume`` a completed run (``metrics.json`` present) is not retrained: its metrics are
     returned; an interrupted one continues from ``checkpoints/last.ckpt``.
@@ -167,10 +179,13 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
         The metrics dict written to ``metrics.json``.
 
     Raises:
-        SegweakError: Invalid config, missing store/split/checkpoint, class-count or model mismatch,
-            or a run directory that already holds a run while ``resume`` is false.
+        SegweakError: Invalid config (unknown method or option), missing store/split/checkpoint,
+            class-count or model mismatch, or a run directory that already holds a run while
+            ``resume`` is false.
     """
-    cfg.validate()
+    from segweak.methods import check_config
+
+    cfg = check_config(cfg)
     run_dir = cfg.run_dir
     if cfg.resume and is_complete(run_dir):
         return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
@@ -204,9 +219,9 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
 
     module = SegModule(cfg, len(classes), classes, build_weights=resume_from is None)
-    if cfg.stage == "finetune" and resume_from is None:
+    if cfg.init.checkpoint and resume_from is None:
         _init_from_checkpoint(module, cfg)
-    datamodule = SegDataModule(cfg)
+    datamodule = SegDataModule(cfg, module.needs)
 
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -253,6 +268,10 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
     fit_seconds = time.perf_counter() - t0
     if trainer.interrupted:
         raise SegweakError(f"training of {run_dir} was interrupted; rerun with resume=true to continue")
+    # What ran (before validate() below restores the best checkpoint's state).
+    optimizer_steps = int(trainer.global_step)
+    steps_per_epoch = trainer.num_training_batches
+    epoch_length = datamodule.epoch_length(trainer.world_size)
 
     # trainer.validate below restores the best checkpoint (and its older history): keep the final ones.
     history = [dict(r) for r in module.history]
@@ -271,9 +290,14 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
     if val is None:
         raise SegweakError(f"validation of {best} produced no metrics")
     metrics: dict[str, Any] = {
-        "stage": cfg.stage,
+        "method": cfg.method,
         "seed": cfg.trainer.seed,
         "epochs": int(trainer.current_epoch),
+        "optimizer_steps": optimizer_steps,
+        "steps_per_epoch": int(steps_per_epoch) if math.isfinite(steps_per_epoch) else None,
+        "epoch_length": epoch_length,
+        "data_passes": round(optimizer_steps / epoch_length, 4) if epoch_length else None,
+        "limit_train_batches": cfg.trainer.limit_train_batches,
         "classes": list(classes),
         **{k: v for k, v in val.items() if k != "loss"},
         "val_loss": val.get("loss"),
@@ -289,7 +313,7 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
 
 
 def load_history(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Read ``history.csv`` of a run as rows of floats (None for empty cells; ``epoch`` as int)."""
+    """Read ``history.csv`` of a run as rows of floats (None for empty cells; ``epoch``, ``step`` as int)."""
     path = Path(run_dir) / "history.csv"
     if not path.is_file():
         raise SegweakError(f"{path} not found; is {run_dir} a finished training run?")
@@ -298,7 +322,7 @@ def load_history(run_dir: str | Path) -> list[dict[str, Any]]:
         for row in csv.DictReader(fh):
             rows.append(
                 {
-                    k: (int(v) if k == "epoch" else float(v)) if v not in ("", None) else None
+                    k: (int(v) if k in ("epoch", "step") else float(v)) if v not in ("", None) else None
                     for k, v in row.items()
                 }
             )

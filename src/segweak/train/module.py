@@ -1,13 +1,16 @@
-"""SegModule: one LightningModule for every stage, with ONE shared step for train/val/test.
+"""SegModule: the training task shared by every training method.
 
-Stage logic lives in :meth:`SegModule._shared_step`:
+The task owns what does not depend on the method: the network, the optimiser and LR schedule,
+validation and test (pixel loss, a split-wide confusion matrix and the weak metrics: proportion MAE and
+presence F1 against the patches' weak labels, so every method is comparable on validation mIoU), the
+per-epoch history and the checkpoint extras. What a training step computes belongs to the method
+(:mod:`segweak.methods`), a child module ``self.method`` whose state is therefore in checkpoints:
 
-* training, stages ``strong``/``finetune``/``full``: pixel loss (cross-entropy with ignore index 255,
-  optional class weights, plus ``loss.dice_weight`` × multi-class Dice);
-* training, stage ``weak``: the weak method's loss on the weak batch (which carries no ``mask``);
-* validation/test (every stage): pixel loss on the pixel masks, a split-wide confusion matrix and the
-  weak metrics (proportion MAE and presence F1 against the patches' weak labels), so every stage is
-  comparable on validation mIoU.
+* :meth:`SegModule.training_step` hands the method its named sub-batches and gets named loss terms;
+  their sum is optimised, and each term is logged (``train/<term>``, per-epoch means in
+  ``history.csv`` as ``train_<term>``) next to ``train/loss``;
+* protocol guards: a sub-batch whose need has no pixel labels must not carry ``mask``, and an
+  unlabelled one no weak labels either (a bug in data code must not leak labels silently).
 
 Only plain data goes into the hyperparameters (the config as a dict, class count and names), so
 checkpoints load with ``torch.load(..., weights_only=True)``.
@@ -24,15 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segweak.config import TrainConfig, from_dict, to_dict
+from segweak.config import TrainConfig, from_dict, migrate_train_dict, to_dict
 from segweak.evaluate.evaluate import SegMetrics
 
 IGNORE_INDEX = 255
-PHASES = ("train", "val", "test")
+EVAL_PHASES = ("val", "test")
+CHECKPOINT_FORMAT_VERSION = 2
+"""Version of the ``segweak`` checkpoint extras (2: training methods; 1 had ``stage``)."""
 
 
 def _as_config(cfg: TrainConfig | dict[str, Any]) -> TrainConfig:
-    return cfg if isinstance(cfg, TrainConfig) else from_dict(TrainConfig, cfg)
+    return cfg if isinstance(cfg, TrainConfig) else from_dict(TrainConfig, migrate_train_dict(cfg)[0])
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -118,7 +123,7 @@ def lr_lambda_factory(total_steps: int, warmup_steps: int, scheduler: str):
 
 
 class SegModule(L.LightningModule):
-    """Segmentation network + stage-dependent loss + validation metrics.
+    """Segmentation network + training method + validation metrics.
 
     Args:
         cfg: The run's :class:`TrainConfig` (or its dict form, as stored in checkpoints).
@@ -136,8 +141,8 @@ class SegModule(L.LightningModule):
         build_weights: bool = True,
     ) -> None:
         super().__init__()
+        from segweak.methods import build_method
         from segweak.models.factory import build_model
-        from segweak.weak.methods import build_weak_method
 
         self.cfg = _as_config(cfg)
         if len(classes) != num_classes:
@@ -152,7 +157,8 @@ class SegModule(L.LightningModule):
         if not build_weights:
             model_cfg = type(model_cfg)(**{**model_cfg.__dict__, "weights": "none"})
         self.model = build_model(model_cfg, self.num_classes)
-        self.weak_method = build_weak_method(self.cfg.weak, self.num_classes)
+        self.method = build_method(self.cfg, self.num_classes)
+        self.needs = self.method.needs()
         weights = self.cfg.loss.class_weights
         if weights is not None and len(weights) != self.num_classes:
             from segweak.errors import SegweakError
@@ -168,13 +174,19 @@ class SegModule(L.LightningModule):
         )
         self.val_metrics = SegMetrics(self.num_classes)
         self.test_metrics = SegMetrics(self.num_classes)
-        self._train_loss_acc: torch.Tensor | None = None
+        # Per-epoch sums on the device (a float() per step would synchronise the GPU every step):
+        # the total loss, then each term, all weighted by the step's number of images.
+        self._train_acc: torch.Tensor | None = None
+        self._term_names: list[str] = []
         self.train_loss_count = 0
-        # Per-epoch rows (epoch, train_loss, val_*) kept in checkpoints so a resumed run keeps them.
+        # Per-epoch rows (epoch, step, train_loss, val_*, train_<term>) kept in checkpoints so a
+        # resumed run keeps them.
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
         self.last_metrics: dict[str, Any] | None = None
         self._epoch_t0: float | None = None
+        # Last: a method may build state from the network (e.g. a teacher copy) here.
+        self.method.setup(self)
 
     # ---- forward & losses --------------------------------------------------------------------------
 
@@ -193,79 +205,133 @@ class SegModule(L.LightningModule):
         """:func:`pixel_loss` with this run's class weights and Dice weight."""
         return pixel_loss(logits, mask, self.class_weights, self.cfg.loss.dice_weight)
 
-    # ---- the one shared step -----------------------------------------------------------------------
+    # ---- training: the method's loss terms ----------------------------------------------------------
 
-    def _shared_step(self, batch: dict[str, Any], phase: str) -> torch.Tensor:
-        """Forward, loss and metrics for one batch of any phase.
+    def _named_batches(self, batch: Any) -> dict[str, dict[str, Any]]:
+        """Return the step's sub-batches by need name, checked against what each need may carry."""
+        batches = {next(iter(self.needs)): batch} if len(self.needs) == 1 else dict(batch)
+        for name, need in self.needs.items():
+            sub = batches.get(name)
+            if sub is None:
+                raise RuntimeError(f"training batch has no sub-batch {name!r} (method {self.method.name!r})")
+            # Guard the experiment's premise: data without pixel labels never reaches a method with them.
+            if need.labels != "mask" and "mask" in sub:
+                raise RuntimeError(
+                    f"sub-batch {name!r} carries pixel masks but its need has labels {need.labels!r}"
+                )
+            if need.labels == "none" and ("weak" in sub or "presence" in sub or "valid" in sub):
+                raise RuntimeError(f"unlabelled sub-batch {name!r} carries weak labels or a valid map")
+            if need.labels == "weak" and self.cfg.weak.area == "patch" and "valid" in sub:
+                raise RuntimeError(f"sub-batch {name!r} carries a valid map although weak.area is 'patch'")
+            if need.views > 1:
+                extra = self.method.make_views(self, name, sub, need.views)
+                if len(extra) != need.views - 1:
+                    raise RuntimeError(
+                        f"method {self.method.name!r} made {len(extra)} extra views of {name!r}, "
+                        f"expected {need.views - 1}"
+                    )
+                sub["views"] = [sub["image"], *extra]
+        return batches
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Sum and log the method's loss terms for one step.
 
         Args:
-            batch: Collated dataset dicts: ``image`` (B,C,H,W); ``mask`` (B,H,W) for pixel-labelled
-                subsets; ``weak``/``presence`` (B,K); ``valid`` (B,H,W).
-            phase: ``train``, ``val`` or ``test``.
+            batch: The collated batch of the method's only need, or ``{need name: collated batch}``
+                for several needs (``CombinedLoader``).
+            batch_idx: Index of the batch in the epoch.
 
         Returns:
-            The loss that is optimised (train) or reported (val/test).
+            The optimised loss: the sum of the terms, in the order the method returned them.
         """
-        if phase not in PHASES:
-            raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-        logits = self(batch["image"])
-        bsz = batch["image"].shape[0]
-        if phase == "train":
-            if self.cfg.stage == "weak":
-                if "mask" in batch:  # guard the experiment's premise: weak training never sees pixels
-                    raise RuntimeError(
-                        "weak-stage training batch carries pixel masks; the weak stage must not"
-                    )
-                loss = self.weak_method.loss(logits, batch)
-            else:
-                loss = self.pixel_loss(logits, batch["mask"])
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bsz)
-            # Accumulate on the device: a float() here would synchronise the GPU every step.
-            acc = loss.detach().to(torch.float64) * bsz
-            self._train_loss_acc = acc if self._train_loss_acc is None else self._train_loss_acc + acc
-            self.train_loss_count += bsz
-            return loss
-        # Validation / test: every stage gets the same pixel metrics (and weak metrics).
-        loss = self.pixel_loss(logits, batch["mask"])
-        self.log(f"{phase}/loss", loss, on_step=False, on_epoch=True, batch_size=bsz, sync_dist=True)
-        if self.cfg.stage == "weak":
-            self.log(
-                f"{phase}/weak_loss",
-                self.weak_method.loss(logits, batch),
-                on_step=False,
-                on_epoch=True,
-                batch_size=bsz,
-                sync_dist=True,
+        batches = self._named_batches(batch)
+        terms = self.method.training_step(self, batches)
+        if not terms:
+            raise RuntimeError(f"method {self.method.name!r} returned no loss terms")
+        loss: torch.Tensor | None = None
+        for name, term in terms.items():
+            if name == "loss" or "/" in name:
+                raise RuntimeError(
+                    f"method {self.method.name!r}: loss term name {name!r} is reserved or has '/'"
+                )
+            loss = term if loss is None else loss + term
+        assert loss is not None
+        bsz = sum(int(sub["image"].shape[0]) for sub in batches.values())
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bsz)
+        for name, term in terms.items():
+            self.log(f"train/{name}", term.detach(), on_step=True, on_epoch=True, batch_size=bsz)
+        if self._train_acc is None:
+            self._term_names = list(terms)
+        elif self._term_names != list(terms):
+            raise RuntimeError(
+                f"method {self.method.name!r} returned loss terms {list(terms)} after {self._term_names} "
+                "in the same epoch; return the same terms every step (a zero term is fine)"
             )
-        metrics = self.val_metrics if phase == "val" else self.test_metrics
-        metrics.update(logits.detach(), batch, self.weak_method)
+        # Accumulate on the device: a float() here would synchronise the GPU every step.
+        values = torch.stack([loss.detach(), *(t.detach() for t in terms.values())]).to(torch.float64) * bsz
+        self._train_acc = values if self._train_acc is None else self._train_acc + values
+        self.train_loss_count += bsz
         return loss
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Run :meth:`_shared_step` with phase ``train``."""
-        return self._shared_step(batch, "train")
+    def on_fit_start(self) -> None:
+        """Let the method prepare (after any checkpoint was loaded)."""
+        self.method.on_fit_start(self)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Let the method update its state after the optimiser step (e.g. an EMA teacher)."""
+        self.method.on_train_batch_end(self)
+
+    # ---- validation / test: one shared step ------------------------------------------------------
+
+    def _eval_step(self, batch: dict[str, Any], phase: str) -> torch.Tensor:
+        """Forward, pixel loss and metrics for one validation or test batch (same for every method).
+
+        Args:
+            batch: Collated dataset dicts: ``image`` (B,C,H,W), ``mask`` (B,H,W), ``weak``/``presence``
+                (B,K), ``valid`` (B,H,W).
+            phase: ``val`` or ``test``.
+
+        Returns:
+            The pixel loss (reported).
+        """
+        if phase not in EVAL_PHASES:
+            raise ValueError(f"phase must be one of {EVAL_PHASES}, got {phase!r}")
+        logits = self(batch["image"])
+        bsz = batch["image"].shape[0]
+        loss = self.pixel_loss(logits, batch["mask"])
+        self.log(f"{phase}/loss", loss, on_step=False, on_epoch=True, batch_size=bsz, sync_dist=True)
+        for name, value in self.method.validation_terms(self, logits, batch).items():
+            self.log(f"{phase}/{name}", value, on_step=False, on_epoch=True, batch_size=bsz, sync_dist=True)
+        metrics = self.val_metrics if phase == "val" else self.test_metrics
+        metrics.update(logits.detach(), batch, self.cfg.weak.area, self.cfg.weak.presence_threshold)
+        return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Run :meth:`_shared_step` with phase ``val``."""
-        return self._shared_step(batch, "val")
+        """Run :meth:`_eval_step` with phase ``val``."""
+        return self._eval_step(batch, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Run :meth:`_shared_step` with phase ``test``."""
-        return self._shared_step(batch, "test")
+        """Run :meth:`_eval_step` with phase ``test``."""
+        return self._eval_step(batch, "test")
 
     # ---- epoch hooks -------------------------------------------------------------------------------
 
     def on_train_epoch_start(self) -> None:
-        """Reset the epoch's loss accumulator and timer (RNG reseeding: ``datamodule.EpochReseed``)."""
-        self._train_loss_acc, self.train_loss_count = None, 0
+        """Reset the epoch's loss accumulators and timer (RNG reseeding: ``datamodule.EpochReseed``)."""
+        self._train_acc, self.train_loss_count = None, 0
         self._epoch_t0 = time.perf_counter()
 
-    def _epoch_train_loss(self) -> float | None:
-        loss_sum = float(self._train_loss_acc) if self._train_loss_acc is not None else 0.0
-        total = torch.tensor([loss_sum, float(self.train_loss_count)], dtype=torch.float64)
+    def _epoch_train_means(self) -> dict[str, float | None]:
+        """Image-weighted means over the epoch: ``train_loss`` and ``train_<term>``, reduced over ranks."""
+        names = ["train_loss", *(f"train_{t}" for t in self._term_names)]
+        sums = self._train_acc.cpu() if self._train_acc is not None else torch.zeros(1, dtype=torch.float64)
+        total = torch.cat([sums, torch.tensor([float(self.train_loss_count)], dtype=torch.float64)])
         if self.trainer is not None and self.trainer.world_size > 1:
             total = self.trainer.strategy.reduce(total.to(self.device), reduce_op="sum").cpu()
-        return float(total[0] / total[1]) if float(total[1]) > 0 else None
+        count = float(total[-1])
+        if count <= 0:
+            return {"train_loss": None}
+        return {name: float(total[i] / count) for i, name in enumerate(names)}
 
     def _record_epoch(self, val: dict[str, Any] | None) -> None:
         epoch = self.current_epoch + 1
@@ -274,9 +340,15 @@ class SegModule(L.LightningModule):
         if self._epoch_t0 is not None:
             self.train_seconds += time.perf_counter() - self._epoch_t0
             self._epoch_t0 = None
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": self._epoch_train_loss()}
+        means = self._epoch_train_means()
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "step": int(self.global_step),
+            "train_loss": means.pop("train_loss"),
+        }
         for key in ("loss", "miou", "mf1", "oa", "prop_mae", "presence_f1"):
             row[f"val_{key}"] = None if val is None else val.get(key)
+        row.update(means)
         self.history.append(row)
 
     def _finish_eval_epoch(self, phase: str) -> None:
@@ -318,10 +390,10 @@ class SegModule(L.LightningModule):
         from segweak.models.factory import model_signature
 
         checkpoint["segweak"] = {
-            "format_version": 1,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
             "signature": model_signature(self.cfg.model, self.num_classes),
             "classes": list(self.classes),
-            "stage": self.cfg.stage,
+            "method": self.cfg.method,
             "history": [dict(r) for r in self.history],
             "train_seconds": float(self.train_seconds),
         }

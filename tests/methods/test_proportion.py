@@ -1,21 +1,28 @@
-import dataclasses
+"""The weak-label pre-training methods (proportion family) and their pooling helpers."""
 
 import pytest
 import torch
 
-from segweak.config import WeakConfig
+from segweak.config import TrainConfig, WeakConfig
 from segweak.errors import SegweakError
-from segweak.weak.methods import (
-    WEAK_METHODS,
-    build_weak_method,
-    hard_proportions,
-    lse_pool,
-    max_pool,
-    soft_proportions,
-)
+from segweak.methods import METHODS as REGISTRY
+from segweak.methods import Need, build_method
+from segweak.weak.pooling import hard_proportions, lse_pool, max_pool, soft_proportions
 
 K = 4
-METHODS = list(WEAK_METHODS)
+FAMILY = ["proportion", "presence_lse", "proportion_presence", "proportion_entropy"]
+METHODS = [*FAMILY, "interval"]
+
+
+def make(name: str, area: str = "valid", **options):
+    """Build method ``name`` with ``weak.area`` and its options (as ``methods.<name>``)."""
+    cfg = TrainConfig(method=name, weak=WeakConfig(area=area), methods={name: options})
+    return build_method(cfg, K)
+
+
+def loss_of(method, logits, batch):
+    """Sum of the method's weak terms (what the task optimises)."""
+    return sum(method.weak_terms(logits, batch).values())
 
 
 def _batch(b=2, h=8, w=8, seed=0):
@@ -31,76 +38,83 @@ def _batch(b=2, h=8, w=8, seed=0):
 
 
 def test_registry_has_the_documented_methods():
-    assert {"proportion", "presence_lse", "proportion_presence", "proportion_entropy"} <= set(WEAK_METHODS)
+    assert set(METHODS) <= set(REGISTRY)
+    assert all(REGISTRY[m].pretrain for m in METHODS)
+    assert all(make(m).needs() == {"weak": Need(subset="weak", labels="weak")} for m in METHODS)
 
 
 def test_unknown_method_and_loss_raise():
-    with pytest.raises(SegweakError, match="proportion"):
-        build_weak_method(WeakConfig(method="nope"), K)
-    with pytest.raises(SegweakError, match="ce, kl"):
-        build_weak_method(WeakConfig(loss="nope"), K)
-    with pytest.raises(SegweakError, match="lse or max"):
-        build_weak_method(WeakConfig(method="proportion_presence", presence_pooling="mean"), K)
+    with pytest.raises(SegweakError, match="unknown training method 'nope'; valid: .*proportion"):
+        make("nope")
+    with pytest.raises(
+        SegweakError, match="methods.proportion.loss: 'nope' is not valid; choose one of ce, kl"
+    ):
+        make("proportion", loss="nope")
+    with pytest.raises(SegweakError, match="methods.proportion_presence.presence_pooling.*lse or max"):
+        make("proportion_presence", presence_pooling="mean")
+    with pytest.raises(SegweakError, match="methods.presence_lse.lse_r must be > 0"):
+        make("presence_lse", lse_r=0.0)
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_shapes_sum_to_one_and_finite_gradients(name):
-    method = build_weak_method(WeakConfig(method=name), K)
+    method = make(name)
     assert method.name == name
     logits, batch = _batch()
     logits.requires_grad_()
-    p_hat = method.proportions(logits, batch["valid"])
+    p_hat = soft_proportions(logits, batch["valid"])
     assert p_hat.shape == (2, K)
     torch.testing.assert_close(p_hat.sum(1), torch.ones(2))
-    loss = method.loss(logits, batch)
+    loss = loss_of(method, logits, batch)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
 def test_pixel_outside_valid_does_not_change_proportions():
-    method = build_weak_method(WeakConfig(), K)
     logits, batch = _batch()
-    before = method.proportions(logits, batch["valid"])
+    before = soft_proportions(logits, batch["valid"])
     changed = logits.clone()
     changed[:, :, 0, 0] += torch.tensor([50.0, -50.0, 3.0, 0.0])[None]  # row 0 is outside the valid area
-    torch.testing.assert_close(method.proportions(changed, batch["valid"]), before)
+    torch.testing.assert_close(soft_proportions(changed, batch["valid"]), before)
     # ... but it does change the whole-patch average
-    assert not torch.allclose(method.proportions(changed, None), method.proportions(logits, None))
+    assert not torch.allclose(soft_proportions(changed, None), soft_proportions(logits, None))
 
 
-def test_use_valid_area_false_ignores_mask_and_missing_valid_raises():
+def test_patch_area_ignores_valid_map_and_valid_area_needs_it():
     logits, batch = _batch()
-    on = build_weak_method(WeakConfig(use_valid_area=True), K)
-    off = build_weak_method(WeakConfig(use_valid_area=False), K)
+    on = make("proportion", area="valid")
+    off = make("proportion", area="patch")
     expected = soft_proportions(logits, None)
-    # With use_valid_area=False, the loss equals the loss computed on whole-patch proportions
+    # With weak.area: patch (the default), the loss is the loss on whole-patch proportions
     from segweak.weak.losses import proportion_loss
 
-    torch.testing.assert_close(off.loss(logits, batch), proportion_loss("ce")(expected, batch["weak"], 1e-6))
-    assert not torch.allclose(on.loss(logits, batch), off.loss(logits, batch))
+    torch.testing.assert_close(
+        loss_of(off, logits, batch), proportion_loss("ce")(expected, batch["weak"], 1e-6)
+    )
+    assert not torch.allclose(loss_of(on, logits, batch), loss_of(off, logits, batch))
     no_valid = {k: v for k, v in batch.items() if k != "valid"}
-    off.loss(logits, no_valid)  # fine
-    with pytest.raises(SegweakError, match="use_valid_area"):
-        on.loss(logits, no_valid)
+    loss_of(off, logits, no_valid)  # fine: the leak-free default never needs the map
+    with pytest.raises(SegweakError, match="weak.area is 'valid' but the batch has no 'valid' map"):
+        loss_of(on, logits, no_valid)
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_patch_without_valid_pixels_is_left_out(name):
-    method = build_weak_method(WeakConfig(method=name), K)
+    method = make(name)
     logits, batch = _batch()
     batch["valid"][1] = 0.0
-    only_first = method.loss(logits[:1], {k: v[:1] for k, v in batch.items()})
+    only_first = loss_of(method, logits[:1], {k: v[:1] for k, v in batch.items()})
     batch["weak"][1] = float("nan")  # e.g. 0/0 proportions of an empty patch: must not leak in
     logits.requires_grad_()
-    full = method.loss(logits, batch)
+    full = loss_of(method, logits, batch)
     torch.testing.assert_close(full, only_first)
     full.backward()
     assert torch.isfinite(logits.grad).all()
     # all-empty batch: zero loss, backward still works
     batch["valid"][:] = 0.0
     logits.grad = None
-    loss = method.loss(logits, batch)
+    loss = loss_of(method, logits, batch)
     loss.backward()
     assert float(loss.detach()) == 0.0
     assert torch.isfinite(logits.grad).all()
@@ -130,38 +144,47 @@ def test_lse_pool_between_mean_and_max():
 @pytest.mark.parametrize("name", METHODS)
 def test_training_free_logits_reduces_loss(name):
     torch.manual_seed(0)
-    cfg = dataclasses.replace(WeakConfig(method=name), presence_weight=0.5, entropy_weight=0.05)
-    method = build_weak_method(cfg, K)
+    options = {
+        "proportion_presence": {"presence_weight": 0.5},
+        "proportion_entropy": {"entropy_weight": 0.05},
+    }
+    method = make(name, **options.get(name, {}))
     _, batch = _batch(b=3, h=6, w=6, seed=3)
     logits = torch.zeros(3, K, 6, 6, requires_grad=True)
     opt = torch.optim.Adam([logits], lr=0.1)
-    first = float(method.loss(logits, batch).detach())
+    first = float(loss_of(method, logits, batch).detach())
     for _ in range(60):
         opt.zero_grad()
-        loss = method.loss(logits, batch)
+        loss = loss_of(method, logits, batch)
         loss.backward()
         opt.step()
-    last = float(method.loss(logits, batch).detach())
+    last = float(loss_of(method, logits, batch).detach())
     assert last < first * 0.8
-    if name.startswith("proportion"):
+    if name.startswith("proportion") or name == "interval":
         # predicted proportions approach the targets
-        err = (method.proportions(logits.detach(), batch["valid"]) - batch["weak"]).abs().mean()
+        err = (soft_proportions(logits.detach(), batch["valid"]) - batch["weak"]).abs().mean()
         assert float(err) < 0.05
     else:
         # presence: a present class has a positive pooled score, an absent one a negative one
-        scores = lse_pool(logits.detach(), batch["valid"], cfg.lse_r)
+        scores = lse_pool(logits.detach(), batch["valid"], method.options.lse_r)
         assert ((scores > 0).float() == batch["presence"]).all()
 
 
-def test_predict_presence_uses_threshold():
-    method = build_weak_method(WeakConfig(presence_threshold=0.3), 2)
+def test_predicted_presence_uses_threshold():
+    from segweak.evaluate.evaluate import SegMetrics
+
     logits = torch.zeros(1, 2, 1, 4)
     logits[0, 0, 0, :3] = 1.0  # 3 of 4 pixels class 0, 1 pixel class 1 (25% < 30%)
     logits[0, 1, 0, 3] = 1.0
-    torch.testing.assert_close(method.predict_presence(logits, None), torch.tensor([[1.0, 0.0]]))
+    batch = {"mask": torch.zeros(1, 1, 4, dtype=torch.long), "weak": torch.tensor([[1.0, 0.0]])}
+    batch["presence"] = torch.tensor([[1.0, 0.0]])
+    for threshold, f1 in ((0.3, 1.0), (0.2, 2 / 3)):  # at 0.2 class 1 is a false positive
+        metrics = SegMetrics(2)
+        metrics.update(logits, batch, "patch", threshold)
+        assert metrics.compute(["a", "b"])["presence_f1"] == pytest.approx(f1)
 
 
-@pytest.mark.parametrize("name", ["proportion", "proportion_presence", "proportion_entropy"])
+@pytest.mark.parametrize("name", ["proportion", "proportion_presence", "proportion_entropy", "interval"])
 def test_proportions_alone_teach_pixel_classes(name):
     """Learning from label proportions end to end: only bag proportions supervise a 1x1-conv pixel
     classifier, yet it must label PIXELS correctly (not just match p̂ by predicting the prior).
@@ -185,11 +208,11 @@ def test_proportions_alone_teach_pixel_classes(name):
     weak = counts / counts.sum(1, keepdim=True)
     batch = {"weak": weak, "presence": (weak > 0).float(), "valid": valid}
     model = torch.nn.Conv2d(3, K, 1)
-    method = build_weak_method(WeakConfig(method=name), K)
+    method = make(name, **({"tau": 0.0} if name == "interval" else {}))
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     for _ in range(150):
         opt.zero_grad()
-        method.loss(model(image), batch).backward()
+        loss_of(method, model(image), batch).backward()
         opt.step()
     with torch.no_grad():
         pred = model(image).argmax(1)
