@@ -115,3 +115,33 @@ def fake_source():
         return FakeSource(tiles)
 
     return make
+
+
+def _old_layout(cfg: dict) -> dict:
+    """A resolved training config (dict) rewritten in the layout before training methods existed."""
+    import copy
+
+    old = copy.deepcopy(cfg)
+    method = old.pop("method")
+    options = (old.pop("methods", {}) or {}).get(method, {})
+    init = old.pop("init", {}) or {}
+    area = old["weak"].pop("area")
+    old["weak"].update(
+        method="proportion", loss="ce", eps=1e-6, use_valid_area=area == "valid", lse_r=5.0,
+        presence_weight=0.5, presence_pooling="lse", entropy_weight=0.1,
+    )  # fmt: skip
+    old["finetune"] = {"init_from": init.get("checkpoint"), "reset_head": init.get("reset_head", False)}
+    if method == "supervised":
+        old["stage"] = "finetune" if init.get("checkpoint") else options.get("subset", "strong")
+    else:
+        old["stage"] = "weak"
+        old["weak"].update(method=method, **options)
+    for key in ("batch_sizes", "epoch"):
+        old["data"].pop(key, None)
+    return old
+
+
+@pytest.fixture(scope="session")
+def old_layout():
+    """``old_layout(cfg_dict) -> dict``: a config in the layout written before training methods."""
+    return _old_layout

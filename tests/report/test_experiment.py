@@ -379,3 +379,25 @@ def test_docs_config_documents_every_method_option():
     missing = [f"methods.{n}.{k}" for n, c in shipped.items() for k in _keys(c.Options)]
     missing = [k for k in missing if f"| `{k}` |" not in text]
     assert not missing, f"docs/config.md does not document: {missing}"
+
+
+def test_experiment_written_before_methods_resumes(tmp_path, tiny_store, monkeypatch, old_layout):
+    from segweak.train import engine
+
+    cfg = _cfg(
+        tmp_path, store=tiny_store, seeds=[0], train={**_cfg(tmp_path).train, "weak": {"area": "valid"}}
+    )
+    monkeypatch.setattr(engine, "train", FakeEngine())
+    exp = ex.run_experiment(cfg, make_report=False)
+    # Rewrite every finished run's config.yaml in the layout of before training methods.
+    for path in (exp / "runs").glob("*/config.yaml"):
+        path.write_text(yaml.safe_dump(old_layout(yaml.safe_load(path.read_text()))))
+    assert "stage: weak" in (exp / "runs" / "weak-proportion-split0-seed0" / "config.yaml").read_text()
+    again = FakeEngine()
+    monkeypatch.setattr(engine, "train", again)
+    ex.run_experiment(cfg, make_report=False)
+    assert again.calls == []  # migrated configs match: nothing retrained
+    # Those runs averaged over the valid area; the new default differs and the error says what to do.
+    default = _cfg(tmp_path, store=tiny_store, seeds=[0])
+    with pytest.raises(SegweakError, match=r"differs at: weak\.area.*--set train\.weak\.area=valid"):
+        ex.run_experiment(default, make_report=False)

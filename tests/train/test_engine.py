@@ -150,6 +150,18 @@ def test_weak_batches_have_no_mask_and_proportion_loss_decreases(tiny_store, tmp
     assert sum(losses[-k:]) / k < sum(losses[:k]) / k
 
 
+def test_valid_area_opt_in_restores_the_valid_map(tiny_store, tmp_path):
+    seen: list[set[str]] = []
+
+    class Spy(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            seen.append(set(batch))
+
+    sets = ["method=proportion", "weak.area=valid", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    train(make_cfg(tiny_store, tmp_path, *sets), callbacks=[Spy()])
+    assert len(seen) == 2 and all("valid" in keys and "mask" not in keys for keys in seen)
+
+
 def test_resume_completed_run_does_not_retrain(weak_run):
     cfg, metrics = weak_run
     before = (cfg.run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns

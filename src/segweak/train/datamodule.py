@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.fabric.utilities.seed import seed_everything
 from torch.utils.data import DataLoader, Sampler
@@ -93,9 +94,12 @@ class EpochSampler(Sampler[int]):
         self.passes = 0
 
     def __iter__(self):  # noqa: D105
+        seed = self.seed * 1_000_003 + self.epoch
+        if self.stream or self.passes:
+            # torch's CPU generator keeps only 32 bits of a seed: mix the extra keys into them.
+            seed = int(np.random.SeedSequence([seed, self.stream, self.passes]).generate_state(1)[0])
         gen = torch.Generator()
-        key = (self.stream << 16) | min(self.passes, 0xFFFF)
-        gen.manual_seed((self.seed * 1_000_003 + self.epoch + (key << 40)) % 2**64)
+        gen.manual_seed(seed)
         self.passes += 1
         return iter(torch.randperm(self.n, generator=gen).tolist())
 
