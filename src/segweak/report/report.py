@@ -49,6 +49,8 @@ def _reads_weak_labels(cfg: dict[str, Any]) -> bool:
     return cfg.get("method") not in (None, "supervised")
 
 
+# ``control`` rows exist only in results written before training methods replaced that stage; they
+# are still titled and compared so old experiment directories keep their reports.
 STAGE_TITLES = {
     "baseline": "Baseline (strong labels only)",
     "weak": "Weak labels only",
