@@ -125,12 +125,17 @@ class TrainingMethod(nn.Module):
             strong subset (``weak`` + ``finetune`` rows of an experiment). False: one run is the
             whole method (e.g. ``supervised``, ``joint``).
         requires_init: Starts from a checkpoint: ``init.checkpoint`` must be set.
+        control: A control arm rather than a candidate method: it removes or replaces one
+            ingredient of the weak-label methods (e.g. the link between weak labels and images) to
+            show what that ingredient contributes. Experiments record it in the ``role`` column and
+            reports mark it; it trains like any other method.
     """
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     pretrain: ClassVar[bool] = False
     requires_init: ClassVar[bool] = False
+    control: ClassVar[bool] = False
 
     def __init__(self, options: Any, cfg: TrainConfig, num_classes: int) -> None:
         super().__init__()
