@@ -364,10 +364,14 @@ class ReportConfig:
     Attributes:
         samples: Validation patches in the sample-prediction grid (0 disables it).
         sample_seed: Training seed whose best checkpoints draw the sample predictions.
+        references: Arms (compared methods) that every other arm is compared with, paired over
+            seeds, besides the baseline: a Δ mIoU column each in the ranking and rows in the paired
+            comparisons; those the experiment did not run are left out.
     """
 
     samples: int = 4
     sample_seed: int = 0
+    references: list[str] = field(default_factory=lambda: ["shuffled", "semi_supervised"])
 
 
 @dataclass

@@ -266,3 +266,166 @@ def test_report_of_old_runs_states_the_valid_area(tmp_path):
     assert "**valid (non-ignore) pixels** only" in md and "whole patch" not in md
     assert "| weak | proportion |" in md and "loss ce" in md
     assert not (exp / "plots" / "loss_terms.png").exists()  # no step / term columns in old histories
+
+
+def _arm_row(
+    stage: str, seed: int, miou: float, method: str = "", role: str = "method", steps: int = 50
+) -> dict:
+    """A results row with the structured fields of an experiment that compares methods."""
+    row = _row(stage, seed, miou, method)
+    kind = {"weak": "pretrain", "finetune": "finetune"}.get(stage, "train")
+    role = stage if stage in ("baseline", "full") else role
+    row.update(arm=method or stage, step_kind=kind, role=role, optimizer_steps=steps, train_seconds=10.0)
+    return row
+
+
+def _comparison_rows() -> list[dict]:
+    rows = []
+    for s in range(3):
+        rows.append(_arm_row("baseline", s, BASE[s], steps=40))
+        for m, role, off in (("proportion", "method", 0.06), ("shuffled", "control", 0.01)):
+            rows.append(_arm_row("weak", s, 0.3, m, role, steps=100))
+            rows.append(_arm_row("finetune", s, BASE[s] + off + 0.005 * s * (m == "proportion"), m, role, 40))
+        rows.append(_arm_row("semi_supervised", s, BASE[s] + 0.03, role="control", steps=140))
+        rows.append(_arm_row("joint", s, BASE[s] + 0.045 - 0.01 * s, steps=140))
+        rows.append(_arm_row("full", s, 0.70 + 0.01 * s))
+    return rows
+
+
+def _ranking(md: str) -> list[list[str]]:
+    lines = md[md.index("## Ranking") :].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| rank |"))
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append([c.strip() for c in line.strip("|").split("|")])
+    return [table[0]] + table[2:]
+
+
+def test_ranking_of_arms_with_deltas_against_baseline_and_controls(tmp_path):
+    rows = _comparison_rows()
+    exp = _make_exp(tmp_path, rows, methods=("proportion", "shuffled", "semi_supervised", "joint"))
+    rep.report(exp)
+    md = (exp / "report.md").read_text()
+    header, *table = _ranking(md)
+    assert header == [
+        "rank", "arm", "role", "training", "runs", "mIoU", "Δ vs baseline", "Δ vs shuffled",
+        "Δ vs semi_supervised", "% of full", "optimiser steps", "train time",
+    ]  # fmt: skip
+    arms = [r[1].strip("*") for r in table]
+    # Ranked by mean mIoU of the arm's final row (the fine-tuning of a pre-training method).
+    assert arms == ["full", "proportion", "joint", "semi_supervised", "shuffled", "baseline"]
+    by_arm = {r[1].strip("*"): dict(zip(header, r, strict=True)) for r in table}
+    prop = by_arm["proportion"]
+    fine = [BASE[s] + 0.06 + 0.005 * s for s in range(3)]
+    shuf = [BASE[s] + 0.01 for s in range(3)]
+    expected = sum(fine) / 3 - sum(shuf) / 3
+    assert prop["Δ vs shuffled"].startswith(f"{expected:+.3f} (p = ")
+    assert prop["Δ vs baseline"].startswith("+0.065 (p = ")
+    assert prop["Δ vs semi_supervised"].startswith("+0.035")
+    assert by_arm["shuffled"]["Δ vs shuffled"] == "–" and by_arm["baseline"]["Δ vs baseline"] == "–"
+    assert prop["% of full"] == f"{100 * (sum(fine) / 3) / 0.71:.0f} %"
+    assert prop["training"] == "pre-training + fine-tuning" and by_arm["joint"]["training"] == "one run"
+    assert prop["optimiser steps"] == "100 + 40 = 140" and by_arm["joint"]["optimiser steps"] == "140"
+    assert prop["train time"] == "20 s" and by_arm["joint"]["train time"] == "10 s"
+    assert by_arm["shuffled"]["role"] == "control" and by_arm["semi_supervised"]["role"] == "control"
+    assert prop["arm"] == "**proportion**" and by_arm["shuffled"]["arm"] == "shuffled"
+    # The paired comparisons list every arm against the reference controls too.
+    for line in ("finetune (proportion) − finetune (shuffled)", "joint − semi_supervised",
+                 "finetune (shuffled) − semi_supervised"):  # fmt: skip
+        assert f"| {line} |" in md
+    # Loss-term and learning-curve figures are drawn per arm.
+    assert "plots/loss_terms.png" not in md  # constructed histories have no step or term columns
+    assert "plots/learning_curves.png" in md
+
+
+def test_ranking_references_follow_the_report_config(tmp_path):
+    exp = _make_exp(
+        tmp_path, _comparison_rows(), methods=("proportion", "shuffled", "semi_supervised", "joint")
+    )
+    (exp / "config.yaml").write_text("name: c\nreport: {samples: 0, references: [joint, nothing]}\n")
+    rep.report(exp)
+    header = _ranking((exp / "report.md").read_text())[0]
+    assert [h for h in header if h.startswith("Δ")] == ["Δ vs baseline", "Δ vs joint"]
+
+
+def test_old_results_without_arm_fields_still_rank(tmp_path):
+    # Results written before rows carried arm / step_kind / role (and with the removed control stage).
+    rows = []
+    for s in range(2):
+        rows += [_row("baseline", s, 0.5), _row("weak", s, 0.3, "proportion")]
+        rows += [_row("finetune", s, 0.56 + 0.01 * s, "proportion"), _row("control", s, 0.51)]
+    assert not any("arm" in r for r in rows)
+    exp = _make_exp(tmp_path, rows)
+    rep.report(exp)
+    header, *table = _ranking((exp / "report.md").read_text())
+    by_arm = {r[1].strip("*"): dict(zip(header, r, strict=True)) for r in table}
+    assert [r[1].strip("*") for r in table] == ["proportion", "control", "baseline"]
+    assert by_arm["proportion"]["training"] == "pre-training + fine-tuning"
+    assert by_arm["control"]["role"] == "control" and by_arm["proportion"]["optimiser steps"] == "–"
+    assert rep.row_arm(rows[1]) == "proportion" and rep.row_step_kind(rows[1]) == "pretrain"
+    assert rep.row_role(rows[3]) == "control" and rep.row_step_kind(rows[0]) == "train"
+
+
+def _write_step_log(run: Path, version: int, steps: list[int], terms: dict[str, float]) -> None:
+    """A Lightning-style CSV log: ``step`` is the 0-based step index, terms as ``train/<t>_step``."""
+    path = run / "logs" / "csv" / f"version_{version}" / "metrics.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = ["epoch", "step", "train/loss_step", *(f"train/{t}_step" for t in terms), "val/miou"]
+    lines = [",".join(cols)]
+    for s in steps:
+        lines.append(
+            ",".join(
+                [
+                    "0",
+                    str(s),
+                    str(sum(terms.values()) + version),
+                    *(str(v + version) for v in terms.values()),
+                    "",
+                ]
+            )
+        )
+    lines.append(",".join(["0", str(steps[-1]), "", *("" for _ in terms), "0.4"]))  # a validation row
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_read_step_log_merges_resumed_versions(tmp_path):
+    _write_step_log(tmp_path, 0, [1, 3, 5], {"pixel": 1.0, "proportion": 2.0})
+    _write_step_log(tmp_path, 1, [5, 7], {"pixel": 1.0, "proportion": 2.0})
+    log = rep.read_step_log(tmp_path)
+    # Step index s is optimiser step s + 1; the resumed run's values win where both logged.
+    assert log["pixel"] == [(2, 1.0), (4, 1.0), (6, 2.0), (8, 2.0)]
+    assert log["loss"] == [(2, 3.0), (4, 3.0), (6, 4.0), (8, 4.0)]
+    assert rep.read_step_log(tmp_path / "nothing") == {}
+
+
+def test_curves_of_pretraining_arms_continue_over_optimiser_steps(tmp_path):
+    from segweak.report import plots
+
+    rows = [r for r in _comparison_rows() if r["arm"] in ("baseline", "proportion", "joint")]
+    exp = _make_exp(tmp_path, rows, methods=("proportion", "joint"))
+    for r in rows:
+        rd = exp / r["run_dir"]
+        steps = r["optimizer_steps"]
+        # Two validations per run: half-way and at the end.
+        lines = ["epoch,step,train_loss,val_miou", f"1,{steps // 2},1.0,0.2", f"2,{steps},0.5,{r['miou']}"]
+        (rd / "history.csv").write_text("\n".join(lines) + "\n")
+        terms = {"proportion": 0.7} if r["step_kind"] == "pretrain" else {"pixel": 0.9}
+        _write_step_log(rd, 0, list(range(0, steps, 10)), terms)
+    loaded = rep.load_experiment(exp)
+    unit, curves = plots.learning_curve_series(loaded)
+    assert unit == "step"
+    (weak_x, _), *_ = curves["proportion"]["pretrain"]
+    (fine_x, fine_y), *_ = curves["proportion"]["finetune"]
+    assert weak_x.tolist() == [50, 100] and fine_x.tolist() == [120, 140]  # offset by the 100 weak steps
+    assert fine_y[-1] == pytest.approx(BASE[0] + 0.06)
+    assert [x.tolist() for x, _ in curves["joint"]["train"]] == [[70, 140]] * 3
+    series, starts = plots.loss_term_series(loaded)
+    assert set(series["proportion"]) == {("pretrain", "proportion"), ("finetune", "pixel")}
+    (x, y), *_ = series["proportion"][("finetune", "pixel")]
+    assert x[0] == 101 and x[-1] == 131 and starts["proportion"] == [100.0] * 3
+    assert "baseline" not in starts
+    rep.report(exp)
+    md = (exp / "report.md").read_text()
+    assert "plots/loss_terms.png" in md and "over its optimiser steps" in md

@@ -87,6 +87,9 @@ _IGNORED_FOR_MATCH = (
 RESULT_COLUMNS = (
     "stage",
     "method",
+    "arm",
+    "step_kind",
+    "role",
     "split_seed",
     "seed",
     "train_method",
@@ -137,6 +140,25 @@ class PlannedRun:
     def key(self) -> tuple[str, str, int, int]:
         """``(stage, method, split_seed, seed)``."""
         return (self.stage, self.method, self.split_seed, self.seed)
+
+    @property
+    def arm(self) -> str:
+        """What the row belongs to in a comparison: ``baseline``, ``full`` or the compared method."""
+        return self.method or self.stage
+
+    @property
+    def step_kind(self) -> str:
+        """``pretrain`` (a ``weak`` row), ``finetune`` (its fine-tuning) or ``train`` (a whole arm)."""
+        return {"weak": "pretrain", "finetune": "finetune"}.get(self.stage, "train")
+
+    @property
+    def role(self) -> str:
+        """``baseline``, ``full``, ``control`` (a method with ``control = True``) or ``method``."""
+        if self.stage in ("baseline", "full"):
+            return self.stage
+        from segweak.methods import method_class
+
+        return "control" if method_class(self.arm).control else "method"
 
     @property
     def label(self) -> str:
@@ -599,6 +621,9 @@ def result_row(run: PlannedRun, metrics: dict[str, Any], exp_dir: Path, run_dir:
     row: dict[str, Any] = {
         "stage": run.stage,
         "method": run.method,
+        "arm": run.arm,
+        "step_kind": run.step_kind,
+        "role": run.role,
         "split_seed": run.split_seed,
         "seed": run.seed,
         "train_method": run.cfg.method,

@@ -6,6 +6,10 @@ the data set's official colours.
 Every figure is written to ``EXP/plots/<name>.png``; :func:`make_plots` returns the written paths
 (relative to the experiment directory) with their captions, and a list of notes for what could not be
 drawn (e.g. a missing checkpoint), so the report can say so instead of silently dropping a figure.
+
+Figures are drawn from ``results.json`` and the run directories alone (``history.csv``, the per-step
+CSV logs), except the sample grid: it runs each arm's best checkpoint on a few validation patches
+(:func:`predict_patches`), the one place where the report computes predictions.
 """
 
 from __future__ import annotations
@@ -137,103 +141,217 @@ def plot_per_class(exp: Experiment, path: Path) -> None:
     _save(fig, path)
 
 
+_KIND_ORDER = {"pretrain": 0, "finetune": 1, "train": 2}
+_KIND_STYLE = {"pretrain": "--", "finetune": "-", "train": "-"}
+
+
+def _arm_pairs(exp: Experiment, arm: str) -> list[list[dict[str, Any]]]:
+    """Rows of ``arm`` per (split seed, seed), pre-training before fine-tuning."""
+    from segweak.report.report import row_step_kind
+
+    pairs: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for r in exp.arm_rows(arm):
+        pairs.setdefault((int(r["split_seed"]), int(r["seed"])), []).append(r)
+    return [
+        sorted(rows, key=lambda r: _KIND_ORDER.get(row_step_kind(r), 9)) for _, rows in sorted(pairs.items())
+    ]
+
+
+def _history(exp: Experiment, row: dict[str, Any]) -> list[dict[str, float]]:
+    from segweak.report.report import read_history
+
+    return read_history(exp.path / str(row.get("run_dir", "")) / "history.csv")
+
+
+def _run_length(row: dict[str, Any], hist: list[dict[str, float]], unit: str) -> float:
+    """Length of a run in ``unit`` (``step``: optimiser steps; ``epoch``), where the next run starts."""
+    recorded = row.get("optimizer_steps" if unit == "step" else "epochs")
+    if recorded is not None:
+        return float(recorded)
+    xs = [h[unit] for h in hist if unit in h]
+    return max(xs) if xs else 0.0
+
+
+def _mean_curve(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean over curves at the x values they all have (the same budget gives the same x)."""
+    common = set(curves[0][0].tolist())
+    for x, _ in curves[1:]:
+        common &= set(x.tolist())
+    if not common:
+        return None
+    xs = np.asarray(sorted(common))
+    ys = [np.interp(xs, x, y) for x, y in curves]  # exact at common points: x values are shared
+    return xs, np.mean(ys, axis=0)
+
+
+def learning_curve_series(
+    exp: Experiment,
+) -> tuple[str, dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]]]:
+    """Collect every arm's validation mIoU curves, each seed's runs placed end to end.
+
+    A pre-training arm's fine-tuning continues where its pre-training ended (its x values are offset
+    by the pre-training run's optimiser steps), so every arm is measured against the optimiser steps
+    it has taken in all. Runs written before histories recorded ``step`` are placed over epochs.
+
+    Returns:
+        ``(unit, {arm: {step kind: [(x, val_miou), one per seed]}})`` with unit ``step`` or ``epoch``.
+    """
+    from segweak.report.report import row_step_kind
+
+    histories = {id(r): _history(exp, r) for r in exp.rows}
+    found = [h for h in histories.values() if h]
+    unit = "step" if found and all(any("step" in row for row in h) for h in found) else "epoch"
+    series: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
+    for arm in exp.arms():
+        for rows in _arm_pairs(exp, arm):
+            offset = 0.0
+            for r in rows:
+                hist = histories[id(r)]
+                pts = [(h[unit] + offset, h["val_miou"]) for h in hist if unit in h and "val_miou" in h]
+                if pts:
+                    x, y = (np.asarray(v, dtype=float) for v in zip(*pts, strict=True))
+                    series.setdefault(arm, {}).setdefault(row_step_kind(r), []).append((x, y))
+                offset += _run_length(r, hist, unit)
+    return unit, series
+
+
 def plot_learning_curves(exp: Experiment, path: Path) -> bool:
-    """Draw validation mIoU per epoch, one line set per stage: every seed thin, the mean thick.
+    """Draw each arm's validation mIoU over its optimiser steps (:func:`learning_curve_series`).
+
+    Thin lines: each seed; thick: the mean over seeds; dashed: pre-training.
 
     Returns:
         Whether any history was found (nothing is written otherwise).
     """
-    from segweak.report.report import read_history
-
-    groups = exp.groups()
-    curves: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = {}
-    for r in exp.rows:
-        g = (r["stage"], r.get("method") or "")
-        hist = read_history(exp.path / r.get("run_dir", "") / "history.csv")
-        pts = [(h["epoch"], h["val_miou"]) for h in hist if "epoch" in h and "val_miou" in h]
-        if pts:
-            e, v = zip(*pts, strict=True)
-            curves.setdefault(g, []).append((np.asarray(e), np.asarray(v)))
-    if not curves:
+    unit, series = learning_curve_series(exp)
+    if not series:
         return False
-    fig = _figure(9.0, 3.6)
+    fig = _figure(9.0, 3.8)
     ax = fig.subplots()
-    for i, g in enumerate(groups):
-        if g not in curves:
-            continue
-        color = _color(exp, g, i)
-        for e, v in curves[g]:
-            ax.plot(e, v, color=color, alpha=0.25, linewidth=0.8)
-        n = min(len(v) for _, v in curves[g])
-        mean = np.mean([v[:n] for _, v in curves[g]], axis=0)
-        ax.plot(
-            curves[g][0][0][:n],
-            mean,
-            color=color,
-            linewidth=2.0,
-            label=exp.label(g),
-            marker="o",
-            markersize=3,
-        )
-    from matplotlib.ticker import MaxNLocator
+    for i, arm in enumerate(exp.arms()):
+        color = _TAB10[i % len(_TAB10)]
+        label: str | None = arm
+        for kind, curves in sorted(series.get(arm, {}).items(), key=lambda kv: _KIND_ORDER.get(kv[0], 9)):
+            style = _KIND_STYLE.get(kind, "-")
+            for x, y in curves:
+                ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8, linestyle=style)
+            mean = _mean_curve(curves)
+            if mean is not None:
+                ax.plot(
+                    *mean, color=color, linewidth=2.0, marker="o", markersize=3, linestyle=style, label=label
+                )
+                label = None
+    if unit == "epoch":
+        from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("optimiser steps (pre-training + fine-tuning)" if unit == "step" else "epochs")
     ax.set_ylabel("validation mIoU")
     ax.set_ylim(0, 1.0)
-    ax.set_title("Learning curves (thick: mean over seeds, thin: each seed)", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_title(
+        "Learning curves per arm (thick: mean over seeds, thin: each seed; dashed: pre-training)", fontsize=10
+    )
+    ax.legend(fontsize=8, ncols=2)
     ax.grid(alpha=0.3)
     _save(fig, path)
     return True
 
 
-def plot_loss_terms(exp: Experiment, path: Path) -> bool:
-    """Draw each group's training loss terms over optimiser steps (one panel per group).
+def _run_terms(exp: Experiment, row: dict[str, Any], hist: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    """Loss terms of one run as ``{term: (2, n) [steps; values]}``: the per-step log, else history.csv.
 
-    Per term: every seed thin, the mean over seeds thick. Read from the ``step`` and ``train_<term>``
-    columns of each run's ``history.csv`` (per-epoch means); runs written before these columns
-    existed are left out.
+    The total ``loss`` is kept only when the method logged no separate term.
+    """
+    from segweak.report.report import read_step_log
+
+    log = read_step_log(exp.path / str(row.get("run_dir", "")))
+    series = {t: np.asarray(pts, dtype=float).T for t, pts in log.items() if pts}
+    if not series:
+        for key in hist[0] if hist else {}:
+            if key.startswith("train_"):
+                pts = [(h["step"], h[key]) for h in hist if "step" in h and key in h]
+                if pts:
+                    series[key[len("train_") :]] = np.asarray(pts, dtype=float).T
+    if len(series) > 1:
+        series.pop("loss", None)
+    return series
+
+
+def loss_term_series(
+    exp: Experiment,
+) -> tuple[dict[str, dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]]], dict[str, list[float]]]:
+    """Collect every arm's training loss terms over its optimiser steps, each seed's runs end to end.
+
+    Read from each run's per-step CSV log (:func:`segweak.report.report.read_step_log`, one point every
+    ``trainer.log_every_n_steps`` steps), or, without it, from the ``step`` and ``train_<term>`` columns
+    of ``history.csv`` (epoch means); runs that recorded neither are left out. A pre-training arm's
+    fine-tuning is offset by the pre-training run's optimiser steps.
 
     Returns:
-        Whether any run had them (nothing is written otherwise).
+        ``({arm: {(step kind, term): [(steps, values), one per seed]}}, {arm: [step where fine-tuning
+        starts, one per seed]})``.
     """
-    from segweak.report.report import read_history
+    from segweak.report.report import row_step_kind
 
-    series: dict[tuple[str, str], dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
-    for r in exp.rows:
-        g = (r["stage"], r.get("method") or "")
-        hist = [h for h in read_history(exp.path / r.get("run_dir", "") / "history.csv") if "step" in h]
-        terms = [k for k in (hist[0] if hist else {}) if k.startswith("train_") and k != "train_loss"]
-        for term in terms:
-            pts = [(h["step"], h[term]) for h in hist if term in h]
-            x, y = zip(*pts, strict=True)
-            series.setdefault(g, {}).setdefault(term[len("train_") :], []).append(
-                (np.asarray(x), np.asarray(y))
-            )
-    if not series:
+    series: dict[str, dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]]] = {}
+    starts: dict[str, list[float]] = {}
+    for arm in exp.arms():
+        for rows in _arm_pairs(exp, arm):
+            offset = 0.0
+            for r in rows:
+                hist = _history(exp, r)
+                for term, (x, y) in _run_terms(exp, r, hist).items():
+                    series.setdefault(arm, {}).setdefault((row_step_kind(r), term), []).append(
+                        (x + offset, y)
+                    )
+                if row_step_kind(r) == "pretrain":
+                    offset += _run_length(r, hist, "step")
+                    starts.setdefault(arm, []).append(offset)
+    return series, starts
+
+
+def plot_loss_terms(exp: Experiment, path: Path) -> bool:
+    """Draw each arm's training loss terms over its optimiser steps, one panel per arm.
+
+    Data: :func:`loss_term_series`. Thin: each seed; thick: the mean over seeds; dotted: fine-tuning
+    starts.
+
+    Returns:
+        Whether any run had loss terms (nothing is written otherwise).
+    """
+    panels, starts = loss_term_series(exp)
+    if not panels:
         return False
-    groups = [g for g in exp.groups() if g in series]
-    ncols = min(3, len(groups))
-    nrows = -(-len(groups) // ncols)
+    arms = [a for a in exp.arms() if a in panels]
+    terms = sorted({t for p in panels.values() for _, t in p})
+    colors = {t: _TAB10[j % len(_TAB10)] for j, t in enumerate(terms)}
+    ncols = min(3, len(arms))
+    nrows = -(-len(arms) // ncols)
     fig = _figure(3.6 * ncols, 2.8 * nrows)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    for ax, g in zip(axes, groups, strict=False):
-        for j, (term, curves) in enumerate(series[g].items()):
-            color = _TAB10[j % len(_TAB10)]
+    for ax, arm in zip(axes, arms, strict=False):
+        labelled: set[str] = set()
+        for (_, term), curves in sorted(panels[arm].items(), key=lambda kv: _KIND_ORDER.get(kv[0][0], 9)):
+            color = colors[term]
             for x, y in curves:
                 ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
-            n = min(len(y) for _, y in curves)
-            mean = np.mean([y[:n] for _, y in curves], axis=0)
-            ax.plot(curves[0][0][:n], mean, color=color, linewidth=2.0, marker="o", markersize=3, label=term)
-        ax.set_title(exp.label(g), fontsize=9)
+            mean = _mean_curve(curves)
+            if mean is not None:
+                ax.plot(*mean, color=color, linewidth=1.8, label=None if term in labelled else term)
+                labelled.add(term)
+        if arm in starts:
+            ax.axvline(float(np.mean(starts[arm])), color="black", linestyle=":", linewidth=1.0)
+        ax.set_title(arm + (" (control)" if exp.arm_role(arm) == "control" else ""), fontsize=9)
         ax.set_xlabel("optimiser steps", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in axes[len(groups) :]:
+    for ax in axes[len(arms) :]:
         ax.set_visible(False)
-    fig.suptitle("Training loss terms (epoch means; thick: mean over seeds, thin: each seed)", fontsize=10)
+    fig.suptitle(
+        "Training loss terms per arm (thick: mean over seeds, thin: each seed; dotted: fine-tuning starts)",
+        fontsize=10,
+    )
     _save(fig, path)
     return True
 
@@ -420,15 +538,17 @@ def make_plots(
     if plot_learning_curves(exp, plots / "learning_curves.png"):
         out["curves"] = (
             Path("plots/learning_curves.png"),
-            "Validation mIoU per epoch (from each run's history.csv).",
+            "Validation mIoU of each arm over its optimiser steps, pre-training (dashed) then fine-tuning "
+            "(from each run's history.csv: one point per validation).",
         )
     else:
         notes.append("learning curves skipped: no run has a history.csv with val_miou")
     if plot_loss_terms(exp, plots / "loss_terms.png"):
         out["loss_terms"] = (
             Path("plots/loss_terms.png"),
-            "Training loss terms per optimiser step, one panel per row of the results (each method's "
-            "terms as logged: weighted as optimised).",
+            "Training loss terms over optimiser steps, one panel per arm, fine-tuning after "
+            "pre-training (each method's terms as logged every trainer.log_every_n_steps steps: weighted "
+            "as optimised).",
         )
     (plots / "samples.png").unlink(missing_ok=True)  # never show a stale grid from an earlier report
     if n_samples > 0:

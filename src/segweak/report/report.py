@@ -44,6 +44,30 @@ _AREA_TEXT = {
 }
 
 
+DEFAULT_REFERENCES = ("shuffled", "semi_supervised")
+"""Arms every other arm is compared with besides the baseline, unless ``report.references`` says otherwise."""
+
+
+def row_arm(row: dict[str, Any]) -> str:
+    """Arm of a results row: ``baseline``, ``full`` or the compared method (``arm``; derived for old rows)."""
+    return str(row.get("arm") or row.get("method") or row["stage"])
+
+
+def row_step_kind(row: dict[str, Any]) -> str:
+    """``pretrain``, ``finetune`` or ``train`` (``step_kind``; derived from the stage for old rows)."""
+    return str(
+        row.get("step_kind") or {"weak": "pretrain", "finetune": "finetune"}.get(row["stage"], "train")
+    )
+
+
+def row_role(row: dict[str, Any]) -> str:
+    """``baseline``, ``full``, ``control`` or ``method`` (``role``; derived from the stage for old rows)."""
+    if row.get("role"):
+        return str(row["role"])
+    stage = row["stage"]
+    return stage if stage in ("baseline", "full", "control") else "method"
+
+
 def _reads_weak_labels(cfg: dict[str, Any]) -> bool:
     """Whether a (migrated) run config trains with weak labels (any method but ``supervised``)."""
     return cfg.get("method") not in (None, "supervised")
@@ -396,6 +420,44 @@ class Experiment:
         methods = {r.get("method") for r in self.rows if r.get("method")}
         return f"{stage} ({method})" if method and len(methods) > 1 else stage
 
+    def arms(self) -> list[str]:
+        """Arms present: ``baseline``, the compared methods in ``methods`` order, ``full``, then others."""
+        present: list[str] = []
+        for r in self.rows:
+            if row_arm(r) not in present:
+                present.append(row_arm(r))
+        order = ["baseline", *(self.results.get("methods") or []), "full"]
+        return sorted(present, key=lambda a: order.index(a) if a in order else len(order))
+
+    def arm_rows(self, arm: str) -> list[dict[str, Any]]:
+        """Results rows of ``arm`` (every step kind)."""
+        return [r for r in self.rows if row_arm(r) == arm]
+
+    def final_group(self, arm: str) -> tuple[str, str]:
+        """Return the ``(stage, method)`` group of ``arm``'s result: its fine-tuning or its single run.
+
+        An experiment that pre-trained without fine-tuning has only the pre-training rows to show.
+        """
+        rows = self.arm_rows(arm)
+        final = [r for r in rows if row_step_kind(r) != "pretrain"] or rows
+        return (final[0]["stage"], final[0].get("method") or "")
+
+    def arm_role(self, arm: str) -> str:
+        """Role of ``arm`` (``baseline``, ``full``, ``control`` or ``method``)."""
+        rows = self.arm_rows(arm)
+        return row_role(rows[0]) if rows else "method"
+
+    def arm_pretrains(self, arm: str) -> bool:
+        """Whether ``arm`` has pre-training rows (pre-training + fine-tuning)."""
+        return any(row_step_kind(r) == "pretrain" for r in self.arm_rows(arm))
+
+    def references(self) -> list[str]:
+        """Arms compared with every other arm: ``baseline`` and ``report.references``, those present."""
+        refs = (self.config.get("report") or {}).get("references")
+        wanted = ["baseline", *(DEFAULT_REFERENCES if refs is None else refs)]
+        arms = self.arms()
+        return [a for i, a in enumerate(wanted) if a in arms and a not in wanted[:i]]
+
     def values(self, group: tuple[str, str], key: str) -> dict[tuple[int, int], float | None]:
         """``{(split_seed, seed): row[key]}`` of one group."""
         return {
@@ -558,6 +620,47 @@ def read_history(path: Path) -> list[dict[str, float]]:
     return rows
 
 
+def _version_number(path: Path) -> int:
+    """N of a ``version_N`` log folder (-1 when the name has another form)."""
+    tail = path.name.rpartition("_")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
+def read_step_log(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Training loss terms per optimiser step from a run's CSV logs (``logs/csv/version_*/metrics.csv``).
+
+    The task logs ``train/loss`` and ``train/<term>`` every ``trainer.log_every_n_steps`` steps; the
+    logger's ``step`` of a value is the 0-based index of the step that computed it, so the value
+    belongs to optimiser step ``step + 1``. A resumed run writes a new ``version_N``; where versions
+    overlap (steps redone after the last checkpoint), the later one wins.
+
+    Args:
+        run_dir: A run directory.
+
+    Returns:
+        ``{term: [(optimiser step, value), ...]}`` sorted by step (``loss`` is the total); empty when
+        the run has no CSV logs.
+    """
+    values: dict[str, dict[int, float]] = {}
+    for path in sorted(
+        (run_dir / "logs" / "csv").glob("version_*/metrics.csv"), key=lambda p: _version_number(p.parent)
+    ):
+        with path.open(newline="", encoding="utf-8") as fh:
+            for rec in csv.DictReader(fh):
+                step = rec.get("step")
+                if step in (None, ""):
+                    continue
+                for key, value in rec.items():
+                    if key and key.startswith("train/") and key.endswith("_step") and value not in (None, ""):
+                        try:
+                            values.setdefault(key[len("train/") : -len("_step")], {})[int(step) + 1] = float(
+                                value
+                            )
+                        except ValueError:
+                            continue
+    return {term: sorted(points.items()) for term, points in values.items()}
+
+
 def summary_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
     """Per-stage summary: runs, mIoU / mean F1 / OA (mean ± std), paired Δ mIoU vs baseline, % of full.
 
@@ -587,6 +690,77 @@ def summary_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
                 _ms(list(exp.values(g, "oa").values())),
                 delta,
                 share,
+            ]
+        )
+    return header, rows
+
+
+def _delta_cell(pr: Paired) -> str:
+    if pr.mean is None:
+        return "–"
+    return _signed(pr.mean) + (f" (p = {_p(pr.p)})" if pr.p is not None else "")
+
+
+def _arm_cost(exp: Experiment, arm: str) -> tuple[str, str]:
+    """Mean optimiser steps and training time of ``arm`` over its seeds, every step kind summed.
+
+    Returns:
+        Formatted ``(steps, time)``; steps of a pre-training arm read ``pre-training + fine-tuning``.
+    """
+    kinds = ("pretrain", "finetune", "train")
+    per_kind: dict[str, list[float | None]] = {k: [] for k in kinds}
+    seconds: dict[tuple[int, int], float] = {}
+    for r in exp.arm_rows(arm):
+        per_kind[row_step_kind(r)].append(r.get("optimizer_steps"))
+        if r.get("train_seconds") is not None:
+            key = (int(r["split_seed"]), int(r["seed"]))
+            seconds[key] = seconds.get(key, 0.0) + float(r["train_seconds"])
+    means = {k: mean_std(v)[0] for k, v in per_kind.items() if v}
+    if not means or any(m is None for m in means.values()):
+        steps = "–"
+    else:
+        parts = [f"{means[k]:,.0f}" for k in kinds if k in means]
+        steps = parts[0] if len(parts) == 1 else " + ".join(parts) + f" = {sum(means.values()):,.0f}"
+    wall = mean_std(list(seconds.values()))[0]
+    return steps, "–" if wall is None else f"{wall:,.0f} s"
+
+
+def ranking_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
+    """Arms ranked by mean mIoU of their final rows, with paired Δ against each reference arm.
+
+    An arm is the baseline, full supervision or a compared method; its final row is the fine-tuning of
+    a pre-training method, else its single run. Δ columns: the baseline and ``report.references``
+    (default ``shuffled``, ``semi_supervised``) when present; each is a paired mean over the seeds
+    both ran, with the paired t-test p-value.
+
+    Returns:
+        ``(header, rows)`` of formatted cells, best arm first.
+    """
+    arms = exp.arms()
+    finals = {a: exp.final_group(a) for a in arms}
+    miou = {a: exp.values(finals[a], "miou") for a in arms}
+    means = {a: mean_std(list(miou[a].values()))[0] for a in arms}
+    refs = exp.references()
+    full = means.get("full")
+    ranked = sorted(arms, key=lambda a: (means[a] is None, -(means[a] or 0.0)))
+    header = ["rank", "arm", "role", "training", "runs", "mIoU", *(f"Δ vs {r}" for r in refs)]
+    header += ["% of full", "optimiser steps", "train time"]
+    rows = []
+    for i, a in enumerate(ranked, 1):
+        deltas = ["–" if a == r else _delta_cell(paired_test(miou[a], miou[r])) for r in refs]
+        steps, wall = _arm_cost(exp, a)
+        rows.append(
+            [
+                str(i),
+                f"**{a}**" if exp.arm_role(a) == "method" else a,
+                exp.arm_role(a),
+                "pre-training + fine-tuning" if exp.arm_pretrains(a) else "one run",
+                str(len([v for v in miou[a].values() if v is not None])),
+                _ms(list(miou[a].values())),
+                *deltas,
+                f"{100 * means[a] / full:.0f} %" if full and means[a] is not None else "–",
+                steps,
+                wall,
             ]
         )
     return header, rows
@@ -672,6 +846,20 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
         "note",
     )
 
+    # ---- ranking of arms ---------------------------------------------------------------------------
+    doc.h(2, "Ranking")
+    header, rows = ranking_table(exp)
+    doc.table(header, rows)
+    refs = ", ".join(f"`{r}`" for r in exp.references())
+    doc.p(
+        "Each arm's final row (the fine-tuning of a pre-training method, else its one run), ranked by "
+        f"mean validation mIoU over seeds. Δ: paired mean difference against {refs} over the seeds both "
+        "ran, with the two-sided paired t-test p-value. Roles: `control` arms remove one ingredient of "
+        "the weak-label methods (docs/methods.md). Optimiser steps and training time are per seed, "
+        "pre-training + fine-tuning summed.",
+        "note",
+    )
+
     # ---- summary table ---------------------------------------------------------------------------
     doc.h(2, "Results by stage")
     header, rows = summary_table(exp)
@@ -701,6 +889,11 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
         wk = ("weak", g[1])
         if wk in has:
             comparisons.append((g, wk))
+    # Every compared method against each reference arm other than the baseline (compared above).
+    methods = [a for a in exp.arms() if exp.arm_role(a) in ("method", "control")]
+    for ref_arm in [r for r in exp.references() if r != "baseline"]:
+        ref = exp.final_group(ref_arm)
+        comparisons += [(exp.final_group(a), ref) for a in methods if a != ref_arm]
     if comparisons:
         doc.h(2, "Paired comparisons (mIoU)")
         rows = []
