@@ -429,3 +429,19 @@ def test_curves_of_pretraining_arms_continue_over_optimiser_steps(tmp_path):
     rep.report(exp)
     md = (exp / "report.md").read_text()
     assert "plots/loss_terms.png" in md and "over its optimiser steps" in md
+
+
+def test_arm_of_several_runs_per_seed_counts_all_its_steps_and_ranks_its_last(tmp_path):
+    rows = []
+    for s in range(2):
+        rows.append(_arm_row("baseline", s, BASE[s], steps=40))
+        # Two runs of one arm per seed (rounds), in training order: the last is the arm's result.
+        first, last = _arm_row("rounds", s, 0.2, steps=60), _arm_row("rounds", s, BASE[s] + 0.1, steps=60)
+        last["run_dir"] += "-r2"
+        rows += [first, last]
+    exp = _make_exp(tmp_path, rows, methods=("rounds",))
+    rep.report(exp)
+    header, *table = _ranking((exp / "report.md").read_text())
+    by_arm = {r[1].strip("*"): dict(zip(header, r, strict=True)) for r in table}
+    assert by_arm["rounds"]["optimiser steps"] == "120" and by_arm["rounds"]["train time"] == "20 s"
+    assert by_arm["rounds"]["Δ vs baseline"].startswith("+0.100")

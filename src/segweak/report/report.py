@@ -436,11 +436,12 @@ class Experiment:
     def final_group(self, arm: str) -> tuple[str, str]:
         """Return the ``(stage, method)`` group of ``arm``'s result: its fine-tuning or its single run.
 
-        An experiment that pre-trained without fine-tuning has only the pre-training rows to show.
+        Rows are in training order, so for an arm of several runs per seed (e.g. rounds) this is the
+        last; an experiment that pre-trained without fine-tuning has only the pre-training to show.
         """
         rows = self.arm_rows(arm)
         final = [r for r in rows if row_step_kind(r) != "pretrain"] or rows
-        return (final[0]["stage"], final[0].get("method") or "")
+        return (final[-1]["stage"], final[-1].get("method") or "")
 
     def arm_role(self, arm: str) -> str:
         """Role of ``arm`` (``baseline``, ``full``, ``control`` or ``method``)."""
@@ -708,14 +709,18 @@ def _arm_cost(exp: Experiment, arm: str) -> tuple[str, str]:
         Formatted ``(steps, time)``; steps of a pre-training arm read ``pre-training + fine-tuning``.
     """
     kinds = ("pretrain", "finetune", "train")
-    per_kind: dict[str, list[float | None]] = {k: [] for k in kinds}
+    # Per seed: the steps of each kind (summed over runs of one kind, e.g. rounds) and the time.
+    steps_of: dict[tuple[int, int], dict[str, float | None]] = {}
     seconds: dict[tuple[int, int], float] = {}
     for r in exp.arm_rows(arm):
-        per_kind[row_step_kind(r)].append(r.get("optimizer_steps"))
+        key = (int(r["split_seed"]), int(r["seed"]))
+        kind, n = row_step_kind(r), r.get("optimizer_steps")
+        done = steps_of.setdefault(key, {})
+        done[kind] = None if n is None or (kind in done and done[kind] is None) else done.get(kind, 0.0) + n
         if r.get("train_seconds") is not None:
-            key = (int(r["split_seed"]), int(r["seed"]))
             seconds[key] = seconds.get(key, 0.0) + float(r["train_seconds"])
-    means = {k: mean_std(v)[0] for k, v in per_kind.items() if v}
+    present = [k for k in kinds if any(k in d for d in steps_of.values())]
+    means = {k: mean_std([d.get(k) for d in steps_of.values()])[0] for k in present}
     if not means or any(m is None for m in means.values()):
         steps = "–"
     else:
