@@ -82,12 +82,10 @@ def consistency_ce(strong_logits: Tensor, targets: Tensor, reduction: str = "kep
         )
     targets = targets.to(strong_logits.device)
     total = F.cross_entropy(strong_logits.float(), targets, ignore_index=IGNORE, reduction="sum")
-    if reduction == "all":
-        count = torch.tensor(float(targets.numel()), device=strong_logits.device)
-    else:
-        count = (targets != IGNORE).float().sum()
     # A sum over no pixel is an exact 0 that still depends on the logits, so backward works.
-    return total / count.clamp_min(1.0)
+    if reduction == "all":
+        return total / max(targets.numel(), 1)  # a Python number: no host-to-device copy
+    return total / (targets != IGNORE).float().sum().clamp_min(1.0)
 
 
 def softmax_mse(student_logits: Tensor, teacher_logits: Tensor, area_mask: Tensor | None = None) -> Tensor:

@@ -47,7 +47,7 @@ def proportion_quotas(p: Tensor, n: Tensor) -> Tensor:
     total = p.sum(dim=1, keepdim=True)
     labelled = total > 0
     p = torch.where(labelled, p / total.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(p))
-    n = torch.where(labelled[:, 0], n.to(p.device, torch.int64), torch.zeros_like(n, device=p.device))
+    n = torch.where(labelled[:, 0], n.to(p.device, torch.int64), 0)
     raw = p * n[:, None].float()
     base = raw.floor()
     # Absent classes sort after every present one, whatever their (zero) fractional part.
@@ -157,7 +157,7 @@ def _quota_greedy(scores: Tensor, quota: Tensor, inside: Tensor, keep: float) ->
         # Keep round(keep·N) pixels, split over classes by largest remainder so the kept labels keep
         # the patch's proportions; within a class, its best-ranked (most confident) members.
         n_in = inside.sum(dim=1)
-        n_keep = torch.floor(keep * n_in.double() + 0.5).long()
+        n_keep = torch.floor(keep * n_in.float() + 0.5).long()  # float32: MPS has no float64
         keep_quota = proportion_quotas(quota.float(), n_keep)
         kept_ranked = members & (running <= keep_quota[:, :, None])
         kept = torch.zeros_like(members).scatter_(2, by_class, kept_ranked)
