@@ -211,3 +211,28 @@ def test_replacing_a_file_keeps_its_permissions(tmp_path: Path) -> None:
     path.chmod(0o640)
     atomic_write_bytes(path, b"new")
     assert path.read_bytes() == b"new" and stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_checkpoints_follow_the_umask(tmp_path: Path) -> None:
+    import torch
+
+    from segweak.train.checkpoint import AtomicCheckpointIO
+
+    old = os.umask(0o022)
+    try:
+        AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "last.ckpt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "last.ckpt").stat().st_mode) == 0o644
+
+
+def test_replacing_never_deletes_a_user_folder_named_like_the_old_copy(tmp_path: Path) -> None:
+    out = tmp_path / "store"
+    mine = tmp_path / ".store.old"  # the fixed name segweak used to rmtree before replacing
+    mine.mkdir()
+    (mine / "keep").write_text("x")
+    for _ in range(2):
+        with atomic_directory(out, overwrite=True, inspect=_own_marker) as tmp:
+            (tmp / "MARK").write_text("")
+    assert (mine / "keep").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".store.old", "store"]

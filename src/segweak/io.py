@@ -233,7 +233,7 @@ def check_output_dir(
     reason = inspect(out_path)
     if reason is not None:
         raise SegweakError(
-            f"refusing to --overwrite {out_path}: {reason} (it holds {describe_entries(out_path)}); "
+            f"refusing to --overwrite {out_path}: {reason}; it holds {describe_entries(out_path)}; "
             f"delete or move it yourself, or choose another {option}"
         )
     return True
