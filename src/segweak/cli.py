@@ -55,7 +55,9 @@ def synth_cmd(
         False, "--zips", help="Write the three official zip archives instead of folders."
     ),
     eroded: bool = typer.Option(True, "--eroded/--no-eroded", help="Also write _noBoundary eroded labels."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing output of an earlier `segweak synth` (nothing else)."
+    ),
 ) -> None:
     """Generate a synthetic data set in the official Vaihingen layout."""
     from segweak.data.synthetic import synthesize
@@ -152,7 +154,11 @@ def prepare_vaihingen_cmd(
     tolerance: float | None = typer.Option(
         None, "--tolerance", help="Max colour distance snapped to a palette colour (default: the palette's)."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace an existing store (only a folder holding a store and nothing else).",
+    ),
 ) -> None:
     """Prepare a store from ISPRS Vaihingen (official zips or extracted folders)."""
     from segweak.data.sources import VaihingenSource
@@ -177,7 +183,11 @@ def prepare_folder_cmd(
         None, "--tolerance", help="Max colour distance snapped to a palette colour (default: the palette's)."
     ),
     band_order: str = typer.Option("RGB", "--band-order", help="Name of the image band order (metadata)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace an existing store (only a folder holding a store and nothing else).",
+    ),
 ) -> None:
     """Prepare a store from a folder of images and a folder of colour or index masks."""
     from segweak.data.sources import FolderSource
@@ -186,7 +196,7 @@ def prepare_folder_cmd(
     source = FolderSource(
         images, masks, palette, group_by=group_by, tolerance=tolerance, band_order=band_order
     )
-    _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite))
+    _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite, inputs=[palette]))
 
 
 @app.command("split")
@@ -223,6 +233,9 @@ def info_cmd(
     store: Path = typer.Argument(..., help="Prepared store directory."),
     split: str | None = typer.Option(None, "--split", help="Also summarise this split."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON with stable keys (docs/store.md)."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Reread every file and check it against the SHA-256 recorded at prepare."
+    ),
 ) -> None:
     """Describe a store: source, classes, patches and, with --split, the subsets."""
     import json
@@ -232,7 +245,7 @@ def info_cmd(
 
     from segweak.data.store import info
 
-    data = info(store, split=split)
+    data = info(store, split=split, verify=verify)
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
         return
@@ -256,6 +269,16 @@ def info_cmd(
         table.add_row(str(i), c, "-" if f is None else f"{f:.3f}")
     console.print(table)
     console.print(f"splits: {', '.join(data['splits']) or '(none)'}")
+    if "verified" in data:
+        console.print(
+            "verified (SHA-256 as recorded at prepare): "
+            + ", ".join(f"{f} {v}" for f, v in data["verified"].items())
+        )
+    elif not data["verifiable"]:
+        console.print(
+            "note: store.json records no content hashes (prepared by an older segweak); "
+            "`info --verify` cannot check this store, re-run `segweak prepare` to make it verifiable"
+        )
     if "split" in data:
         sp = data["split"]
         t = Table(title=f"split {sp['name']!r} (by {sp['by']}, seed {sp['seed']})")

@@ -21,7 +21,8 @@ With ``zips=True`` the same files are packed instead into the three official arc
 root), exactly as the ISPRS download provides them. The DSMs are not generated.
 
 Everything is deterministic for a given ``seed`` and written atomically (a temporary sibling directory
-renamed into place).
+renamed into place). ``synth.json`` (with ``"generator": "segweak.data.synthetic"``) marks the folder as
+segweak's own: ``overwrite`` replaces only such a folder, and only when it holds nothing else.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np
 from segweak.data.palette import BOUNDARY_COLOR, VAIHINGEN_COLORS
 from segweak.data.sources import VAIHINGEN_ERODED_ZIP, VAIHINGEN_GT_ZIP, VAIHINGEN_ZIP
 from segweak.errors import SegweakError
-from segweak.io import atomic_directory
+from segweak.io import Log, atomic_directory, check_output_dir, describe_entries, is_temp_name, stderr_log
 
 # The 33 official area numbers, and the 16 whose labels were given to participants.
 VAIHINGEN_AREAS = (
@@ -378,6 +379,35 @@ def label_colors(classes: np.ndarray, eroded_radius: int = 0) -> np.ndarray:
 
 # ---- dataset ----------------------------------------------------------------------------------------
 
+GENERATOR = "segweak.data.synthetic"
+_LABEL_DIRS = ("gts_for_participants", "ground_truth_COMPLETE", "ground_truth_eroded_COMPLETE")
+_OUTPUT_DIRS = ("top", *_LABEL_DIRS)
+
+
+def _not_synthetic(path: Path) -> str | None:
+    """Inspector for ``overwrite``: None when ``path`` is a ``synthesize`` output and holds nothing else."""
+    marker = path / "synth.json"
+    try:
+        meta = json.loads(marker.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "it is not a segweak synthetic data set (no synth.json)"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "its synth.json is not valid JSON, so it is not a segweak synthetic data set"
+    if not isinstance(meta, dict) or meta.get("generator") != GENERATOR:
+        return "its synth.json was not written by segweak synth"
+    allowed = {"synth.json", VAIHINGEN_ZIP, VAIHINGEN_GT_ZIP, VAIHINGEN_ERODED_ZIP, *_OUTPUT_DIRS}
+    foreign = [p.name for p in path.iterdir() if p.name not in allowed and not is_temp_name(p.name)]
+    for d in _OUTPUT_DIRS:
+        if (path / d).is_dir():
+            foreign += [
+                f"{d}/{p.name}" for p in (path / d).iterdir() if not (p.is_file() and p.suffix == ".tif")
+            ]
+        elif (path / d).exists():
+            foreign.append(d)
+    if foreign:
+        return f"it holds files that synth does not write ({', '.join(sorted(foreign)[:6])})"
+    return None
+
 
 def _area_numbers(n: int) -> list[int]:
     extra = [VAIHINGEN_AREAS[-1] + 1 + i for i in range(max(0, n - len(VAIHINGEN_AREAS)))]
@@ -418,6 +448,7 @@ def synthesize(
     zips: bool = False,
     eroded: bool = True,
     overwrite: bool = False,
+    log: Log | None = None,
 ) -> Path:
     """Write a synthetic data set in the official Vaihingen layout (see the module docstring).
 
@@ -429,20 +460,31 @@ def synthesize(
         seed: Random seed; equal seeds give identical pixels.
         zips: Write the three official zip archives instead of extracted folders.
         eroded: Also write the eroded ``_noBoundary`` labels (black boundary bands of about 3 px).
-        overwrite: Replace an existing ``out``.
+        overwrite: Replace an existing ``out``; only a folder written by ``synthesize`` (it has a
+            segweak ``synth.json``) that holds nothing else is ever replaced.
+        log: Receives one-line notes (what is replaced, leftovers cleaned); default standard error.
 
     Returns:
         The output directory.
+
+    Raises:
+        SegweakError: Bad sizes, an existing ``out`` without ``overwrite``, or one that is not a
+            synthetic data set (or is the current directory).
     """
     if n_tiles < 1:
         raise SegweakError(f"--tiles must be at least 1, got {n_tiles}")
     if height < 32 or width < 32:
         raise SegweakError(f"--size must be at least 32×32 pixels, got {height}×{width}")
     out = Path(out)
+    log = log or stderr_log
+    if check_output_dir(out, overwrite=overwrite, inspect=_not_synthetic, what="synthetic data set"):
+        log(
+            f"--overwrite: {out} ({describe_entries(out)}) will be replaced once the new data set is complete"
+        )
     areas = _area_numbers(n_tiles)
     radius = max(1, round(3 * float(np.clip(min(height, width) / 1500.0, 0.25, 1.0))))
     seeds = np.random.SeedSequence(seed).spawn(n_tiles)
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with atomic_directory(out, overwrite=overwrite, inspect=_not_synthetic, log=log) as tmp:
         for i, (area, ss) in enumerate(zip(areas, seeds, strict=True)):
             rng = np.random.default_rng(ss)
             image, classes = render_tile(rng, height, width)
@@ -467,7 +509,7 @@ def synthesize(
             if eroded:
                 _pack(tmp, tmp / VAIHINGEN_ERODED_ZIP, ["ground_truth_eroded_COMPLETE"], keep_dirs=False)
         meta = {
-            "generator": "segweak.data.synthetic",
+            "generator": GENERATOR,
             "seed": seed,
             "n_tiles": n_tiles,
             "height": height,

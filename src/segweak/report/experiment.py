@@ -371,6 +371,7 @@ def _make_source(cfg: ExperimentConfig, exp_dir: Path, log: Callable[[str], None
                 seed=ds.synthetic.seed,
                 zips=False,
                 eroded=ds.synthetic.eroded,
+                log=log,
             )
         return sources.VaihingenSource(
             root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance
@@ -448,6 +449,7 @@ def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> P
         stride=stride,
         overwrite=False,
         progress=False,
+        log=log,
     )
     return store_path
 
