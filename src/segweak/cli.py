@@ -315,7 +315,7 @@ def train_cmd(
 ) -> None:
     """Train one stage; writes RUN/config.yaml, checkpoints, history.csv and metrics.json."""
     from segweak.config import TrainConfig, load_config
-    from segweak.train.engine import train
+    from segweak.train.engine import is_global_zero, train
 
     sets = list(overrides or [])
     if stage is not None:
@@ -328,7 +328,8 @@ def train_cmd(
         sets.append("resume=true")
     cfg = load_config(TrainConfig, config, sets)
     metrics = train(cfg)
-    typer.echo(f"{cfg.run_dir}: {_metric_line(metrics)} (best epoch {metrics.get('best_epoch')})")
+    if is_global_zero():  # under DDP every rank runs this command; one result line is enough
+        typer.echo(f"{cfg.run_dir}: {_metric_line(metrics)} (best epoch {metrics.get('best_epoch')})")
 
 
 @app.command("evaluate")

@@ -476,6 +476,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        if type(value) in args:
+            # An exact match wins over conversion: in ``float | int`` the int 1 (one batch for
+            # trainer.limit_val_batches) must not become the float 1.0 (all batches).
+            return _coerce(type(value), value, key)
         errors = []
         for arg in args:
             if arg is type(None):
