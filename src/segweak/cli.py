@@ -452,6 +452,10 @@ def run_cmd(
         sets.append(f"out_dir={out}")
     cfg = load_experiment_config(config, sets)
     exp_dir = run_experiment(cfg, make_report=not no_report)
+    from segweak.train.engine import is_global_zero
+
+    if not is_global_zero():  # the other DDP ranks only took part in training
+        return
     _print_results(exp_dir)
     typer.echo(f"results: {exp_dir / 'results.csv'}")
     if not no_report:

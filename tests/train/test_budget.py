@@ -67,7 +67,7 @@ def test_max_steps_below_one_epoch_trains_validates_once_and_writes_metrics(odd_
     counter = CountValidations()
     cfg = make_cfg(odd_store, tmp_path, "stage=weak", "trainer.max_steps=3", "trainer.max_epochs=5")
     metrics = train(cfg, callbacks=[counter])
-    assert metrics["steps"] == 3 and metrics["best_epoch"] == 1
+    assert metrics["steps"] == 3 and metrics["epochs"] == 1 and metrics["best_epoch"] == 1
     # The budget's last step was validated, and that validation (of the best = last weights, on every
     # patch) was reused for metrics.json instead of validating best.ckpt again.
     assert counter.passes == [("fit", 3, 13)]
