@@ -77,7 +77,8 @@ def is_global_zero() -> bool:
     """Whether this process is rank 0 (always true without ``trainer.strategy: ddp``).
 
     Under DDP Lightning starts the other ranks as copies of the command; they know their rank from
-    the environment from the start, and :func:`train` keeps it up to date.
+    the environment (``LOCAL_RANK``, ``RANK``) from the start, and Lightning's DDP strategy sets it
+    again when :func:`train` builds its trainer.
     """
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
@@ -153,7 +154,7 @@ def _check_launcher(trainer: L.Trainer, strategy: str) -> None:
 
 
 def _final_metrics(
-    trainer: L.Trainer, module: SegModule, datamodule: SegDataModule, best: Path
+    trainer: L.Trainer, module: SegModule, datamodule: SegDataModule, best: Path, best_step: int
 ) -> dict[str, Any]:
     """Return the validation metrics of ``best`` over the whole validation subset.
 
@@ -161,11 +162,17 @@ def _final_metrics(
     step) on every validation patch; otherwise validates ``best`` again, with
     ``trainer.limit_val_batches`` lifted so that every patch counts.
 
+    Args:
+        trainer: The trainer that ran ``fit``.
+        module: Its module (``last_metrics`` / ``last_metrics_step`` of the last validation).
+        datamodule: Its datamodule.
+        best: The best checkpoint.
+        best_step: The global step ``best`` was saved at.
+
     Raises:
         SegweakError: When no validation metrics come out, or they do not cover the whole subset.
     """
     n_val = len(datamodule.val_dataset)
-    best_step = int(load_checkpoint(best).get("global_step", -1))
     val = module.last_metrics
     if val is None or module.last_metrics_step != best_step or val["n_patches"] != n_val:
         # Lightning reads this attribute when the validation loop sets up its batches.
@@ -330,8 +337,10 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
     if not best.is_file():
         # ValidateFinalStep validates the last step of every budget, so this is not a config problem.
         raise SegweakError(f"no best checkpoint was written in {ckpt_dir}: training ended without validating")
-    best_epoch = int(load_checkpoint(best).get("epoch", -1)) + 1
-    val = _final_metrics(trainer, module, datamodule, best)
+    best_ckpt = load_checkpoint(best)
+    best_epoch, best_step = int(best_ckpt.get("epoch", -1)) + 1, int(best_ckpt.get("global_step", -1))
+    del best_ckpt
+    val = _final_metrics(trainer, module, datamodule, best, best_step)
     metrics: dict[str, Any] = {
         "stage": cfg.stage,
         "seed": cfg.trainer.seed,
