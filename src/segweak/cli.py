@@ -338,7 +338,7 @@ def train_cmd(
 ) -> None:
     """Train one stage; writes RUN/config.yaml, checkpoints, history.csv and metrics.json."""
     from segweak.config import TrainConfig, load_config
-    from segweak.train.engine import train
+    from segweak.train.engine import is_global_zero, train
 
     sets = list(overrides or [])
     if stage is not None:
@@ -351,7 +351,8 @@ def train_cmd(
         sets.append("resume=true")
     cfg = load_config(TrainConfig, config, sets)
     metrics = train(cfg)
-    typer.echo(f"{cfg.run_dir}: {_metric_line(metrics)} (best epoch {metrics.get('best_epoch')})")
+    if is_global_zero():  # under DDP every rank runs this command; one result line is enough
+        typer.echo(f"{cfg.run_dir}: {_metric_line(metrics)} (best epoch {metrics.get('best_epoch')})")
 
 
 @app.command("evaluate")
@@ -474,6 +475,10 @@ def run_cmd(
         sets.append(f"out_dir={out}")
     cfg = load_experiment_config(config, sets)
     exp_dir = run_experiment(cfg, make_report=not no_report)
+    from segweak.train.engine import is_global_zero
+
+    if not is_global_zero():  # the other DDP ranks only took part in training
+        return
     _print_results(exp_dir)
     typer.echo(f"results: {exp_dir / 'results.csv'}")
     if not no_report:

@@ -148,19 +148,22 @@ class TrainerConfig:
     """Passed through to Lightning's Trainer (plus the seed).
 
     Attributes:
-        max_epochs: Epochs to train (ignored when ``max_steps`` > 0 ends training first).
-        max_steps: Optimiser steps to train; -1 means epochs decide.
+        max_epochs: Epochs to train (training stops at ``max_steps`` first when that is >= 1).
+        max_steps: Optimiser steps to train; -1 means epochs decide. A budget that ends inside an
+            epoch is validated at its last step.
         accelerator: ``cpu``, ``gpu``, ``auto``.
-        devices: Number of devices, or ``auto``.
-        strategy: Lightning strategy, e.g. ``auto`` or ``ddp``.
+        devices: Number of devices (processes under ``ddp``), or ``auto``.
+        strategy: Lightning strategy: ``auto`` or ``ddp`` (spawning strategies such as ``ddp_spawn``
+            are refused).
         precision: ``32-true``, ``16-mixed``, ``bf16-mixed``.
         seed: Seed for weights, data order and augmentation.
         deterministic: Ask torch for deterministic algorithms.
         log_every_n_steps: Logging interval.
-        check_val_every_n_epoch: Validation interval in epochs.
+        check_val_every_n_epoch: Validation interval in epochs; the last epoch is always validated.
         progress_bar: Show progress bars.
         limit_train_batches: Fraction (float) or number (int) of training batches per epoch.
-        limit_val_batches: Fraction (float) or number (int) of validation batches.
+        limit_val_batches: Fraction (float) or number (int) of validation batches of the validations
+            that pick the best checkpoint; the final metrics always cover the whole subset.
     """
 
     max_epochs: int = 10
@@ -476,6 +479,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        if type(value) in args:
+            # An exact match wins over conversion: in ``float | int`` the int 1 (one batch for
+            # trainer.limit_val_batches) must not become the float 1.0 (all batches).
+            return _coerce(type(value), value, key)
         errors = []
         for arg in args:
             if arg is type(None):

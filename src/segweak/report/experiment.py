@@ -668,7 +668,10 @@ def run_experiment(
     if quiet_training:
         cfg = copy.deepcopy(cfg)
         cfg.train = deep_merge(cfg.train, {"trainer": {"progress_bar": False}})
-    console = console or Console()
+    # Under trainer.strategy=ddp Lightning runs this whole command again for every other rank; those
+    # ranks only take part in training: they print nothing and write nothing.
+    rank_zero = engine.is_global_zero()
+    console = console or Console(quiet=not rank_zero)
     exp_dir = Path(cfg.out_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
 
@@ -680,7 +683,8 @@ def run_experiment(
         console.print(
             "[bold yellow]NOTE: this experiment uses SYNTHETIC data, not the real Vaihingen tiles.[/]"
         )
-    atomic_write_text(exp_dir / "config.yaml", dump_yaml(cfg))
+    if rank_zero:
+        atomic_write_text(exp_dir / "config.yaml", dump_yaml(cfg))
     store_path = prepare_data(cfg, log)
     split_names = make_splits(cfg, store_path, log)
     runs = plan_runs(cfg, store_path)
@@ -724,6 +728,8 @@ def run_experiment(
         rows.append(row)
         log(f"{prefix}: mIoU {_fmt(row['miou'])}  mF1 {_fmt(row['mf1'])}  OA {_fmt(row['oa'])}")
 
+    if not rank_zero:
+        return exp_dir
     classes = list(next(iter(done.values()))[0].get("classes") or []) if done else []
     meta = {
         "name": cfg.name,
