@@ -257,3 +257,12 @@ def test_nonzero_rank_leaves_locking_to_rank_zero(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     with pytest.raises(SegweakError, match="in use by another segweak process"):
         DirectoryLock(tmp_path / "run", "run directory").acquire()
+
+
+def test_waiting_sets_the_default_of_nested_locks(tmp_path):
+    """run_experiment(wait=True) makes the locks of its runs (taken with wait=None) wait too."""
+    assert DirectoryLock(tmp_path, "run directory").wait is False
+    with lk.waiting(True):
+        assert DirectoryLock(tmp_path, "run directory").wait is True
+        assert DirectoryLock(tmp_path, "run directory", wait=False).wait is False
+    assert DirectoryLock(tmp_path, "run directory").wait is False

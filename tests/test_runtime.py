@@ -196,3 +196,23 @@ def test_environment_differences_and_description():
     )
     assert "git aaaaaaaaaaaa-dirty" in lines[0] and "torch 2.15.0" in lines[0]
     assert "CPU X" in lines[1] and "GPU none" in lines[1] and lines[2].startswith("Threads: 2 torch")
+
+
+def test_gpu_names_without_initialising_cuda(tmp_path, monkeypatch):
+    import torch
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3'\necho 'NVIDIA H100 80GB HBM3'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: pytest.fail("CUDA must not be touched"))
+    assert runtime._gpus() == ["NVIDIA H100 80GB HBM3"] * 2
+    # Once training has initialised CUDA, the devices this process sees (CUDA_VISIBLE_DEVICES) count.
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "NVIDIA H200")
+    assert runtime._gpus() == ["NVIDIA H200"]
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    assert runtime._gpus() == []
