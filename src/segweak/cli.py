@@ -2,6 +2,9 @@
 
 Every subcommand imports its stage lazily (so ``segweak --help`` is fast) and turns
 :class:`~segweak.errors.SegweakError` into one red line and exit code 2.
+
+Importing this module sets segweak's CPU thread defaults (:mod:`segweak.runtime`): OpenMP reads them
+once, when torch is first imported, so they must be in place before any stage module loads torch.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from pathlib import Path
 
 import typer
 
-from segweak import __version__
+from segweak import __version__, runtime
 from segweak.errors import SegweakError
+
+runtime.configure_threads()
 
 app = typer.Typer(
     name="segweak",
@@ -335,6 +340,9 @@ def train_cmd(
     store: Path | None = typer.Option(None, "--store", help="Prepared store (data.store)."),
     out_dir: Path | None = typer.Option(None, "--out-dir", help="Parent of run directories (out_dir)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from checkpoints/last.ckpt."),
+    wait: bool = typer.Option(
+        False, "--wait", help="If another segweak process uses the run directory, wait for it to finish."
+    ),
 ) -> None:
     """Train one stage; writes RUN/config.yaml, checkpoints, history.csv and metrics.json."""
     from segweak.config import TrainConfig, load_config
@@ -350,7 +358,9 @@ def train_cmd(
     if resume:
         sets.append("resume=true")
     cfg = load_config(TrainConfig, config, sets)
-    metrics = train(cfg)
+    if is_global_zero():
+        typer.echo(runtime.thread_summary())
+    metrics = train(cfg, wait=wait)
     if is_global_zero():  # under DDP every rank runs this command; one result line is enough
         typer.echo(f"{cfg.run_dir}: {_metric_line(metrics)} (best epoch {metrics.get('best_epoch')})")
 
@@ -466,6 +476,9 @@ def run_cmd(
     ),
     out: Path | None = typer.Option(None, "--out", help="Experiment directory (overrides out_dir)."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.md / report.html."),
+    wait: bool = typer.Option(
+        False, "--wait", help="If another segweak process uses the experiment, wait for it to finish."
+    ),
 ) -> None:
     """Run the protocol (baseline, weak, finetune, full, control over seeds); rerun to resume."""
     from segweak.report.experiment import load_experiment_config, run_experiment
@@ -474,7 +487,7 @@ def run_cmd(
     if out is not None:
         sets.append(f"out_dir={out}")
     cfg = load_experiment_config(config, sets)
-    exp_dir = run_experiment(cfg, make_report=not no_report)
+    exp_dir = run_experiment(cfg, make_report=not no_report, wait=wait)
     from segweak.train.engine import is_global_zero
 
     if not is_global_zero():  # the other DDP ranks only took part in training
@@ -507,6 +520,9 @@ def demo_cmd(
     quick: bool = typer.Option(
         False, "--quick", help="Tiny sizes, seconds: a smoke test, numbers meaningless."
     ),
+    wait: bool = typer.Option(
+        False, "--wait", help="If another segweak process uses the directory, wait for it to finish."
+    ),
 ) -> None:
     """Run the whole protocol on SYNTHETIC data on the CPU in minutes (no download needed)."""
     from rich.console import Console
@@ -518,7 +534,7 @@ def demo_cmd(
         "[bold yellow]segweak demo: the data are SYNTHETIC (procedurally generated Vaihingen-layout "
         "tiles); the numbers exercise the pipeline, they are not results on Vaihingen.[/]"
     )
-    exp_dir = demo(out, seeds=_parse_seeds(seeds), quick=quick, console=console)
+    exp_dir = demo(out, seeds=_parse_seeds(seeds), quick=quick, console=console, wait=wait)
     _print_results(exp_dir, console)
     console.print(
         "[bold yellow]Reminder: SYNTHETIC data.[/] "
@@ -530,6 +546,9 @@ def demo_cmd(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``segweak`` console script; returns the process exit code."""
     try:
+        policy = runtime.configured_policy()
+        if policy is not None and policy.error:
+            raise SegweakError(policy.error)
         app(args=argv, standalone_mode=False)
     except SegweakError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

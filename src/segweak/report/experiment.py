@@ -643,24 +643,43 @@ def run_experiment(
     console: Any = None,
     make_report: bool = True,
     quiet_training: bool = True,
+    wait: bool = False,
 ) -> Path:
     """Run the whole protocol; return the experiment directory.
+
+    The experiment directory is locked for the whole call (:mod:`segweak.lock`): a second process on
+    the same directory refuses (or waits), instead of training the same runs at the same time.
 
     Args:
         cfg: Experiment config (validated here).
         console: A ``rich.console.Console`` for progress; ``None`` creates one.
         make_report: Write ``report.md`` / ``report.html`` / ``plots`` at the end.
         quiet_training: Turn Lightning's per-run progress bars off (the experiment prints its own).
+        wait: Wait for another process using the experiment (or one of its runs) instead of refusing.
 
     Returns:
         The experiment directory ``cfg.out_dir`` holding ``config.yaml``, ``results.json``,
         ``results.csv``, ``runs/`` and the report.
 
     Raises:
-        SegweakError: On config, data or consistency problems (each names what to fix).
+        SegweakError: On config, data or consistency problems (each names what to fix), or when
+            another segweak process uses the experiment directory and ``wait`` is false.
     """
+    from segweak.lock import DirectoryLock, waiting
+
+    cfg.validate()
+    check_train_sections(cfg)
+    with DirectoryLock(cfg.out_dir, "experiment directory", wait=wait), waiting(wait):
+        return _run_experiment_locked(cfg, console, make_report, quiet_training)
+
+
+def _run_experiment_locked(
+    cfg: ExperimentConfig, console: Any, make_report: bool, quiet_training: bool
+) -> Path:
+    """:func:`run_experiment` while holding the experiment directory's lock."""
     from rich.console import Console
 
+    from segweak import runtime
     from segweak.train import engine
 
     cfg.validate()
@@ -685,6 +704,7 @@ def run_experiment(
         )
     if rank_zero:
         atomic_write_text(exp_dir / "config.yaml", dump_yaml(cfg))
+        log(runtime.thread_summary())
     store_path = prepare_data(cfg, log)
     split_names = make_splits(cfg, store_path, log)
     runs = plan_runs(cfg, store_path)
@@ -742,6 +762,7 @@ def run_experiment(
         "split_seeds": list(cfg.split.seeds),
         "stages": [s for s in STAGE_ORDER if s in cfg.stages],
         "methods": methods_of(cfg),
+        "environment": runtime.environment(),
     }
     previous = (exp_dir / "results.json").read_bytes() if (exp_dir / "results.json").is_file() else None
     write_results(exp_dir, rows, meta)

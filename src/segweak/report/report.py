@@ -748,6 +748,28 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
     return doc
 
 
+def _environment_items(exp: Experiment) -> list[str]:
+    """Return setup bullets on software and hardware: results.json's environment, and runs that differ."""
+    from segweak import runtime
+
+    env = exp.results.get("environment")
+    if env:
+        items = runtime.describe_environment(env)
+    else:
+        items = ["Software and machine: not recorded (results.json written by an older segweak)"]
+    run_envs: dict[str, dict[str, Any]] = {}
+    for r in exp.rows:
+        path = exp.path / str(r.get("run_dir", "")) / "environment.json"
+        try:
+            run_envs[str(r.get("run_dir"))] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+    for key, values in runtime.environment_differences(run_envs).items():
+        listed = "; ".join(f"{value} ({len(names)} run(s))" for value, names in values.items())
+        items.append(f"Runs trained in different environments: `{key}` is {listed}")
+    return items
+
+
 def _setup_section(doc: Doc, exp: Experiment) -> None:
     doc.h(2, "Setup")
     cfg = exp.config
@@ -785,7 +807,15 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
                 "Class pixel share (all valid pixels): "
                 + ", ".join(f"{c} {100 * v:.1f} %" for c, v in cpf.items() if v is not None)
             )
+    items += _environment_items(exp)
     doc.ul(items)
+    doc.p(
+        "Reproducibility: rerunning with the same seeds on the same machine, with the same library "
+        "versions and the same number of threads, gives identical digits. On another CPU or with another "
+        "BLAS build the digits differ slightly (floating-point sums in another order); conclusions should "
+        "not.",
+        "note",
+    )
     if splits:
         rows = []
         for k, sp in splits.items():

@@ -8,7 +8,9 @@ Run directory (``cfg.run_dir``)::
     logs/csv/version_N/      Lightning CSV logs;  logs/tensorboard/version_N/: TensorBoard
     history.csv              per-epoch metrics: epoch (1-based), train_loss, val_loss, val_miou, val_mf1,
                              val_oa, val_prop_mae, val_presence_f1
+    environment.json         library versions, CPU/GPU, threads, segweak commit (segweak.runtime)
     metrics.json             validation metrics of the best checkpoint (written last: marks completion)
+    .segweak.lock            while a process trains it (segweak.lock)
 
 ``metrics.json`` keys: ``stage, seed, epochs, steps, classes, miou, mf1, oa, per_class_iou,
 per_class_f1, absent_classes, n_pixels, n_patches, checkpoint`` (path of the best checkpoint relative
@@ -42,6 +44,8 @@ from segweak.config import TrainConfig, dump_yaml
 from segweak.errors import SegweakError
 from segweak.io import atomic_write_json, atomic_write_text
 from segweak.train.budget import ValidateFinalStep, check_budget
+from segweak.lock import DirectoryLock
+from segweak.runtime import record_environment
 from segweak.train.checkpoint import AtomicCheckpointIO, check_classes, load_checkpoint, model_state_dict
 from segweak.train.datamodule import EpochReseed, SegDataModule, check_store_and_split
 from segweak.train.module import SegModule
@@ -226,25 +230,37 @@ def _silence_known_lightning_noise() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig, callbacks: list[L.Callback] | None = None, *, wait: bool | None = None
+) -> dict[str, Any]:
     """Train one stage and write the run directory (see the module docstring).
 
     With ``cfg.resume`` a completed run (``metrics.json`` present) is not retrained: its metrics are
-    returned; an interrupted one continues from ``checkpoints/last.ckpt``.
+    returned; an interrupted one continues from ``checkpoints/last.ckpt``. The run directory is locked
+    for the whole call (:mod:`segweak.lock`), so a second process cannot train into it at the same time.
 
     Args:
         cfg: The run's configuration.
         callbacks: Extra Lightning callbacks (e.g. for monitoring or tests).
+        wait: When another process holds the run directory, wait for it instead of refusing;
+            ``None``: the default of the enclosing :func:`segweak.lock.waiting` block (refuse).
 
     Returns:
         The metrics dict written to ``metrics.json``.
 
     Raises:
         SegweakError: Invalid config, missing store/split/checkpoint, class-count or model mismatch,
-            or a run directory that already holds a run while ``resume`` is false.
+            a run directory that already holds a run while ``resume`` is false, or one that another
+            segweak process is using.
     """
     cfg.validate()
     check_budget(cfg.trainer)
+    with DirectoryLock(cfg.run_dir, "run directory", wait=wait):
+        return _train_locked(cfg, callbacks)
+
+
+def _train_locked(cfg: TrainConfig, callbacks: list[L.Callback] | None) -> dict[str, Any]:
+    """:func:`train` while holding the run directory's lock."""
     run_dir = cfg.run_dir
     if cfg.resume and is_complete(run_dir):
         return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
@@ -328,6 +344,8 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
     fit_seconds = time.perf_counter() - t0
     if trainer.interrupted:
         raise SegweakError(f"training of {run_dir} was interrupted; rerun with resume=true to continue")
+    if trainer.is_global_zero:
+        record_environment(run_dir)  # library versions, CPU/GPU, threads, commit: what fixes the digits
 
     # Validating the best checkpoint below restores its older history: keep the final one.
     history = [dict(r) for r in module.history]
