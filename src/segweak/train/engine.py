@@ -43,9 +43,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from segweak.config import TrainConfig, dump_yaml
 from segweak.errors import SegweakError
 from segweak.io import atomic_write_json, atomic_write_text
-from segweak.train.budget import ValidateFinalStep, check_budget
 from segweak.lock import DirectoryLock
 from segweak.runtime import record_environment
+from segweak.train.budget import ValidateFinalStep, check_budget
 from segweak.train.checkpoint import AtomicCheckpointIO, check_classes, load_checkpoint, model_state_dict
 from segweak.train.datamodule import EpochReseed, SegDataModule, check_store_and_split
 from segweak.train.module import SegModule
