@@ -61,6 +61,15 @@ explicitly (``--tolerance 127`` snaps every blend to its nearest colour), not a 
 real resized area-1 sample about 7.7 % of the pixels are beyond 10 and all are within 127.
 """
 
+MASK_LIKE_SHARE = 0.5
+"""Share of a label's pixels that must be palette colours (within tolerance) for an error to suggest a
+larger ``--tolerance``. Real masks, even resampled ones, are mostly exact colours (the resized real
+area-1 label: 92.3 % within 10); a photo is almost never (a synthetic IRRG tile: under 1 %)."""
+
+MAX_BLEND_DISTANCE = 127
+"""Largest Chebyshev distance from a blend of two colours (any mix of them) to the nearer of the two:
+half of at most 255, rounded down. A colour further from every palette colour is not a blend."""
+
 VAIHINGEN_CLASSES = ("impervious", "building", "low_vegetation", "tree", "car")
 VAIHINGEN_COLORS: dict[str, tuple[int, int, int]] = {
     "impervious": (255, 255, 255),
@@ -426,19 +435,11 @@ class Palette:
                     f"e.g. pixel (row {first // w}, col {first % w}) = {int(flat[first])}. "
                     "Add these values to the palette's classes or ignore."
                 )
-            snapped_target, dist = self._snap(uniq)
+            snapped_target, dist, nearest = self._snap(uniq)
             bad_u = snapped_target < 0
             if bad_u.any():
-                bad_px = bad_u[inverse]
-                first = int(miss[np.flatnonzero(bad_px)[0]])
-                colour = _unpack_rgb(np.array([flat[first]]))[0].tolist()
                 raise SegweakError(
-                    f"{source}: {int(bad_px.sum())} pixel(s) ({100 * bad_px.sum() / flat.size:.2f}%) "
-                    f"have colours further than the tolerance {self.tolerance:g} (largest per-channel "
-                    f"difference) from every palette colour; e.g. pixel (row {first // w}, col {first % w}) "
-                    f"= {colour}. These are usually blends from a resampled or compressed label: pass a "
-                    "larger --tolerance (up to 127 snaps every blend to its nearest colour) or fix the "
-                    "palette."
+                    self._beyond_tolerance_message(flat, w, miss, inverse, bad_u, nearest, source)
                 )
             out[miss] = snapped_target[inverse].astype(np.uint8)
             stats.n_snapped = int(miss.size)
@@ -447,8 +448,72 @@ class Palette:
         stats.n_ignore = int(np.count_nonzero(mask == IGNORE_INDEX))
         return mask, stats
 
-    def _snap(self, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Snap unique packed colours -> (target index, -1 when beyond tolerance; Chebyshev distance)."""
+    def _beyond_tolerance_message(
+        self,
+        flat: np.ndarray,
+        width: int,
+        miss: np.ndarray,
+        inverse: np.ndarray,
+        bad_u: np.ndarray,
+        nearest: np.ndarray,
+        source: str,
+    ) -> str:
+        """One-line error for colours beyond the tolerance, with advice that fits the file.
+
+        A tolerance hint is given only when the file looks like a label mask (at least
+        :data:`MASK_LIKE_SHARE` of its pixels within tolerance of a palette colour) and every offending
+        colour could be a blend of palette colours (at most 127 away from one). A photo read as a mask
+        has few pixels near the palette; snapping it with a huge tolerance would invent labels, so it
+        gets a "this is not a mask" message instead.
+
+        Args:
+            flat: (N,) packed label values of the whole file.
+            width: Label width W (for row/col of the example pixel).
+            miss: (M,) flat indices of the pixels that are not exact palette values.
+            inverse: (M,) index of each missing pixel's colour in the unique colours.
+            bad_u: (U,) unique colours beyond tolerance.
+            nearest: (U,) Chebyshev distance of each unique colour to its nearest palette colour.
+            source: File name.
+        """
+        bad_px = bad_u[inverse]
+        n_bad = int(bad_px.sum())
+        first = int(miss[np.flatnonzero(bad_px)[0]])
+        colour = _unpack_rgb(np.array([flat[first]]))[0].tolist()
+        head = (
+            f"{source}: {n_bad} pixel(s) ({100 * n_bad / flat.size:.2f}%) have colours further than the "
+            f"tolerance {self.tolerance:g} (largest per-channel difference) from every palette colour; "
+            f"e.g. pixel (row {first // width}, col {first % width}) = {colour}."
+        )
+        share_ok = 1.0 - n_bad / flat.size
+        needed = int(nearest[bad_u].max())
+        if share_ok < MASK_LIKE_SHARE:
+            return (
+                f"{head} Only {100 * share_ok:.1f}% of its pixels are palette colours (within tolerance), so "
+                "it does not look like a label mask for this palette: check that the masks are label files "
+                "(not the images) and that the palette lists their colours; a larger tolerance would only "
+                "turn image colours into classes."
+            )
+        if needed > MAX_BLEND_DISTANCE:
+            return (
+                f"{head} Some colours are up to {needed} away from the nearest palette colour, too far to be "
+                "blends of palette colours: add them to the palette (as a class or ignore colour)."
+            )
+        return (
+            f"{head} These are usually blends from a resampled or compressed label: --tolerance {needed} "
+            "snaps every one of them to its nearest palette colour, or fix the palette."
+        )
+
+    def _snap(self, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Snap unique packed colours to palette entries.
+
+        Args:
+            packed: (U,) packed colours.
+
+        Returns:
+            ``(target, dist, nearest)``, each (U,): target index (-1 when beyond tolerance), Chebyshev
+            distance of the snapped colour (0 when not snapped), and Chebyshev distance to the nearest
+            palette colour whatever the tolerance.
+        """
         cols = _unpack_rgb(packed)  # (U, 3)
         pal: list[tuple[int, int, int]] = []
         tgt: list[int] = []
@@ -467,7 +532,7 @@ class Palette:
         ok = within[np.arange(len(cols)), best]
         target = np.where(ok, np.array(tgt, dtype=np.int32)[best], -1)
         dist = np.where(ok, cheb[np.arange(len(cols)), best], 0)
-        return target, dist
+        return target, dist, cheb.min(axis=1)
 
 
 def vaihingen_palette(keep_clutter: bool = False, tolerance: float = DEFAULT_TOLERANCE) -> Palette:
@@ -512,3 +577,41 @@ def colorize(mask: np.ndarray, palette: Palette) -> np.ndarray:
             f"nor ignore ({IGNORE_INDEX})"
         )
     return lut[m.astype(np.uint8)]
+
+
+def expand_colormap(
+    indices: np.ndarray, colormap: dict[int, tuple[int, ...]], source: str = "label"
+) -> np.ndarray:
+    """Turn a palette-mode ("P") label into colours through the file's own colour table.
+
+    Args:
+        indices: H×W integer pixel values (indices into the colour table).
+        colormap: The file's colour table, ``{index: (r, g, b[, a])}`` (rasterio's ``colormap(1)``).
+        source: File name for error messages.
+
+    Returns:
+        H×W×3 uint8 colours.
+
+    Raises:
+        SegweakError: When a pixel uses an index the colour table does not define.
+    """
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    defined = np.zeros(256, dtype=bool)
+    for idx, colour in colormap.items():
+        if 0 <= int(idx) < 256:
+            lut[int(idx)] = colour[:3]
+            defined[int(idx)] = True
+    values = np.asarray(indices)
+    if values.size and (int(values.min()) < 0 or int(values.max()) > 255):
+        raise SegweakError(
+            f"{source}: palette-mode pixel values must be 0..255, got {values.min()}..{values.max()}"
+        )
+    values = values.astype(np.uint8, copy=False)
+    used = np.flatnonzero(np.bincount(values.ravel(), minlength=256))
+    undefined = used[~defined[used]]
+    if undefined.size:
+        raise SegweakError(
+            f"{source}: pixel value(s) {undefined[:10].tolist()} have no colour in the file's own colour "
+            "table (palette-mode image); use an index palette (mode: index) to read the values directly"
+        )
+    return lut[values]

@@ -63,10 +63,14 @@ def is_complete(run_dir: str | Path) -> bool:
     return True
 
 
-def _store_classes(store: str | Path) -> list[str]:
+def _store_classes(store: str | Path, in_channels: int) -> list[str]:
+    """Class names of the store; checks that its channels match ``model.in_channels`` first."""
     from segweak.data.store import Store
+    from segweak.models.factory import check_in_channels
 
-    return list(Store(store).classes)
+    st = Store(store)
+    check_in_channels(in_channels, st.meta, str(store))
+    return list(st.classes)
 
 
 def _init_from_checkpoint(module: SegModule, cfg: TrainConfig) -> None:
@@ -187,7 +191,7 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
         raise SegweakError(
             "trainer.limit_val_batches=0 disables validation, but the best checkpoint is chosen on it"
         )
-    classes = _store_classes(cfg.data.store)
+    classes = _store_classes(cfg.data.store, cfg.model.in_channels)
     if resume_from is not None:
         # Refuse non-weights-only content with a clear message before Lightning reads it.
         saved = load_checkpoint(resume_from)
