@@ -259,7 +259,8 @@ def test_folder_missing_mask_and_orphan(tmp_path):
     (masks / "city_b" / "t3.png").rename(masks / "city_b" / "t9.png")
     with pytest.raises(
         SegweakError,
-        match=r"1 of 3 image\(s\) found by .* have no mask .*3 mask file\(s\).*unpaired city_b/t3\.jpg.*--masks a template",
+        match=r"1 of 3 image\(s\) found by .* have no mask .*3 mask file\(s\).*unpaired city_b/t3\.jpg.*"
+        r"--masks a template",
     ):
         FolderSource(images, masks, pal).tiles()
     (masks / "city_b" / "t9.png").rename(masks / "city_b" / "t3.png")

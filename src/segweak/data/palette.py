@@ -61,10 +61,15 @@ explicitly (``--tolerance 127`` snaps every blend to its nearest colour), not a 
 real resized area-1 sample about 7.7 % of the pixels are beyond 10 and all are within 127.
 """
 
+MASK_NEAR_DISTANCE = 10
+"""Chebyshev distance within which a pixel counts as a palette colour for :data:`MASK_LIKE_SHARE`."""
+
 MASK_LIKE_SHARE = 0.5
-"""Share of a label's pixels that must be palette colours (within tolerance) for an error to suggest a
-larger ``--tolerance``. Real masks, even resampled ones, are mostly exact colours (the resized real
-area-1 label: 92.3 % within 10); a photo is almost never (a synthetic IRRG tile: under 1 %)."""
+"""Share of an ``rgb`` label's pixels that must be within :data:`MASK_NEAR_DISTANCE` of a palette colour,
+whatever the tolerance, for the file to be read as a label mask at all; otherwise it is an error that
+suggests no tolerance. Real masks, even resampled ones, are mostly exact colours (the resized real area-1
+label: 92.3 % within 10), photos almost never are (the real area-1 images read as masks: 0.02 % and
+0.23 %), while a tolerance of 127 would snap nearly every photo pixel to some Vaihingen colour."""
 
 MAX_BLEND_DISTANCE = 127
 """Largest Chebyshev distance from a blend of two colours (any mix of them) to the nearer of the two:
@@ -436,6 +441,16 @@ class Palette:
                     "Add these values to the palette's classes or ignore."
                 )
             snapped_target, dist, nearest = self._snap(uniq)
+            # Whatever the tolerance, a file whose pixels are mostly far from every palette colour is not
+            # a label mask (e.g. a photo given as a mask): with a large tolerance it would "snap" anyway.
+            near = stats.n_exact + int(np.count_nonzero(nearest[inverse] <= MASK_NEAR_DISTANCE))
+            if near < MASK_LIKE_SHARE * flat.size:
+                raise SegweakError(
+                    f"{source}: only {100 * near / flat.size:.1f}% of its pixels are within "
+                    f"{MASK_NEAR_DISTANCE} of a palette colour, so it does not look like a label mask for "
+                    "this palette (label masks are mostly exact palette colours): check that the masks are "
+                    "label files, not the images, and that the palette lists their colours"
+                )
             bad_u = snapped_target < 0
             if bad_u.any():
                 raise SegweakError(
@@ -458,13 +473,11 @@ class Palette:
         nearest: np.ndarray,
         source: str,
     ) -> str:
-        """One-line error for colours beyond the tolerance, with advice that fits the file.
+        """Build the one-line error for colours beyond the tolerance, with advice that fits the file.
 
-        A tolerance hint is given only when the file looks like a label mask (at least
-        :data:`MASK_LIKE_SHARE` of its pixels within tolerance of a palette colour) and every offending
-        colour could be a blend of palette colours (at most 127 away from one). A photo read as a mask
-        has few pixels near the palette; snapping it with a huge tolerance would invent labels, so it
-        gets a "this is not a mask" message instead.
+        The file is known to look like a label mask (see :data:`MASK_LIKE_SHARE`). A tolerance hint is
+        given only when every offending colour could be a blend of palette colours (at most
+        :data:`MAX_BLEND_DISTANCE` from one); otherwise the palette lacks a colour.
 
         Args:
             flat: (N,) packed label values of the whole file.
@@ -484,15 +497,7 @@ class Palette:
             f"tolerance {self.tolerance:g} (largest per-channel difference) from every palette colour; "
             f"e.g. pixel (row {first // width}, col {first % width}) = {colour}."
         )
-        share_ok = 1.0 - n_bad / flat.size
         needed = int(nearest[bad_u].max())
-        if share_ok < MASK_LIKE_SHARE:
-            return (
-                f"{head} Only {100 * share_ok:.1f}% of its pixels are palette colours (within tolerance), so "
-                "it does not look like a label mask for this palette: check that the masks are label files "
-                "(not the images) and that the palette lists their colours; a larger tolerance would only "
-                "turn image colours into classes."
-            )
         if needed > MAX_BLEND_DISTANCE:
             return (
                 f"{head} Some colours are up to {needed} away from the nearest palette colour, too far to be "
