@@ -8,7 +8,8 @@ per channel in ``store.json`` (``bands``):
 * ``ndsm`` (default): **height above the local ground**. The ground is the grey-scale morphological
   opening of the DSM with a flat square window of ``window_m`` metres (a minimum filter, then a maximum
   filter of the same size): it removes every object narrower than the window (buildings, trees, cars)
-  and keeps terrain, including constant slopes, exactly. ``nDSM = DSM − ground`` (≥ 0) is then mapped
+  and keeps terrain, including constant slopes, exactly (next to an object on a slope, the ground can be
+  overestimated by up to slope × object width). ``nDSM = DSM − ground`` (≥ 0) is then mapped
   linearly from ``range_m`` (default 0..51 m, i.e. 0.2 m per step) to 0..255 and clipped. Absolute
   elevation says little about the class of a pixel in a hilly town; height above ground does.
   The window must be wider than the widest building, or roofs become "ground" (default 100 m).
@@ -16,9 +17,9 @@ per channel in ``store.json`` (``bands``):
   clipped. There is no default range: give the data set's elevation range, the same for every tile
   (a per-tile range would give the same value different meanings in different tiles).
 
-Pixels that are not finite or equal the raster's nodata value are treated as ground: they get value 0
-in ``ndsm`` and ``range`` alike, and they are filled with the lowest valid elevation before the
-opening, so they never create fake objects.
+Pixels that are not finite or equal the raster's nodata value get value 0 in ``ndsm`` and ``range``
+alike. Before the opening they are filled with the highest valid elevation: an opening only cuts
+peaks, so the filled pixels leave their neighbours' ground estimate unchanged.
 """
 
 from __future__ import annotations
@@ -130,13 +131,21 @@ class DsmNormalisation:
         if invalid.all():
             return np.zeros(z.shape, dtype=np.uint8)
         if invalid.any():
-            z = np.where(invalid, z[~invalid].min(), z)
+            # The highest valid elevation: an opening ignores high values (it only cuts peaks), so the
+            # filled pixels cannot pull the ground estimate of their neighbours down.
+            z = np.where(invalid, z[~invalid].max(), z)
         lo, hi = self.range_m  # type: ignore[misc]
         if self.method == "ndsm":
             from scipy import ndimage
 
             size = self.window_px(gsd)
-            ground = ndimage.grey_opening(z, size=(size, size))
+            # The tile is extended by half a window with its edge values before the opening (and cut back
+            # after): without that, a slope rising towards the edge is cut like a ridge, because the
+            # filters would clamp the *eroded* image at the border instead of eroding the extension.
+            pad = size // 2
+            eroded = ndimage.minimum_filter(np.pad(z, pad, mode="edge"), size=size, mode="nearest")
+            ground = ndimage.maximum_filter(eroded, size=size, mode="nearest")[pad:-pad, pad:-pad]
+            del eroded  # erosion then dilation = grey opening, one padded temporary alive at a time
             z = z - ground  # >= 0: the opening never exceeds the function it opens
         scaled = (z - lo) * (255.0 / (hi - lo))
         out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
