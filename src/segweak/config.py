@@ -302,7 +302,7 @@ class DatasetConfig:
         patch: Patch size in pixels.
         stride: Window stride; ``None`` means ``patch`` (no overlap).
         keep_clutter: Keep ``clutter`` as a 6th class instead of ignoring it.
-        eroded: ``vaihingen``: use the eroded-boundary labels (boundaries ignored).
+        eroded: ``vaihingen``, ``potsdam``: use the eroded-boundary labels (boundaries ignored).
         tolerance: Colour-snapping tolerance of colour masks (max per-channel distance to a palette
             colour); ``None`` keeps the palette's own (Vaihingen default 10).
         synthetic: Options of ``source: synthetic``.

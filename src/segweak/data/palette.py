@@ -6,11 +6,16 @@ A :class:`Palette` maps the values found in label files to class indices ``0..K-
 * ``rgb``: labels are colour images (H×W×3); each class has one or more RGB colours.
 * ``index``: labels are single-band integer images; each class has one or more integer values.
 
+Palette-mode ("P") files, one band of indices plus the file's own colour table, are read through that
+table in ``rgb`` mode (:func:`expand_colormap`) and by index in ``index`` mode.
+
 Label files from real data are rarely clean: resampled or JPEG-compressed colour masks carry blended
 colours at object edges. In ``rgb`` mode every colour that is not an exact palette colour is
 *snapped* to the nearest palette colour (class or ignore colour) when it lies within ``tolerance``;
 a colour further than that from every palette colour is an error (:class:`~segweak.errors.SegweakError`
-naming the file, the number of such pixels and one example pixel), never silently some class.
+naming the file, the number of such pixels and one example pixel), never silently some class. A file
+whose pixels are mostly far from every palette colour (:data:`MASK_LIKE_SHARE`) is not read as a mask
+at all, whatever the tolerance: it is an image given as a mask, or the palette is wrong.
 
 Tolerance semantics (``rgb`` only): the distance used for the tolerance test is the **Chebyshev**
 distance, i.e. the largest absolute per-channel difference, so ``tolerance: 10`` means "each of R, G, B

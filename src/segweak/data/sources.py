@@ -1,13 +1,15 @@
 """Readers of labelled tiles: the official ISPRS Vaihingen data and generic image/mask folders.
 
 A *source* lists its :class:`Tile` objects cheaply (raster headers only) and reads pixels tile by tile
-in :meth:`Tile.read`, so memory stays bounded to one tile. Both sources expose ``classes``,
-``palette``, ``band_order``, ``describe()`` (JSON-serialisable, stored in the prepared store's
-metadata) and ``tiles()``.
+in :meth:`Tile.read`, so memory stays bounded to one tile. Sources expose ``classes``, ``palette``,
+``band_order``, ``describe()`` (JSON-serialisable, stored in the prepared store's metadata, with a
+``bands`` entry per channel: name, source, normalisation) and ``tiles()``. The Potsdam reader lives in
+:mod:`segweak.data.potsdam` and shares this module's release scanning (:func:`scan_release`).
 
 Rasters are read with rasterio (GeoTIFF, PNG, JPEG). Members of zip archives are read in place
 through GDAL's ``/vsizip/`` virtual file system (streamed, never extracted), addressed by locators of
-the form ``zip:///abs/path/archive.zip!member/path.tif`` (see :func:`zip_locator`).
+the form ``zip:///abs/path/archive.zip!member/path.tif`` (see :func:`zip_locator`). Palette-mode
+("P") label files are read through their own colour table or by index (:func:`read_label`).
 """
 
 from __future__ import annotations
