@@ -197,3 +197,14 @@ def test_folder_four_band_images(tmp_path):
     with pytest.raises(SegweakError, match="name the 4 bands"):
         FolderSource(tmp_path / "i", tmp_path / "m", vaihingen_palette()).tiles()[0].read()
     assert json.dumps(src.describe()["bands"])
+
+
+def test_folders_whose_names_look_like_patterns_are_folders(tmp_path):
+    images, masks = tmp_path / "[2020] images", tmp_path / "{masks}"
+    images.mkdir()
+    masks.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "a.png")
+    Image.fromarray(np.full((8, 8, 3), 255, np.uint8)).save(masks / "a.png")
+    src = FolderSource(images, masks, vaihingen_palette())
+    assert not src.pattern and not src.template
+    assert (src.tiles()[0].read()[1] == 0).all()

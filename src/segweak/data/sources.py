@@ -839,6 +839,8 @@ class FolderSource:
       without extension, ``{ext}`` its extension, ``{root}`` the images root, ``{reldir}`` the image's
       folder relative to the root.
 
+    An existing folder is always read as a folder, even when its name contains ``*?[`` or ``{``.
+
     An image without a mask is an error that gives the numbers of images and masks found, the first
     unpaired images and the option that changes the rule. A file selected both as an image and as a
     mask is refused (a photo must never be read as its own label).
@@ -874,7 +876,9 @@ class FolderSource:
             raise SegweakError(f"group_by (--group-by) must be 'image', 'parent' or 'top', got {group_by!r}")
         self.images = str(images)
         self.masks = str(masks)
-        self.template = "{" in self.masks
+        # An existing folder wins over the pattern/template reading of its name (e.g. "[2020] masks").
+        self.pattern = _is_glob(self.images) and not Path(self.images).is_dir()
+        self.template = "{" in self.masks and not Path(self.masks).is_dir()
         if self.template:
             _check_mask_template(self.masks)
         pal = palette if isinstance(palette, Palette) else Palette.from_yaml(palette)
@@ -892,7 +896,7 @@ class FolderSource:
 
     def _images(self) -> tuple[Path, dict[str, Path]]:
         """Return the images root and ``{relative key: image path}``."""
-        if _is_glob(self.images):
+        if self.pattern:
             root = _glob_root(self.images)
             files = sorted(
                 {Path(p) for p in glob.glob(self.images, recursive=True) if _is_image_file(Path(p))}
@@ -1011,7 +1015,7 @@ class FolderSource:
         tiles = self.tiles()
         return {
             "kind": self.kind,
-            "images": self.images if _is_glob(self.images) else str(Path(self.images).resolve()),
+            "images": self.images if self.pattern else str(Path(self.images).resolve()),
             "masks": self.masks if self.template else str(Path(self.masks).resolve()),
             "pairing": "template" if self.template else "relative path",
             "group_by": self.group_by,
