@@ -433,8 +433,13 @@ class ExperimentConfig:
                 raise SegweakError(
                     f"dataset.dsm_range: expected [low, high] in metres, got {self.dataset.dsm_range}"
                 )
-            if self.dataset.dsm == "range" and self.dataset.dsm_range is None:
-                raise SegweakError("dataset.dsm_range: dsm: range needs [low, high] elevations in metres")
+            from segweak.data.dsm import DsmNormalisation
+
+            rng = self.dataset.dsm_range
+            try:  # the rule checks its own range and window
+                DsmNormalisation(self.dataset.dsm, tuple(rng) if rng else None, self.dataset.dsm_window)
+            except SegweakError as exc:
+                raise SegweakError(f"dataset.dsm_range / dataset.dsm_window: {exc}") from None
         if self.dataset.patch < 1:
             raise SegweakError(f"dataset.patch must be >= 1, got {self.dataset.patch}")
         if self.dataset.source in ("vaihingen", "potsdam") and not self.dataset.root:

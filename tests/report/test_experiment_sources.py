@@ -27,6 +27,11 @@ def _cfg(tmp_path: Path, dataset: dict) -> ExperimentConfig:
         ({"source": "synthetic", "dsm": "slope"}, "dataset.dsm"),
         ({"source": "synthetic", "dsm": "range"}, "dataset.dsm_range"),
         ({"source": "synthetic", "dsm": "ndsm", "dsm_range": [1]}, "dataset.dsm_range"),
+        (
+            {"source": "synthetic", "dsm": "ndsm", "dsm_range": [5, 1]},
+            "dataset.dsm_range.*high must be above",
+        ),
+        ({"source": "synthetic", "dsm": "ndsm", "dsm_window": 0}, "dataset.dsm_window.*> 0"),
         ({"source": "synthetic", "group_by": "scene"}, "dataset.group_by"),
     ],
 )
