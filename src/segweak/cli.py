@@ -53,31 +53,37 @@ def _root(
 @app.command("synth")
 def synth_cmd(
     out: str = typer.Option(..., "--out", help="Output directory (must not exist unless --overwrite)."),
-    tiles: int = typer.Option(6, "--tiles", help="Number of areas to generate."),
+    tiles: int = typer.Option(6, "--tiles", help="Number of areas (tiles, or images for 'scenes')."),
     size: tuple[int, int] = typer.Option((512, 512), "--size", help="Tile size: HEIGHT WIDTH in pixels."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same pixels)."),
-    zips: bool = typer.Option(
-        False, "--zips", help="Write the three official zip archives instead of folders."
-    ),
+    zips: bool = typer.Option(False, "--zips", help="Write the official zip archives instead of folders."),
     eroded: bool = typer.Option(True, "--eroded/--no-eroded", help="Also write _noBoundary eroded labels."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an existing output of an earlier `segweak synth` (nothing else)."
     ),
+    layout: str = typer.Option(
+        "vaihingen",
+        "--layout",
+        help="vaihingen (official release), potsdam (official release) or scenes (Scene N/images + "
+        "Scene N/masks with palette-mode PNG masks, 2 images per scene).",
+    ),
+    dsm: bool = typer.Option(False, "--dsm", help="Also write float32 DSMs (vaihingen, potsdam)."),
 ) -> None:
-    """Generate a synthetic data set in the official Vaihingen layout."""
-    from segweak.data.synthetic import synthesize
+    """Generate a synthetic data set in an official layout (Vaihingen, Potsdam) or the scene layout."""
+    from segweak.data.synthetic import synthesize, synthesize_potsdam, synthesize_scenes
 
-    path = synthesize(
-        out,
-        n_tiles=tiles,
-        height=size[0],
-        width=size[1],
-        seed=seed,
-        zips=zips,
-        eroded=eroded,
-        overwrite=overwrite,
-    )
-    typer.echo(f"wrote {tiles} synthetic tile(s) of {size[0]}×{size[1]} px to {path}")
+    common = dict(height=size[0], width=size[1], seed=seed, overwrite=overwrite)
+    if layout == "vaihingen":
+        path = synthesize(out, n_tiles=tiles, zips=zips, eroded=eroded, dsm=dsm, **common)
+    elif layout == "potsdam":
+        path = synthesize_potsdam(out, n_tiles=tiles, zips=zips, eroded=eroded, dsm=dsm, **common)
+    elif layout == "scenes":
+        if zips or dsm:
+            raise SegweakError("--layout scenes writes plain folders without DSMs: drop --zips and --dsm")
+        path = synthesize_scenes(out, n_scenes=max(1, (tiles + 1) // 2), per_scene=2, **common)
+    else:
+        raise SegweakError(f"--layout must be vaihingen, potsdam or scenes, got {layout!r}")
+    typer.echo(f"wrote synthetic {layout}-layout data ({size[0]}×{size[1]} px) to {path}")
 
 
 @app.command("download")
@@ -140,6 +146,23 @@ def _prepared(out: Path) -> None:
     typer.echo(f"wrote {out}: {len(st)} patches of {st.patch}x{st.patch} from {st.meta['n_tiles']} tiles")
 
 
+_DSM_HELP = (
+    "Add the DSM as an extra channel: ndsm (height above local ground) or range (absolute elevation, "
+    "needs --dsm-range); see docs/store.md."
+)
+
+
+def _dsm_rule(dsm: str | None, dsm_range: tuple[float, float] | None, dsm_window: float) -> object:
+    """Return the DSM channel rule of the --dsm options (None without --dsm)."""
+    if dsm is None:
+        if dsm_range is not None:
+            raise SegweakError("--dsm-range needs --dsm ndsm or --dsm range")
+        return None
+    from segweak.data.dsm import DsmNormalisation
+
+    return DsmNormalisation(method=dsm, range_m=dsm_range, window_m=dsm_window)
+
+
 @prepare_app.command("vaihingen")
 def prepare_vaihingen_cmd(
     root: Path = typer.Option(
@@ -164,37 +187,96 @@ def prepare_vaihingen_cmd(
         "--overwrite",
         help="Replace an existing store (only a folder holding a store and nothing else).",
     ),
+    dsm: str | None = typer.Option(None, "--dsm", help=_DSM_HELP),
+    dsm_range: tuple[float, float] | None = typer.Option(
+        None, "--dsm-range", help="LOW HIGH metres mapped to 0..255 (default for ndsm: 0 51)."
+    ),
+    dsm_window: float = typer.Option(100.0, "--dsm-window", help="ndsm ground window in metres."),
 ) -> None:
     """Prepare a store from ISPRS Vaihingen (official zips or extracted folders)."""
     from segweak.data.sources import VaihingenSource
     from segweak.data.store import prepare
 
-    source = VaihingenSource(root, keep_clutter=keep_clutter, eroded=eroded, tolerance=tolerance)
+    rule = _dsm_rule(dsm, dsm_range, dsm_window)
+    source = VaihingenSource(root, keep_clutter=keep_clutter, eroded=eroded, tolerance=tolerance, dsm=rule)
+    _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite))
+
+
+@prepare_app.command("potsdam")
+def prepare_potsdam_cmd(
+    root: Path = typer.Option(
+        ..., "--root", help="Folder with the Potsdam release zips (2_Ortho_RGB.zip, ...) or their folders."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output store directory."),
+    imagery: str = typer.Option(
+        "RGBIR", "--imagery", help="Image product: RGB, IRRG or RGBIR (4 bands: R, G, B, IR)."
+    ),
+    patch: int = typer.Option(256, "--patch", help="Square patch side in pixels."),
+    stride: int | None = typer.Option(
+        None, "--stride", help="Window step in pixels (1..patch); default: the patch size (no overlap)."
+    ),
+    keep_clutter: bool = typer.Option(
+        False, "--keep-clutter", help="Keep clutter as a 6th class (else ignore)."
+    ),
+    eroded: bool = typer.Option(
+        False, "--eroded", help="Use the eroded (_label_noBoundary) labels: boundaries become ignore."
+    ),
+    tolerance: float | None = typer.Option(
+        None, "--tolerance", help="Max colour distance snapped to a palette colour (default: the palette's)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
+    dsm: str | None = typer.Option(None, "--dsm", help=_DSM_HELP),
+    dsm_range: tuple[float, float] | None = typer.Option(
+        None, "--dsm-range", help="LOW HIGH metres mapped to 0..255 (default for ndsm: 0 51)."
+    ),
+    dsm_window: float = typer.Option(100.0, "--dsm-window", help="ndsm ground window in metres."),
+) -> None:
+    """Prepare a store from ISPRS Potsdam (release zips or extracted folders)."""
+    from segweak.data.potsdam import PotsdamSource
+    from segweak.data.store import prepare
+
+    rule = _dsm_rule(dsm, dsm_range, dsm_window)
+    source = PotsdamSource(
+        root, imagery=imagery, keep_clutter=keep_clutter, eroded=eroded, tolerance=tolerance, dsm=rule
+    )
     _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite))
 
 
 @prepare_app.command("folder")
 def prepare_folder_cmd(
-    images: Path = typer.Option(..., "--images", help="Folder of images."),
-    masks: Path = typer.Option(..., "--masks", help="Folder of label images with the same stems."),
+    images: str = typer.Option(
+        ..., "--images", help="Folder of images, or a quoted glob pattern such as 'data/*/images/*.jpg'."
+    ),
+    masks: str = typer.Option(
+        ...,
+        "--masks",
+        help="Folder of masks (paired by relative path without extension), or a template of each "
+        "image's mask path such as '{parent}/masks/{stem}.png' (docs/palette.md).",
+    ),
     palette: Path = typer.Option(..., "--palette", help="Palette YAML (class names and colours/values)."),
     out: Path = typer.Option(..., "--out", help="Output store directory."),
     patch: int = typer.Option(256, "--patch", help="Square patch side in pixels."),
     stride: int | None = typer.Option(
         None, "--stride", help="Window step in pixels (1..patch); default: the patch size (no overlap)."
     ),
-    group_by: str = typer.Option("image", "--group-by", help="Split groups: 'image' or 'parent' folder."),
+    group_by: str = typer.Option(
+        "image", "--group-by", help="Split groups: 'image', 'parent' folder or 'top' folder (the scene)."
+    ),
     tolerance: float | None = typer.Option(
         None, "--tolerance", help="Max colour distance snapped to a palette colour (default: the palette's)."
     ),
-    band_order: str = typer.Option("RGB", "--band-order", help="Name of the image band order (metadata)."),
+    band_order: str = typer.Option(
+        "RGB",
+        "--band-order",
+        help="Image bands, e.g. RGB, IRRG, RGBIR or R,G,B,NIR (4 names: 4-band images).",
+    ),
     overwrite: bool = typer.Option(
         False,
         "--overwrite",
         help="Replace an existing store (only a folder holding a store and nothing else).",
     ),
 ) -> None:
-    """Prepare a store from a folder of images and a folder of colour or index masks."""
+    """Prepare a store from images and colour or index masks (two folders, or masks by a path template)."""
     from segweak.data.sources import FolderSource
     from segweak.data.store import prepare
 

@@ -255,7 +255,7 @@ EXPERIMENT_STAGES = ("baseline", "weak", "finetune", "full", "control")
 encoder), ``weak``, ``finetune`` (from the same seed's weak ``best.ckpt``), ``full`` (upper bound) and
 ``control`` (``finetune``'s hyper-parameters, but starting from the ImageNet/offline encoder)."""
 
-DATASET_SOURCES = ("synthetic", "vaihingen", "folder", "store")
+DATASET_SOURCES = ("synthetic", "vaihingen", "potsdam", "folder", "store")
 
 
 @dataclass
@@ -282,21 +282,30 @@ class DatasetConfig:
     """How an experiment obtains its prepared store.
 
     Attributes:
-        source: ``synthetic`` (generate data), ``vaihingen`` (official zips or extracted folders under
-            ``root``), ``folder`` (``images`` + ``masks`` + ``palette``) or ``store`` (an already
-            prepared store at ``store``).
-        root: ``vaihingen``: directory with the official zips or extracted folders.
-        images: ``folder``: directory of image files.
-        masks: ``folder``: directory of colour-coded mask files.
+        source: ``synthetic`` (generate data), ``vaihingen`` or ``potsdam`` (official zips or
+            extracted folders under ``root``), ``folder`` (``images`` + ``masks`` + ``palette``) or
+            ``store`` (an already prepared store at ``store``).
+        root: ``vaihingen``, ``potsdam``: directory with the official zips or extracted folders.
+        imagery: ``potsdam``: image product ``RGB``, ``IRRG`` or ``RGBIR`` (4 bands).
+        images: ``folder``: directory of image files, or a glob pattern (``data/*/images/*.jpg``).
+        masks: ``folder``: directory of mask files (paired by relative path), or a template of each
+            image's mask path (``{parent}/masks/{stem}.png``; docs/palette.md).
         palette: ``folder``: palette YAML (class names and mask colours or values).
-        group_by: ``folder``: group key for ``split.by: group``: ``image`` (each image its own group)
-            or ``parent`` (the image's parent folder).
+        band_order: ``folder``: names of the image bands (``RGB``, ``IRRG``, ``RGBIR``, ``R,G,B,NIR``).
+        group_by: ``folder``: group key for ``split.by: group``: ``image`` (each image its own group),
+            ``parent`` (the image's parent folder) or ``top`` (first folder under the images root).
+        dsm: ``vaihingen``, ``potsdam``, ``synthetic``: add the DSM as an extra channel, mapped to
+            0..255 as ``ndsm`` (height above local ground) or ``range`` (absolute elevation); ``None``:
+            no DSM channel (see :mod:`segweak.data.dsm`).
+        dsm_range: ``[low, high]`` metres mapped to 0..255; ``None``: 0..51 m for ``ndsm``, required
+            for ``range``.
+        dsm_window: Ground-estimation window of ``ndsm`` in metres.
         store: Where to write (or, for ``source: store``, read) the prepared store; ``None`` means
             ``<out_dir>/store``.
         patch: Patch size in pixels.
         stride: Window stride; ``None`` means ``patch`` (no overlap).
         keep_clutter: Keep ``clutter`` as a 6th class instead of ignoring it.
-        eroded: ``vaihingen``: use the eroded-boundary labels (boundaries ignored).
+        eroded: ``vaihingen``, ``potsdam``: use the eroded-boundary labels (boundaries ignored).
         tolerance: Colour-snapping tolerance of colour masks (max per-channel distance to a palette
             colour); ``None`` keeps the palette's own (Vaihingen default 10).
         synthetic: Options of ``source: synthetic``.
@@ -304,10 +313,15 @@ class DatasetConfig:
 
     source: str = "synthetic"
     root: str | None = None
+    imagery: str = "RGBIR"
     images: str | None = None
     masks: str | None = None
     palette: str | None = None
+    band_order: str = "RGB"
     group_by: str = "image"
+    dsm: str | None = None
+    dsm_range: list[float] | None = None
+    dsm_window: float = 100.0
     store: str | None = None
     patch: int = 256
     stride: int | None = None
@@ -409,12 +423,32 @@ class ExperimentConfig:
                 f"got {self.split.fractions}"
             )
         _choice("split.by", self.split.by, ("patch", "group"))
-        _choice("dataset.group_by", self.dataset.group_by, ("image", "parent"))
+        _choice("dataset.group_by", self.dataset.group_by, ("image", "parent", "top"))
+        _choice("dataset.imagery", self.dataset.imagery, ("RGB", "IRRG", "RGBIR"))
+        if self.dataset.dsm is not None:
+            _choice("dataset.dsm", self.dataset.dsm, ("ndsm", "range"))
+            if self.dataset.source not in ("vaihingen", "potsdam", "synthetic"):
+                raise SegweakError(
+                    "dataset.dsm: a DSM channel exists for sources vaihingen, potsdam and synthetic only; "
+                    "set it to null"
+                )
+            if self.dataset.dsm_range is not None and len(self.dataset.dsm_range) != 2:
+                raise SegweakError(
+                    f"dataset.dsm_range: expected [low, high] in metres, got {self.dataset.dsm_range}"
+                )
+            from segweak.data.dsm import DsmNormalisation
+
+            rng = self.dataset.dsm_range
+            try:  # the rule checks its own range and window
+                DsmNormalisation(self.dataset.dsm, tuple(rng) if rng else None, self.dataset.dsm_window)
+            except SegweakError as exc:
+                raise SegweakError(f"dataset.dsm_range / dataset.dsm_window: {exc}") from None
         if self.dataset.patch < 1:
             raise SegweakError(f"dataset.patch must be >= 1, got {self.dataset.patch}")
-        if self.dataset.source == "vaihingen" and not self.dataset.root:
+        if self.dataset.source in ("vaihingen", "potsdam") and not self.dataset.root:
             raise SegweakError(
-                "dataset.root is not set: give the directory with the Vaihingen zips or folders"
+                f"dataset.root is not set: give the directory with the {self.dataset.source.capitalize()} "
+                "zips or folders"
             )
         if self.dataset.source == "folder" and not (
             self.dataset.images and self.dataset.masks and self.dataset.palette

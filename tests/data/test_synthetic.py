@@ -118,3 +118,24 @@ def test_overwrite_replaces_only_a_synth_output(tmp_path, monkeypatch):
     with pytest.raises(SegweakError, match="current directory"):
         synthesize(".", n_tiles=1, height=32, width=32, overwrite=True)
     assert (out / "synth.json").is_file()
+
+
+@pytest.mark.parametrize("layout", ["potsdam", "scenes"])
+def test_overwrite_of_other_layouts_replaces_only_their_own_output(tmp_path, layout):
+    from segweak.data.synthetic import synthesize_potsdam, synthesize_scenes
+    from segweak.errors import SegweakError
+
+    make = synthesize_potsdam if layout == "potsdam" else synthesize_scenes
+    out = tmp_path / "synth"
+    kwargs = dict(height=64, width=64, seed=0)
+    if layout == "potsdam":
+        kwargs["n_tiles"] = 1
+    else:
+        kwargs["n_scenes"] = 1
+    make(out, **kwargs)
+    make(out, overwrite=True, **kwargs)  # its own output: replaced
+    assert (out / "synth.json").is_file()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SegweakError, match="notes.txt"):
+        make(out, overwrite=True, **kwargs)
+    assert (out / "notes.txt").read_text() == "mine"

@@ -117,6 +117,8 @@ def _tile_record(tile: Any) -> dict[str, Any]:
         rec["eroded_label_path"] = str(eroded)
     # Which of the labels was actually read (Vaihingen: full or eroded), for provenance.
     rec["read_label_path"] = str(getattr(tile, "active_label_path", tile.label_path))
+    for channel in getattr(tile, "extra", ()):  # e.g. the DSM a channel was computed from
+        rec.setdefault("extra_channel_paths", {})[str(channel.name)] = str(channel.path)
     return rec
 
 
@@ -458,6 +460,8 @@ def prepare(
             "palette": _jsonable(getattr(source, "palette", None)),
             "ignore_index": IGNORE_INDEX,
             "band_order": _jsonable(band_order),
+            # Per channel: name, source file/band and how it was mapped to 0..255 (readers that know it).
+            "bands": describe.get("bands") if isinstance(describe, dict) else None,
             "channels": channels,
             "patch": int(patch),
             "stride": int(stride),
@@ -700,7 +704,7 @@ def info(
     (:meth:`Store.verify`); the result is under ``verified`` (``{file: "ok"}``).
 
     Keys (documented in ``docs/store.md``): ``path, format_version, tool_version, created, source,
-    classes, num_classes, patch, stride, channels, band_order, n_tiles, n_patches, n_valid_pixels,
+    classes, num_classes, patch, stride, channels, band_order, bands, n_tiles, n_patches, n_valid_pixels,
     class_pixel_fraction {class: f}, image_stats, splits [names]`` and, with ``split``, ``split``:
     ``{name, by, seed, fractions, presence_threshold, excluded, subsets: {subset: {patches,
     patch_fraction, pixels, pixel_fraction, mean_weak {class: f}, presence_rate {class: f}}}}``.
@@ -725,6 +729,7 @@ def info(
         "stride": m["stride"],
         "channels": m.get("channels"),
         "band_order": m.get("band_order"),
+        "bands": m.get("bands"),
         "n_tiles": m["n_tiles"],
         "n_patches": len(st),
         "n_valid_pixels": total_valid,

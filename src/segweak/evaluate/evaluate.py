@@ -136,6 +136,7 @@ def evaluate(
     """
     from segweak.data.dataset import SegweakDataset
     from segweak.data.store import Store
+    from segweak.models.factory import check_in_channels
     from segweak.train.checkpoint import build_model_from_checkpoint, check_classes, load_checkpoint
     from segweak.weak.methods import build_weak_method
 
@@ -143,6 +144,7 @@ def evaluate(
     model, cfg, classes = build_model_from_checkpoint(ckpt, checkpoint)
     st = Store(store)
     check_classes(classes, class_names(st), checkpoint, f"store {store}")
+    check_in_channels(cfg.model.in_channels, st.meta, str(store), str(checkpoint))
     dataset = SegweakDataset(st, split, subset, with_mask=True)
     if len(dataset) == 0:
         raise SegweakError(

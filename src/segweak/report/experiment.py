@@ -349,11 +349,23 @@ def _store_path(cfg: ExperimentConfig) -> Path:
     return Path(cfg.dataset.store) if cfg.dataset.store else Path(cfg.out_dir) / "store"
 
 
+def _dsm(cfg: ExperimentConfig) -> Any:
+    """Return the DSM channel rule of ``dataset.dsm`` (None without a DSM channel)."""
+    ds = cfg.dataset
+    if ds.dsm is None:
+        return None
+    from segweak.data.dsm import DsmNormalisation
+
+    rng = tuple(ds.dsm_range) if ds.dsm_range is not None else None
+    return DsmNormalisation(method=ds.dsm, range_m=rng, window_m=ds.dsm_window)  # type: ignore[arg-type]
+
+
 def _make_source(cfg: ExperimentConfig, exp_dir: Path, log: Callable[[str], None]) -> Any:
     """Build the data source the store is prepared from (generating synthetic data if asked)."""
     ds = cfg.dataset
     from segweak.data import sources
 
+    dsm = _dsm(cfg)
     if ds.source == "synthetic":
         from segweak.data.synthetic import synthesize
 
@@ -372,17 +384,34 @@ def _make_source(cfg: ExperimentConfig, exp_dir: Path, log: Callable[[str], None
                 zips=False,
                 eroded=ds.synthetic.eroded,
                 log=log,
+                dsm=dsm is not None,
             )
         return sources.VaihingenSource(
-            root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance
+            root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance, dsm=dsm
         )
     if ds.source == "vaihingen":
         return sources.VaihingenSource(
-            ds.root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance
+            ds.root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance, dsm=dsm
+        )
+    if ds.source == "potsdam":
+        from segweak.data.potsdam import PotsdamSource
+
+        return PotsdamSource(
+            ds.root,
+            imagery=ds.imagery,
+            keep_clutter=ds.keep_clutter,
+            eroded=ds.eroded,
+            tolerance=ds.tolerance,
+            dsm=dsm,
         )
     if ds.source == "folder":
         return sources.FolderSource(
-            ds.images, ds.masks, ds.palette, group_by=ds.group_by, tolerance=ds.tolerance
+            ds.images,
+            ds.masks,
+            ds.palette,
+            group_by=ds.group_by,
+            tolerance=ds.tolerance,
+            band_order=ds.band_order,
         )
     raise SegweakError(f"dataset.source {ds.source!r} has no source to prepare from")
 
@@ -401,6 +430,9 @@ def _store_mismatches(meta: dict[str, Any], cfg: ExperimentConfig, source: Any) 
     classes = class_names(source.classes)
     if list(meta.get("classes", [])) != classes:
         out.append(f"classes {meta.get('classes')} != {classes}")
+    band_order = getattr(source, "band_order", None)
+    if band_order is not None and meta.get("band_order") != band_order:
+        out.append(f"bands {meta.get('band_order')} != {band_order}")
     n_tiles = meta.get("n_tiles")
     expected_tiles = len(source.tiles())
     if n_tiles is not None and n_tiles != expected_tiles:

@@ -31,6 +31,7 @@ import yaml
 
 from segweak.errors import SegweakError
 from segweak.io import atomic_write_text
+from segweak.report.wording import data_wording, read_store_meta
 
 ALPHA = 0.05
 """Significance level used in verdicts and confidence intervals."""
@@ -798,8 +799,8 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
     if store:
         items.append(
             f"Store `{exp.results.get('store')}`: {store['n_tiles']} tiles → {_int(store['n_patches'])} "
-            f"patches of {store['patch']}×{store['patch']} px (stride {store['stride']}), "
-            f"bands {store.get('band_order') or '?'}"
+            f"patches of {store['patch']}×{store['patch']} px (stride {store['stride']}); "
+            f"{data_wording(read_store_meta(store.get('path_abs'))).channels}"
         )
         cpf = store.get("class_pixel_fraction") or {}
         if cpf:
@@ -882,10 +883,11 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
             rows,
             caption="Training configuration per stage (from each run's config.yaml).",
         )
+    ignored = data_wording(read_store_meta(store.get("path_abs") if store else None)).ignore
     doc.p(
         "Metric conventions: one confusion matrix accumulated over every pixel of the whole validation "
-        "split (not averaged per patch); pixels labelled 255 (eroded boundaries, clutter in the 5-class "
-        "set) are ignored; a class with no ground-truth pixel in the validation split is absent: excluded "
+        f"split (not averaged per patch); pixels labelled 255 ({ignored}) are ignored; a class with no "
+        "ground-truth pixel in the validation split is absent: excluded "
         "from mIoU / mean F1 (null in per-class columns), while its false positives still lower the IoU "
         "of the true classes; metrics are those of the best checkpoint (highest val mIoU).",
         "note",

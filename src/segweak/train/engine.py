@@ -89,10 +89,14 @@ def is_global_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
-def _store_classes(store: str | Path) -> list[str]:
+def _store_classes(store: str | Path, in_channels: int) -> list[str]:
+    """Class names of the store; checks that its channels match ``model.in_channels`` first."""
     from segweak.data.store import Store
+    from segweak.models.factory import check_in_channels
 
-    return list(Store(store).classes)
+    st = Store(store)
+    check_in_channels(in_channels, st.meta, str(store))
+    return list(st.classes)
 
 
 def _init_from_checkpoint(module: SegModule, cfg: TrainConfig) -> None:
@@ -273,7 +277,7 @@ def _train_locked(cfg: TrainConfig, callbacks: list[L.Callback] | None) -> dict[
             "choose another run_name, or delete the directory"
         )
     check_store_and_split(cfg.data.store, cfg.data.split)
-    classes = _store_classes(cfg.data.store)
+    classes = _store_classes(cfg.data.store, cfg.model.in_channels)
     if resume_from is not None:
         # Refuse non-weights-only content with a clear message before Lightning reads it.
         saved = load_checkpoint(resume_from)
