@@ -149,19 +149,22 @@ class TrainerConfig:
     """Passed through to Lightning's Trainer (plus the seed).
 
     Attributes:
-        max_epochs: Epochs to train (ignored when ``max_steps`` > 0 ends training first).
-        max_steps: Optimiser steps to train; -1 means epochs decide.
+        max_epochs: Epochs to train (training stops at ``max_steps`` first when that is >= 1).
+        max_steps: Optimiser steps to train; -1 means epochs decide. A budget that ends inside an
+            epoch is validated at its last step.
         accelerator: ``cpu``, ``gpu``, ``auto``.
-        devices: Number of devices, or ``auto``.
-        strategy: Lightning strategy, e.g. ``auto`` or ``ddp``.
+        devices: Number of devices (processes under ``ddp``), or ``auto``.
+        strategy: Lightning strategy: ``auto`` or ``ddp`` (spawning strategies such as ``ddp_spawn``
+            are refused).
         precision: ``32-true``, ``16-mixed``, ``bf16-mixed``.
         seed: Seed for weights, data order and augmentation.
         deterministic: Ask torch for deterministic algorithms.
         log_every_n_steps: Logging interval.
-        check_val_every_n_epoch: Validation interval in epochs.
+        check_val_every_n_epoch: Validation interval in epochs; the last epoch is always validated.
         progress_bar: Show progress bars.
         limit_train_batches: Fraction (float) or number (int) of training batches per epoch.
-        limit_val_batches: Fraction (float) or number (int) of validation batches.
+        limit_val_batches: Fraction (float) or number (int) of validation batches of the validations
+            that pick the best checkpoint; the final metrics always cover the whole subset.
     """
 
     max_epochs: int = 10
@@ -277,7 +280,7 @@ REMOVED_STAGES = {
 }
 """Stages that no longer exist, with what to do instead."""
 
-DATASET_SOURCES = ("synthetic", "vaihingen", "folder", "store")
+DATASET_SOURCES = ("synthetic", "vaihingen", "potsdam", "folder", "store")
 
 
 @dataclass
@@ -304,21 +307,30 @@ class DatasetConfig:
     """How an experiment obtains its prepared store.
 
     Attributes:
-        source: ``synthetic`` (generate data), ``vaihingen`` (official zips or extracted folders under
-            ``root``), ``folder`` (``images`` + ``masks`` + ``palette``) or ``store`` (an already
-            prepared store at ``store``).
-        root: ``vaihingen``: directory with the official zips or extracted folders.
-        images: ``folder``: directory of image files.
-        masks: ``folder``: directory of colour-coded mask files.
+        source: ``synthetic`` (generate data), ``vaihingen`` or ``potsdam`` (official zips or
+            extracted folders under ``root``), ``folder`` (``images`` + ``masks`` + ``palette``) or
+            ``store`` (an already prepared store at ``store``).
+        root: ``vaihingen``, ``potsdam``: directory with the official zips or extracted folders.
+        imagery: ``potsdam``: image product ``RGB``, ``IRRG`` or ``RGBIR`` (4 bands).
+        images: ``folder``: directory of image files, or a glob pattern (``data/*/images/*.jpg``).
+        masks: ``folder``: directory of mask files (paired by relative path), or a template of each
+            image's mask path (``{parent}/masks/{stem}.png``; docs/palette.md).
         palette: ``folder``: palette YAML (class names and mask colours or values).
-        group_by: ``folder``: group key for ``split.by: group``: ``image`` (each image its own group)
-            or ``parent`` (the image's parent folder).
+        band_order: ``folder``: names of the image bands (``RGB``, ``IRRG``, ``RGBIR``, ``R,G,B,NIR``).
+        group_by: ``folder``: group key for ``split.by: group``: ``image`` (each image its own group),
+            ``parent`` (the image's parent folder) or ``top`` (first folder under the images root).
+        dsm: ``vaihingen``, ``potsdam``, ``synthetic``: add the DSM as an extra channel, mapped to
+            0..255 as ``ndsm`` (height above local ground) or ``range`` (absolute elevation); ``None``:
+            no DSM channel (see :mod:`segweak.data.dsm`).
+        dsm_range: ``[low, high]`` metres mapped to 0..255; ``None``: 0..51 m for ``ndsm``, required
+            for ``range``.
+        dsm_window: Ground-estimation window of ``ndsm`` in metres.
         store: Where to write (or, for ``source: store``, read) the prepared store; ``None`` means
             ``<out_dir>/store``.
         patch: Patch size in pixels.
         stride: Window stride; ``None`` means ``patch`` (no overlap).
         keep_clutter: Keep ``clutter`` as a 6th class instead of ignoring it.
-        eroded: ``vaihingen``: use the eroded-boundary labels (boundaries ignored).
+        eroded: ``vaihingen``, ``potsdam``: use the eroded-boundary labels (boundaries ignored).
         tolerance: Colour-snapping tolerance of colour masks (max per-channel distance to a palette
             colour); ``None`` keeps the palette's own (Vaihingen default 10).
         synthetic: Options of ``source: synthetic``.
@@ -326,10 +338,15 @@ class DatasetConfig:
 
     source: str = "synthetic"
     root: str | None = None
+    imagery: str = "RGBIR"
     images: str | None = None
     masks: str | None = None
     palette: str | None = None
+    band_order: str = "RGB"
     group_by: str = "image"
+    dsm: str | None = None
+    dsm_range: list[float] | None = None
+    dsm_window: float = 100.0
     store: str | None = None
     patch: int = 256
     stride: int | None = None
@@ -442,12 +459,32 @@ class ExperimentConfig:
                 f"got {self.split.fractions}"
             )
         _choice("split.by", self.split.by, ("patch", "group"))
-        _choice("dataset.group_by", self.dataset.group_by, ("image", "parent"))
+        _choice("dataset.group_by", self.dataset.group_by, ("image", "parent", "top"))
+        _choice("dataset.imagery", self.dataset.imagery, ("RGB", "IRRG", "RGBIR"))
+        if self.dataset.dsm is not None:
+            _choice("dataset.dsm", self.dataset.dsm, ("ndsm", "range"))
+            if self.dataset.source not in ("vaihingen", "potsdam", "synthetic"):
+                raise SegweakError(
+                    "dataset.dsm: a DSM channel exists for sources vaihingen, potsdam and synthetic only; "
+                    "set it to null"
+                )
+            if self.dataset.dsm_range is not None and len(self.dataset.dsm_range) != 2:
+                raise SegweakError(
+                    f"dataset.dsm_range: expected [low, high] in metres, got {self.dataset.dsm_range}"
+                )
+            from segweak.data.dsm import DsmNormalisation
+
+            rng = self.dataset.dsm_range
+            try:  # the rule checks its own range and window
+                DsmNormalisation(self.dataset.dsm, tuple(rng) if rng else None, self.dataset.dsm_window)
+            except SegweakError as exc:
+                raise SegweakError(f"dataset.dsm_range / dataset.dsm_window: {exc}") from None
         if self.dataset.patch < 1:
             raise SegweakError(f"dataset.patch must be >= 1, got {self.dataset.patch}")
-        if self.dataset.source == "vaihingen" and not self.dataset.root:
+        if self.dataset.source in ("vaihingen", "potsdam") and not self.dataset.root:
             raise SegweakError(
-                "dataset.root is not set: give the directory with the Vaihingen zips or folders"
+                f"dataset.root is not set: give the directory with the {self.dataset.source.capitalize()} "
+                "zips or folders"
             )
         if self.dataset.source == "folder" and not (
             self.dataset.images and self.dataset.masks and self.dataset.palette
@@ -514,6 +551,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        if type(value) in args:
+            # An exact match wins over conversion: in ``float | int`` the int 1 (one batch for
+            # trainer.limit_val_batches) must not become the float 1.0 (all batches).
+            return _coerce(type(value), value, key)
         errors = []
         for arg in args:
             if arg is type(None):

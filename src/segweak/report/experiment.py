@@ -370,11 +370,23 @@ def _store_path(cfg: ExperimentConfig) -> Path:
     return Path(cfg.dataset.store) if cfg.dataset.store else Path(cfg.out_dir) / "store"
 
 
+def _dsm(cfg: ExperimentConfig) -> Any:
+    """Return the DSM channel rule of ``dataset.dsm`` (None without a DSM channel)."""
+    ds = cfg.dataset
+    if ds.dsm is None:
+        return None
+    from segweak.data.dsm import DsmNormalisation
+
+    rng = tuple(ds.dsm_range) if ds.dsm_range is not None else None
+    return DsmNormalisation(method=ds.dsm, range_m=rng, window_m=ds.dsm_window)  # type: ignore[arg-type]
+
+
 def _make_source(cfg: ExperimentConfig, exp_dir: Path, log: Callable[[str], None]) -> Any:
     """Build the data source the store is prepared from (generating synthetic data if asked)."""
     ds = cfg.dataset
     from segweak.data import sources
 
+    dsm = _dsm(cfg)
     if ds.source == "synthetic":
         from segweak.data.synthetic import synthesize
 
@@ -392,17 +404,35 @@ def _make_source(cfg: ExperimentConfig, exp_dir: Path, log: Callable[[str], None
                 seed=ds.synthetic.seed,
                 zips=False,
                 eroded=ds.synthetic.eroded,
+                log=log,
+                dsm=dsm is not None,
             )
         return sources.VaihingenSource(
-            root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance
+            root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance, dsm=dsm
         )
     if ds.source == "vaihingen":
         return sources.VaihingenSource(
-            ds.root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance
+            ds.root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance, dsm=dsm
+        )
+    if ds.source == "potsdam":
+        from segweak.data.potsdam import PotsdamSource
+
+        return PotsdamSource(
+            ds.root,
+            imagery=ds.imagery,
+            keep_clutter=ds.keep_clutter,
+            eroded=ds.eroded,
+            tolerance=ds.tolerance,
+            dsm=dsm,
         )
     if ds.source == "folder":
         return sources.FolderSource(
-            ds.images, ds.masks, ds.palette, group_by=ds.group_by, tolerance=ds.tolerance
+            ds.images,
+            ds.masks,
+            ds.palette,
+            group_by=ds.group_by,
+            tolerance=ds.tolerance,
+            band_order=ds.band_order,
         )
     raise SegweakError(f"dataset.source {ds.source!r} has no source to prepare from")
 
@@ -421,6 +451,9 @@ def _store_mismatches(meta: dict[str, Any], cfg: ExperimentConfig, source: Any) 
     classes = class_names(source.classes)
     if list(meta.get("classes", [])) != classes:
         out.append(f"classes {meta.get('classes')} != {classes}")
+    band_order = getattr(source, "band_order", None)
+    if band_order is not None and meta.get("band_order") != band_order:
+        out.append(f"bands {meta.get('band_order')} != {band_order}")
     n_tiles = meta.get("n_tiles")
     expected_tiles = len(source.tiles())
     if n_tiles is not None and n_tiles != expected_tiles:
@@ -469,6 +502,7 @@ def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> P
         stride=stride,
         overwrite=False,
         progress=False,
+        log=log,
     )
     return store_path
 
@@ -676,24 +710,43 @@ def run_experiment(
     console: Any = None,
     make_report: bool = True,
     quiet_training: bool = True,
+    wait: bool = False,
 ) -> Path:
     """Run the whole protocol; return the experiment directory.
+
+    The experiment directory is locked for the whole call (:mod:`segweak.lock`): a second process on
+    the same directory refuses (or waits), instead of training the same runs at the same time.
 
     Args:
         cfg: Experiment config (validated here).
         console: A ``rich.console.Console`` for progress; ``None`` creates one.
         make_report: Write ``report.md`` / ``report.html`` / ``plots`` at the end.
         quiet_training: Turn Lightning's per-run progress bars off (the experiment prints its own).
+        wait: Wait for another process using the experiment (or one of its runs) instead of refusing.
 
     Returns:
         The experiment directory ``cfg.out_dir`` holding ``config.yaml``, ``results.json``,
         ``results.csv``, ``runs/`` and the report.
 
     Raises:
-        SegweakError: On config, data or consistency problems (each names what to fix).
+        SegweakError: On config, data or consistency problems (each names what to fix), or when
+            another segweak process uses the experiment directory and ``wait`` is false.
     """
+    from segweak.lock import DirectoryLock, waiting
+
+    cfg.validate()
+    check_train_sections(cfg)
+    with DirectoryLock(cfg.out_dir, "experiment directory", wait=wait), waiting(wait):
+        return _run_experiment_locked(cfg, console, make_report, quiet_training)
+
+
+def _run_experiment_locked(
+    cfg: ExperimentConfig, console: Any, make_report: bool, quiet_training: bool
+) -> Path:
+    """:func:`run_experiment` while holding the experiment directory's lock."""
     from rich.console import Console
 
+    from segweak import runtime
     from segweak.train import engine
 
     cfg.validate()
@@ -701,7 +754,10 @@ def run_experiment(
     if quiet_training:
         cfg = copy.deepcopy(cfg)
         cfg.train = deep_merge(cfg.train, {"trainer": {"progress_bar": False}})
-    console = console or Console()
+    # Under trainer.strategy=ddp Lightning runs this whole command again for every other rank; those
+    # ranks only take part in training: they print nothing and write nothing.
+    rank_zero = engine.is_global_zero()
+    console = console or Console(quiet=not rank_zero)
     exp_dir = Path(cfg.out_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
 
@@ -713,7 +769,9 @@ def run_experiment(
         console.print(
             "[bold yellow]NOTE: this experiment uses SYNTHETIC data, not the real Vaihingen tiles.[/]"
         )
-    atomic_write_text(exp_dir / "config.yaml", dump_yaml(cfg))
+    if rank_zero:
+        atomic_write_text(exp_dir / "config.yaml", dump_yaml(cfg))
+        log(runtime.thread_summary())
     store_path = prepare_data(cfg, log)
     split_names = make_splits(cfg, store_path, log)
     runs = plan_runs(cfg, store_path)
@@ -753,6 +811,8 @@ def run_experiment(
         rows.append(row)
         log(f"{prefix}: mIoU {_fmt(row['miou'])}  mF1 {_fmt(row['mf1'])}  OA {_fmt(row['oa'])}")
 
+    if not rank_zero:
+        return exp_dir
     classes = list(next(iter(done.values()))[0].get("classes") or []) if done else []
     meta = {
         "name": cfg.name,
@@ -765,6 +825,7 @@ def run_experiment(
         "split_seeds": list(cfg.split.seeds),
         "stages": [s for s in EXPERIMENT_STAGES if s in cfg.stages],
         "methods": methods_of(cfg),
+        "environment": runtime.environment(),
     }
     previous = (exp_dir / "results.json").read_bytes() if (exp_dir / "results.json").is_file() else None
     write_results(exp_dir, rows, meta)
