@@ -41,6 +41,8 @@ from segweak.config import (
     dump_yaml,
     from_dict,
     load_config,
+    parse_overrides,
+    read_yaml,
     to_dict,
 )
 from segweak.errors import SegweakError
@@ -154,14 +156,27 @@ class PlannedRun:
 def load_experiment_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load, check and return an experiment config (YAML file + ``key=value`` overrides).
 
-    Every stage's training config is resolved once here, so a typo in ``train`` or
-    ``stage_overrides`` fails before anything is prepared or trained.
+    Every run's training config is resolved and validated here, so a typo or a bad value in
+    ``train`` or ``stage_overrides`` fails before anything is prepared or trained. The config must say
+    what data to run on (``dataset.source``): an empty or unrelated YAML file is an error rather than
+    a full default experiment started without a word.
 
     Raises:
         SegweakError: Naming the file and key at fault.
     """
+    source = str(path) if path is not None else "the experiment config"
+    data = deep_merge(read_yaml(path) if path is not None else {}, parse_overrides(overrides))
+    dataset = data.get("dataset")
+    if not isinstance(dataset, dict) or "source" not in dataset:
+        what = "is empty" if not data else "does not set dataset.source"
+        raise SegweakError(
+            f"{source} {what}: say what data to run on with dataset.source: synthetic, vaihingen (and "
+            "dataset.root), folder (and dataset.images, dataset.masks, dataset.palette) or store (and "
+            "dataset.store), and out_dir for where to write; see configs/demo.yaml and docs/config.md"
+        )
     cfg = load_config(ExperimentConfig, path, overrides).validate()
     check_train_sections(cfg)
+    plan_runs(cfg, _store_path(cfg))  # validates every run's resolved TrainConfig
     return cfg
 
 
@@ -220,6 +235,45 @@ def check_train_sections(cfg: ExperimentConfig) -> None:
                     raise SegweakError(
                         f"weak_methods[{i}]: unknown weak method {m!r}; choose from {', '.join(known)}"
                     )
+
+
+def check_runs(cfg: ExperimentConfig) -> list[PlannedRun]:
+    """Resolve and validate every run's training config, and check them against this machine and data.
+
+    Called by :func:`run_experiment` before anything is written; :func:`load_experiment_config` only
+    validates the values (a GPU config loads on a CPU machine).
+
+    Runs whose results already exist are not checked against the hardware (they will not train), so a
+    finished GPU experiment can still be collected on a CPU machine. When the store's bands are known
+    before anything is prepared (a prepared store, or Vaihingen-layout data: 3 bands, IRRG),
+    ``model.in_channels`` is checked against them too.
+
+    Returns:
+        The planned runs (see :func:`plan_runs`).
+
+    Raises:
+        SegweakError: Naming the stage and key at fault.
+    """
+    from segweak.train import preflight
+    from segweak.train.engine import is_complete
+
+    store = _store_path(cfg)
+    runs = plan_runs(cfg, store)
+    for run in runs:
+        if run.reuse_of is not None or is_complete(run.cfg.run_dir):
+            continue
+        try:
+            preflight.check_trainer_hardware(run.cfg.trainer, prefix="train.trainer.")
+            if cfg.dataset.source == "store":
+                preflight.check_in_channels(run.cfg.model.in_channels, store, "train.model.in_channels")
+            elif cfg.dataset.source in ("synthetic", "vaihingen") and run.cfg.model.in_channels != 3:
+                raise SegweakError(
+                    f"train.model.in_channels is {run.cfg.model.in_channels} but {cfg.dataset.source} "
+                    "data have 3 bands (IRRG); set train.model.in_channels=3"
+                )
+        except SegweakError as exc:
+            raise SegweakError(f"stage {run.stage}: {exc}") from None
+    return runs
 
 
 def _weak_method_names() -> list[str] | None:
@@ -666,12 +720,15 @@ def run_experiment(
     if quiet_training:
         cfg = copy.deepcopy(cfg)
         cfg.train = deep_merge(cfg.train, {"trainer": {"progress_bar": False}})
+    check_runs(cfg)  # every run's config and the machine, before anything is written
     console = console or Console()
     exp_dir = Path(cfg.out_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
         console.print(f"[dim]segweak run[/dim] {msg}", highlight=False, soft_wrap=True)
+
+    log(f"experiment directory {exp_dir.resolve()} (data: {cfg.dataset.source})")
 
     synthetic = cfg.dataset.source == "synthetic"
     if synthetic:
@@ -682,6 +739,13 @@ def run_experiment(
     store_path = prepare_data(cfg, log)
     split_names = make_splits(cfg, store_path, log)
     runs = plan_runs(cfg, store_path)
+    from segweak.train.preflight import check_in_channels
+
+    for run in runs:  # a folder source's bands are known only now; fail before the first run trains
+        try:
+            check_in_channels(run.cfg.model.in_channels, store_path, "train.model.in_channels")
+        except SegweakError as exc:
+            raise SegweakError(f"stage {run.stage}: {exc}") from None
     log(
         f"{len(runs)} runs planned ({len(cfg.split.seeds)} split seed(s) x {len(cfg.seeds)} seed(s) x stages)"
     )

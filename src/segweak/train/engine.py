@@ -35,6 +35,7 @@ from segweak.io import atomic_write_json, atomic_write_text
 from segweak.train.checkpoint import AtomicCheckpointIO, check_classes, load_checkpoint, model_state_dict
 from segweak.train.datamodule import EpochReseed, SegDataModule, check_store_and_split
 from segweak.train.module import SegModule
+from segweak.train.preflight import check_in_channels, check_trainer_hardware
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -183,10 +184,10 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
             "choose another run_name, or delete the directory"
         )
     check_store_and_split(cfg.data.store, cfg.data.split)
-    if cfg.trainer.limit_val_batches == 0:
-        raise SegweakError(
-            "trainer.limit_val_batches=0 disables validation, but the best checkpoint is chosen on it"
-        )
+    # Before anything is written or built: a missing GPU or a band mismatch would otherwise surface as
+    # a traceback from Lightning or from the first convolution.
+    check_trainer_hardware(cfg.trainer)
+    check_in_channels(cfg.model.in_channels, cfg.data.store)
     classes = _store_classes(cfg.data.store)
     if resume_from is not None:
         # Refuse non-weights-only content with a clear message before Lightning reads it.
