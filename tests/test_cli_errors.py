@@ -91,7 +91,7 @@ def train_config(tiny_store: Path, tmp_path: Path) -> Path:
         ("trainer.precision=16-mixed", ["trainer.precision", "CPU", "bf16-mixed"]),
         ("data.num_workers=-1", ["data.num_workers", ">= 0"]),
         ("data.eval_batch_size=0", ["data.eval_batch_size", ">= 1"]),
-        ("model.in_channels=4", ["model.in_channels is 4", "3 band(s)", "model.in_channels=3"]),
+        ("model.in_channels=4", ["model.in_channels is 4", "has 3 channels", "model.in_channels=3"]),
     ],
 )
 def test_train_bad_keys(train_config, tmp_path, capsys, override, expected):
@@ -161,12 +161,27 @@ def test_run_empty_config_is_refused(tmp_path, capsys, monkeypatch):
         ("train.trainer.precision=8-bit", ["trainer.precision", "'8-bit'"]),
         ("train.trainer.devices=0", ["trainer.devices"]),
         ("stage_overrides.weak.trainer.max_epochs=-5", ["stage weak", "trainer.max_epochs"]),
-        ("train.model.in_channels=4", ["train.model.in_channels is 4", "3 bands"]),
+        ("train.model.in_channels=4", ["train.model.in_channels is 4", "3 band(s)", "IR+R+G"]),
     ],
 )
 def test_run_bad_keys_before_any_data(experiment, capsys, override, expected):
     path, out = experiment
     fails_cleanly(["run", "--config", path, "--set", override], capsys, *expected)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "sets, expected",
+    [
+        (["dataset.dsm=ndsm"], "dataset.source synthetic (IR+R+G+DSM) has 4 band(s)"),
+        (["dataset.source=vaihingen", "dataset.root=nowhere"], "dataset.source vaihingen (IR+R+G) has 3"),
+        (["dataset.source=potsdam", "dataset.root=nowhere"], "dataset.source potsdam (R+G+B+IR) has 4"),
+    ],
+)
+def test_run_bands_known_before_preparing(experiment, capsys, sets, expected):
+    path, out = experiment
+    argv = ["run", "--config", path, "--set", "train.model.in_channels=5"]
+    fails_cleanly([*argv, *(a for s in sets for a in ("--set", s))], capsys, "in_channels is 5", expected)
     assert not out.exists()
 
 
@@ -239,9 +254,9 @@ def test_checkpoint_trained_on_other_bands(checkpoint, tiny_store, tmp_path, cap
     buf = io.BytesIO()
     torch.save(ckpt, buf)
     four.write_bytes(buf.getvalue())
-    fails_cleanly(["evaluate", four, "--store", tiny_store], capsys, "4 input band(s)", "has 3")
+    fails_cleanly(["evaluate", four, "--store", tiny_store], capsys, "takes 4 input channels", "has 3")
     out = tmp_path / "pred"
-    fails_cleanly(["predict", four, "--store", tiny_store, "--out", out], capsys, "4 input band(s)")
+    fails_cleanly(["predict", four, "--store", tiny_store, "--out", out], capsys, "takes 4 input channels")
     assert not out.exists()
 
 

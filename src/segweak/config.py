@@ -148,22 +148,28 @@ class TrainerConfig:
     """Passed through to Lightning's Trainer (plus the seed).
 
     Attributes:
-        max_epochs: Epochs to train, >= 1 (ignored when ``max_steps`` > 0 ends training first); -1
-            means no epoch limit and needs ``max_steps`` >= 1.
-        max_steps: Optimiser steps to train, >= 1; -1 means epochs decide.
+        max_epochs: Epochs to train, >= 1 (training stops at ``max_steps`` first when that is >= 1);
+            -1 means no epoch limit and needs ``max_steps`` >= 1.
+        max_steps: Optimiser steps to train, >= 1; -1 means epochs decide. A budget that ends inside
+            an epoch is validated at its last step.
         accelerator: One of :data:`ACCELERATORS`: ``cpu``, ``gpu`` (= ``cuda``), ``mps`` or ``auto``.
-        devices: Number of devices (>= 1), ``auto``, -1 (all GPUs), or GPU ids as a list (``[0, 2]``)
-            or a comma-separated string (``"0,2"``); on the CPU a number >= 1 or ``auto``.
-        strategy: One of :data:`STRATEGIES`: ``auto`` or a ``ddp`` variant.
+        devices: Number of devices (processes under ``ddp``, >= 1), ``auto``, -1 (all GPUs), or GPU
+            ids as a list (``[0, 2]``) or a comma-separated string (``"0,2"``); on the CPU a number
+            >= 1 or ``auto``.
+        strategy: One of :data:`STRATEGIES`: ``auto`` or ``ddp`` (spawning strategies such as
+            ``ddp_spawn`` are refused).
         precision: One of :data:`PRECISIONS`, e.g. ``32-true``, ``16-mixed`` (GPU), ``bf16-mixed``.
         seed: Seed for weights, data order and augmentation (0 .. 2**32 - 1).
         deterministic: Ask torch for deterministic algorithms.
         log_every_n_steps: Logging interval (>= 1).
-        check_val_every_n_epoch: Validation interval in epochs (>= 1).
+        check_val_every_n_epoch: Validation interval in epochs (>= 1); the last epoch is always
+            validated.
         progress_bar: Show progress bars.
         limit_train_batches: Fraction in (0, 1] (float) or number >= 1 (int) of training batches per
             epoch.
-        limit_val_batches: Fraction in (0, 1] (float) or number >= 1 (int) of validation batches.
+        limit_val_batches: Fraction in (0, 1] (float) or number >= 1 (int) of validation batches of
+            the validations that pick the best checkpoint; the final metrics always cover the whole
+            subset.
     """
 
     max_epochs: int = 10
@@ -254,19 +260,11 @@ def _choice(key: str, value: str, valid: tuple[str, ...]) -> None:
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 """Valid ``trainer.accelerator`` values (``tpu``/``hpu`` need hardware packages segweak does not use)."""
 
-STRATEGIES = (
-    "auto",
-    "ddp",
-    "ddp_spawn",
-    "ddp_fork",
-    "ddp_notebook",
-    "ddp_find_unused_parameters_true",
-    "ddp_find_unused_parameters_false",
-    "ddp_spawn_find_unused_parameters_true",
-    "ddp_spawn_find_unused_parameters_false",
-)
-"""Valid ``trainer.strategy`` values: single device or data-parallel (DDP). Sharded strategies (FSDP,
-DeepSpeed) write checkpoints that segweak's weights-only loader does not read, so they are refused."""
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
+"""Valid ``trainer.strategy`` values: one process, or DDP with one process per device. Spawning
+strategies (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``) train in child processes whose history and
+metrics do not come back; sharded ones (FSDP, DeepSpeed) write checkpoints that segweak's weights-only
+loader does not read."""
 
 PRECISIONS = (
     "32-true",
@@ -334,17 +332,6 @@ def _validate_devices(devices: int | str | list[int], accelerator: str, key: str
         )
 
 
-def _validate_limit(key: str, value: float | int) -> None:
-    # Lightning: a float in [0, 1] is a fraction, a whole number >= 1 a count of batches. 0 would
-    # train (or validate) on nothing while still writing a "finished" run.
-    fraction = isinstance(value, float) and not value.is_integer()
-    if value <= 0 or (fraction and value > 1):
-        raise SegweakError(
-            f"{key}: {value!r} is not valid; give a fraction in (0, 1] (e.g. 0.25) or a number of "
-            "batches >= 1 (e.g. 10)"
-        )
-
-
 def validate_trainer_for(tc: TrainerConfig, accelerator: str, prefix: str = "trainer.") -> None:
     """Check ``devices`` and ``precision`` for the accelerator that will run (``auto`` as given).
 
@@ -364,10 +351,12 @@ def validate_trainer_for(tc: TrainerConfig, accelerator: str, prefix: str = "tra
 
 
 def _validate_trainer(tc: TrainerConfig, prefix: str = "trainer.") -> None:
-    """Check every ``trainer`` key that Lightning would otherwise reject only after data and model are built.
+    """Check the ``trainer`` keys that Lightning would otherwise reject only after data and model are built.
 
     Does not look at the machine (whether a GPU exists): that is checked where training starts
     (:func:`segweak.train.preflight.check_trainer_hardware`), so config validation needs no torch.
+    The training budget (``max_epochs``, ``max_steps``, ``limit_*_batches``,
+    ``check_val_every_n_epoch``) is checked by :func:`segweak.train.budget.check_budget`.
 
     Raises:
         SegweakError: Naming the dotted key and the valid values.
@@ -378,33 +367,17 @@ def _validate_trainer(tc: TrainerConfig, prefix: str = "trainer.") -> None:
             f"packages segweak does not use); choose one of {', '.join(ACCELERATORS)}"
         )
     _choice(f"{prefix}accelerator", tc.accelerator, ACCELERATORS)
+    if tc.strategy.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook")):
+        raise SegweakError(
+            f"{prefix}strategy={tc.strategy!r} trains in spawned/forked processes, whose history and "
+            f"metrics do not come back to this one; use {prefix}strategy=ddp"
+        )
     _choice(f"{prefix}strategy", tc.strategy, STRATEGIES)
     _choice(f"{prefix}precision", tc.precision, PRECISIONS)
     validate_trainer_for(tc, tc.accelerator, prefix)
-    if tc.max_steps != -1 and tc.max_steps < 1:
-        raise SegweakError(
-            f"{prefix}max_steps must be >= 1, or -1 to let max_epochs decide; got {tc.max_steps}"
-        )
-    if tc.max_epochs == -1:
-        if tc.max_steps == -1:
-            raise SegweakError(
-                f"{prefix}max_epochs=-1 (no epoch limit) needs {prefix}max_steps >= 1, else training never "
-                "ends; set one of them"
-            )
-    elif tc.max_epochs < 1:
-        raise SegweakError(
-            f"{prefix}max_epochs must be >= 1 (or -1 with {prefix}max_steps >= 1), got {tc.max_epochs}"
-        )
     if not 0 <= tc.seed <= _MAX_SEED:
         raise SegweakError(f"{prefix}seed must be within 0..{_MAX_SEED}, got {tc.seed}")
     _at_least(f"{prefix}log_every_n_steps", tc.log_every_n_steps, 1)
-    _at_least(f"{prefix}check_val_every_n_epoch", tc.check_val_every_n_epoch, 1)
-    _validate_limit(f"{prefix}limit_train_batches", tc.limit_train_batches)
-    if tc.limit_val_batches == 0:
-        raise SegweakError(
-            f"{prefix}limit_val_batches=0 disables validation, but the best checkpoint is chosen on it"
-        )
-    _validate_limit(f"{prefix}limit_val_batches", tc.limit_val_batches)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -416,7 +389,7 @@ EXPERIMENT_STAGES = ("baseline", "weak", "finetune", "full", "control")
 encoder), ``weak``, ``finetune`` (from the same seed's weak ``best.ckpt``), ``full`` (upper bound) and
 ``control`` (``finetune``'s hyper-parameters, but starting from the ImageNet/offline encoder)."""
 
-DATASET_SOURCES = ("synthetic", "vaihingen", "folder", "store")
+DATASET_SOURCES = ("synthetic", "vaihingen", "potsdam", "folder", "store")
 
 
 @dataclass
@@ -443,21 +416,30 @@ class DatasetConfig:
     """How an experiment obtains its prepared store.
 
     Attributes:
-        source: ``synthetic`` (generate data), ``vaihingen`` (official zips or extracted folders under
-            ``root``), ``folder`` (``images`` + ``masks`` + ``palette``) or ``store`` (an already
-            prepared store at ``store``).
-        root: ``vaihingen``: directory with the official zips or extracted folders.
-        images: ``folder``: directory of image files.
-        masks: ``folder``: directory of colour-coded mask files.
+        source: ``synthetic`` (generate data), ``vaihingen`` or ``potsdam`` (official zips or
+            extracted folders under ``root``), ``folder`` (``images`` + ``masks`` + ``palette``) or
+            ``store`` (an already prepared store at ``store``).
+        root: ``vaihingen``, ``potsdam``: directory with the official zips or extracted folders.
+        imagery: ``potsdam``: image product ``RGB``, ``IRRG`` or ``RGBIR`` (4 bands).
+        images: ``folder``: directory of image files, or a glob pattern (``data/*/images/*.jpg``).
+        masks: ``folder``: directory of mask files (paired by relative path), or a template of each
+            image's mask path (``{parent}/masks/{stem}.png``; docs/palette.md).
         palette: ``folder``: palette YAML (class names and mask colours or values).
-        group_by: ``folder``: group key for ``split.by: group``: ``image`` (each image its own group)
-            or ``parent`` (the image's parent folder).
+        band_order: ``folder``: names of the image bands (``RGB``, ``IRRG``, ``RGBIR``, ``R,G,B,NIR``).
+        group_by: ``folder``: group key for ``split.by: group``: ``image`` (each image its own group),
+            ``parent`` (the image's parent folder) or ``top`` (first folder under the images root).
+        dsm: ``vaihingen``, ``potsdam``, ``synthetic``: add the DSM as an extra channel, mapped to
+            0..255 as ``ndsm`` (height above local ground) or ``range`` (absolute elevation); ``None``:
+            no DSM channel (see :mod:`segweak.data.dsm`).
+        dsm_range: ``[low, high]`` metres mapped to 0..255; ``None``: 0..51 m for ``ndsm``, required
+            for ``range``.
+        dsm_window: Ground-estimation window of ``ndsm`` in metres.
         store: Where to write (or, for ``source: store``, read) the prepared store; ``None`` means
             ``<out_dir>/store``.
         patch: Patch size in pixels.
         stride: Window stride; ``None`` means ``patch`` (no overlap).
         keep_clutter: Keep ``clutter`` as a 6th class instead of ignoring it.
-        eroded: ``vaihingen``: use the eroded-boundary labels (boundaries ignored).
+        eroded: ``vaihingen``, ``potsdam``: use the eroded-boundary labels (boundaries ignored).
         tolerance: Colour-snapping tolerance of colour masks (max per-channel distance to a palette
             colour); ``None`` keeps the palette's own (Vaihingen default 10).
         synthetic: Options of ``source: synthetic``.
@@ -465,10 +447,15 @@ class DatasetConfig:
 
     source: str = "synthetic"
     root: str | None = None
+    imagery: str = "RGBIR"
     images: str | None = None
     masks: str | None = None
     palette: str | None = None
+    band_order: str = "RGB"
     group_by: str = "image"
+    dsm: str | None = None
+    dsm_range: list[float] | None = None
+    dsm_window: float = 100.0
     store: str | None = None
     patch: int = 256
     stride: int | None = None
@@ -570,12 +557,32 @@ class ExperimentConfig:
                 f"got {self.split.fractions}"
             )
         _choice("split.by", self.split.by, ("patch", "group"))
-        _choice("dataset.group_by", self.dataset.group_by, ("image", "parent"))
+        _choice("dataset.group_by", self.dataset.group_by, ("image", "parent", "top"))
+        _choice("dataset.imagery", self.dataset.imagery, ("RGB", "IRRG", "RGBIR"))
+        if self.dataset.dsm is not None:
+            _choice("dataset.dsm", self.dataset.dsm, ("ndsm", "range"))
+            if self.dataset.source not in ("vaihingen", "potsdam", "synthetic"):
+                raise SegweakError(
+                    "dataset.dsm: a DSM channel exists for sources vaihingen, potsdam and synthetic only; "
+                    "set it to null"
+                )
+            if self.dataset.dsm_range is not None and len(self.dataset.dsm_range) != 2:
+                raise SegweakError(
+                    f"dataset.dsm_range: expected [low, high] in metres, got {self.dataset.dsm_range}"
+                )
+            from segweak.data.dsm import DsmNormalisation
+
+            rng = self.dataset.dsm_range
+            try:  # the rule checks its own range and window
+                DsmNormalisation(self.dataset.dsm, tuple(rng) if rng else None, self.dataset.dsm_window)
+            except SegweakError as exc:
+                raise SegweakError(f"dataset.dsm_range / dataset.dsm_window: {exc}") from None
         if self.dataset.patch < 1:
             raise SegweakError(f"dataset.patch must be >= 1, got {self.dataset.patch}")
-        if self.dataset.source == "vaihingen" and not self.dataset.root:
+        if self.dataset.source in ("vaihingen", "potsdam") and not self.dataset.root:
             raise SegweakError(
-                "dataset.root is not set: give the directory with the Vaihingen zips or folders"
+                f"dataset.root is not set: give the directory with the {self.dataset.source.capitalize()} "
+                "zips or folders"
             )
         if self.dataset.source == "folder" and not (
             self.dataset.images and self.dataset.masks and self.dataset.palette
@@ -640,6 +647,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        if type(value) in args:
+            # An exact match wins over conversion: in ``float | int`` the int 1 (one batch for
+            # trainer.limit_val_batches) must not become the float 1.0 (all batches).
+            return _coerce(type(value), value, key)
         errors = []
         for arg in args:
             if arg is type(None):

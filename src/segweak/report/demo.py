@@ -72,12 +72,14 @@ def demo(
     seeds: list[int] | None = None,
     quick: bool = False,
     console: Any = None,
+    wait: bool = False,
 ) -> Path:
     """Run the demo experiment and return its directory (with results and report).
 
-    A rerun with the same ``out`` skips finished runs, like ``segweak run``.
+    A rerun with the same ``out`` skips finished runs, like ``segweak run``; ``wait`` waits for another
+    segweak process using ``out`` instead of refusing (see :mod:`segweak.lock`).
     """
     from segweak.report.experiment import run_experiment
 
     cfg = demo_config(out, seeds=seeds, quick=quick)
-    return run_experiment(cfg, console=console)
+    return run_experiment(cfg, console=console, wait=wait)

@@ -8,10 +8,19 @@ Reproducibility: :class:`EpochReseed` reseeds every RNG at the start of each epo
 ``(seed, epoch)`` and gives the training set a freshly seeded augmentation pipeline, so a run resumed
 at an epoch boundary sees the same batches and augmentations as an uninterrupted run (for
 ``num_workers: 0``; with worker processes each worker's seed is derived from the same epoch seed).
+
+Several processes (``trainer.strategy: ddp``): the module shards the data itself (the Trainer runs
+with ``use_distributed_sampler=False``). Training: every rank draws the same epoch permutation and
+takes its own share of it (:class:`EpochSampler`), padded so that all ranks run the same number of
+steps; whether the last incomplete batch is dropped is decided on that per-rank share. Validation:
+rank ``r`` gets patches ``r, r + W, r + 2W, …`` with no padding (:class:`ShardSampler`), so every
+validation patch is counted exactly once in the split-wide metrics.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,28 +58,70 @@ def check_store_and_split(store: str | Path, split: str) -> None:
 
 
 class EpochSampler(Sampler[int]):
-    """Random permutation of ``range(n)`` that depends only on ``(seed, epoch)``.
+    """Random permutation of ``range(n)`` that depends only on ``(seed, epoch)``; one rank's share of it.
 
     Lightning calls :meth:`set_epoch` before every epoch, so the order of epoch ``e`` is the same
-    whether or not the run was interrupted before it.
+    whether or not the run was interrupted before it. With ``world_size`` > 1 every rank draws the same
+    permutation, repeats its first indices until its length is a multiple of ``world_size`` (DDP needs
+    the same number of steps on every rank) and takes every ``world_size``-th index from ``rank`` on.
+    With one process the order is the plain permutation.
+
+    Args:
+        n: Number of samples in the subset.
+        seed: Run seed.
+        rank: This process's global rank.
+        world_size: Number of processes.
     """
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
         self.n = int(n)
         self.seed = int(seed)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Select the permutation of ``epoch``."""
         self.epoch = int(epoch)
 
-    def __iter__(self):  # noqa: D105
+    def __iter__(self) -> Iterator[int]:  # noqa: D105
         gen = torch.Generator()
         gen.manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=gen).tolist())
+        order = torch.randperm(self.n, generator=gen).tolist()
+        if self.world_size == 1:
+            return iter(order)
+        total = len(self) * self.world_size
+        padded = (order * math.ceil(total / self.n))[:total] if self.n else order
+        return iter(padded[self.rank :: self.world_size])
 
     def __len__(self) -> int:
-        return self.n
+        return math.ceil(self.n / self.world_size)
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world_size, …`` of ``range(n)`` in order, without padding (evaluation).
+
+    The shards of all ranks are disjoint and cover ``range(n)`` exactly once, so metrics summed across
+    ranks count every sample once. Shards differ in length by at most one.
+
+    Args:
+        n: Number of samples in the subset.
+        rank: This process's global rank.
+        world_size: Number of processes.
+    """
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
+        self.indices = range(int(rank), int(n), int(world_size))
+
+    def __iter__(self) -> Iterator[int]:  # noqa: D105
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class SegDataModule(L.LightningDataModule):
@@ -142,18 +193,47 @@ class SegDataModule(L.LightningDataModule):
         if self.train_dataset is not None and self.cfg.data.augment:
             self.train_dataset.transform = self._train_transform(epoch)
 
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def check_world_size(self, world_size: int) -> None:
+        """Refuse a process count that would leave a rank without validation patches.
+
+        Call before training starts (it opens the store and builds the datasets).
+
+        Args:
+            world_size: Number of processes that will share the data.
+
+        Raises:
+            SegweakError: When the ``val`` subset has fewer patches than processes.
+        """
+        self.setup("fit")
+        if len(self.val_dataset) < world_size:
+            raise SegweakError(
+                f"subset 'val' of split {self.cfg.data.split!r} has {len(self.val_dataset)} patch(es) for "
+                f"{world_size} processes; every process needs one (lower trainer.devices or make a larger "
+                "validation subset)"
+            )
+
     def _loader(self, dataset: Any, batch_size: int, train: bool) -> DataLoader:
+        rank, world = self._rank_and_world()
+        sampler: Sampler[int]
+        if train:
+            sampler = EpochSampler(len(dataset), self.cfg.trainer.seed, rank, world)
+        else:
+            sampler = ShardSampler(len(dataset), rank, world)
         workers = self.cfg.data.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochSampler(len(dataset), self.cfg.trainer.seed) if train else None,
-            shuffle=False if not train else None,
+            sampler=sampler,
             num_workers=workers,
             # Persistent workers would keep an old augmentation pipeline across epochs.
             persistent_workers=False,
             pin_memory=self.cfg.trainer.accelerator not in ("cpu",),
-            drop_last=train and len(dataset) > batch_size,
+            # Drop the incomplete last batch of this rank's share unless that leaves no batch at all.
+            drop_last=train and len(sampler) > batch_size,
             generator=self.loader_generator if train else None,
         )
 

@@ -173,7 +173,10 @@ class SegModule(L.LightningModule):
         # Per-epoch rows (epoch, train_loss, val_*) kept in checkpoints so a resumed run keeps them.
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
+        # Metrics of the latest validation/test pass, and the global step whose weights a validation
+        # during fit measured (None after a validate/test call), so the engine can reuse it.
         self.last_metrics: dict[str, Any] | None = None
+        self.last_metrics_step: int | None = None
         self._epoch_t0: float | None = None
 
     # ---- forward & losses --------------------------------------------------------------------------
@@ -219,7 +222,9 @@ class SegModule(L.LightningModule):
                 loss = self.weak_method.loss(logits, batch)
             else:
                 loss = self.pixel_loss(logits, batch["mask"])
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bsz)
+            self.log(
+                "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bsz, sync_dist=True
+            )
             # Accumulate on the device: a float() here would synchronise the GPU every step.
             acc = loss.detach().to(torch.float64) * bsz
             self._train_loss_acc = acc if self._train_loss_acc is None else self._train_loss_acc + acc
@@ -288,6 +293,7 @@ class SegModule(L.LightningModule):
         loss = self.trainer.callback_metrics.get(f"{phase}/loss")
         result["loss"] = float(loss) if loss is not None else None
         self.last_metrics = result
+        self.last_metrics_step = self.trainer.global_step if self.trainer.state.fn == "fit" else None
         scalars = {f"{phase}/{k}": result[k] for k in ("miou", "mf1", "oa", "prop_mae", "presence_f1")}
         for name, iou in result["per_class_iou"].items():
             if iou is not None:

@@ -1,7 +1,7 @@
 """Checks that need torch or the data on disk, run where work starts and before anything is built.
 
 :mod:`segweak.config` validates values on their own (without importing torch). What depends on the
-machine or on a prepared store is checked here, at the entry points (``engine.train``,
+machine or on the model is checked here, at the entry points (``engine.train``,
 ``run_experiment``, ``evaluate``, ``predict_tiles``), so a bad option gives one
 :class:`~segweak.errors.SegweakError` line before any data is prepared, model built or file written,
 instead of a traceback from deep inside Lightning or a convolution.
@@ -9,7 +9,6 @@ instead of a traceback from deep inside Lightning or a convolution.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -122,42 +121,6 @@ def _device_ids(devices: int | str | list[int]) -> int | list[int] | None:
     if text.isdigit():
         return int(text)
     return [int(p) for p in text.split(",") if p.strip()]
-
-
-def store_channels(store: str | Path) -> int | None:
-    """Bands per pixel recorded in a prepared store's ``store.json`` (``None`` when unreadable)."""
-    try:
-        meta = json.loads((Path(store) / "store.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # a missing or broken store is reported by the store checks themselves
-    channels = meta.get("channels") if isinstance(meta, dict) else None
-    return channels if isinstance(channels, int) and not isinstance(channels, bool) else None
-
-
-def check_in_channels(in_channels: int, store: str | Path, key: str = "model.in_channels") -> None:
-    """Refuse a model whose input bands differ from the store's (a convolution shape error later).
-
-    Args:
-        in_channels: The model's input channels.
-        store: Prepared store directory.
-        key: The config key (or checkpoint) that set ``in_channels``, for the message.
-    """
-    channels = store_channels(store)
-    if channels is not None and channels != in_channels:
-        raise SegweakError(
-            f"{key} is {in_channels} but the store {store} has {channels} band(s) per pixel "
-            f"(store.json channels); set {key}={channels}"
-        )
-
-
-def check_checkpoint_channels(in_channels: int, store: str | Path, checkpoint: str | Path) -> None:
-    """Refuse a checkpoint trained on another number of bands than the store has."""
-    channels = store_channels(store)
-    if channels is not None and channels != in_channels:
-        raise SegweakError(
-            f"checkpoint {checkpoint} was trained on {in_channels} input band(s) (model.in_channels), the "
-            f"store {store} has {channels}; use a checkpoint trained on data with the same bands"
-        )
 
 
 def check_window(
