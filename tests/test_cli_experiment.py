@@ -82,7 +82,7 @@ def test_report_command_and_errors(quick_demo, tmp_path, capsys):
     assert "results.json not found" in capsys.readouterr().err
     assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
     bad = tmp_path / "bad.yaml"
-    bad.write_text("stages: [baseline, finetune]\n")
+    bad.write_text("dataset: {source: synthetic}\nstages: [baseline, finetune]\n")
     assert main(["run", "--config", str(bad)]) == 2
     assert "add 'weak'" in capsys.readouterr().err
     assert main(["demo", "--seeds", "x", "--out", str(tmp_path / "d")]) == 2

@@ -140,19 +140,21 @@ def test_second_experiment_process_refuses(tmp_path, capsys):
         holder.release()
 
 
-def test_wait_starts_when_the_other_process_finishes(tmp_path, capsys):
+def test_wait_starts_when_the_other_process_finishes(tmp_path, tiny_store, capsys):
     run = tmp_path / "runs" / "r"
     holder = Holder(run)
+    (run / "metrics.json").write_text('{"miou": 0.5}')
     threading.Timer(0.6, holder.proc.stdin.close).start()
     t0 = time.monotonic()
-    # After the wait, training starts and fails at once on the missing store: the lock let it through.
-    rc = main(_train_args(tmp_path / "no-store", tmp_path / "runs", "--wait"))
+    # After the wait, training starts and stops at once on the finished run (no --resume): the lock
+    # let it through. (A missing store would be refused before the lock is even asked for.)
+    rc = main(_train_args(tiny_store, tmp_path / "runs", "--wait"))
     waited = time.monotonic() - t0
     holder.proc.wait(timeout=30)
     err = capsys.readouterr().err
     assert rc == 2 and waited >= 0.5
     assert f"waiting for run directory {run}: in use by pid {holder.proc.pid}" in err
-    assert "in use by another segweak process" not in err and "no-store" in err
+    assert "in use by another segweak process" not in err and "already holds a run" in err
     assert not (run / LOCK_FILE).exists()
 
 
@@ -178,11 +180,18 @@ def test_reused_pid_is_recognised_as_stale(tmp_path):
     assert messages and "no longer running" in messages[0]
 
 
-def test_stale_lock_is_taken_over_by_the_cli_with_a_message(tmp_path, capsys):
+def test_stale_lock_is_taken_over_by_the_cli_with_a_message(tmp_path, tiny_store, capsys):
     _write_lock(tmp_path / "runs" / "r", pid=_dead_pid())
-    assert main(_train_args(tmp_path / "no-store", tmp_path / "runs")) == 2
+    (tmp_path / "runs" / "r" / "metrics.json").write_text('{"miou": 0.5}')
+    assert main(_train_args(tiny_store, tmp_path / "runs")) == 2
     err = capsys.readouterr().err
-    assert "taking over the stale lock of run directory" in err and "no-store" in err
+    assert "taking over the stale lock of run directory" in err and "already holds a run" in err
+
+
+def test_missing_store_is_refused_before_the_run_directory_exists(tmp_path, capsys):
+    assert main(_train_args(tmp_path / "no-store", tmp_path / "runs")) == 2
+    assert "no-store is not a prepared store" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_lock_from_another_host_is_not_taken_over(tmp_path):

@@ -637,6 +637,11 @@ def demo_cmd(
     )
 
 
+def _one_line(message: str) -> str:
+    """Join a message's lines: the promise is one line, even when a wrapped library message has more."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``segweak`` console script; returns the process exit code."""
     try:
@@ -644,11 +649,8 @@ def main(argv: list[str] | None = None) -> int:
         if policy is not None and policy.error:
             raise SegweakError(policy.error)
         app(args=argv, standalone_mode=False)
-    except SegweakError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        return 2
-    except FileExistsError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    except (SegweakError, FileExistsError) as exc:
+        typer.secho(f"error: {_one_line(str(exc))}", fg=typer.colors.RED, err=True)
         return 2
     except typer.Exit as exc:
         return exc.exit_code

@@ -315,14 +315,19 @@ class Palette:
         tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
         if isinstance(tolerance, bool) or not isinstance(tolerance, int | float):
             raise SegweakError(f"{where}: tolerance must be a number 0..255, got {tolerance!r}")
-        return cls(
-            mode=mode,
-            classes=ClassSet(tuple(names)),
-            entries=tuple(entries),
-            ignore=ignore,
-            tolerance=float(tolerance),
-            display=tuple(display),
-        )
+        try:
+            return cls(
+                mode=mode,
+                classes=ClassSet(tuple(names)),
+                entries=tuple(entries),
+                ignore=ignore,
+                tolerance=float(tolerance),
+                display=tuple(display),
+            )
+        except SegweakError as exc:
+            # Cross-class checks (duplicate names, a colour used twice) happen in the constructors,
+            # which do not know the file: name it here.
+            raise SegweakError(f"{where}: {exc}") from None
 
     @staticmethod
     def _parse_value(v: Any, mode: str, where: str) -> Any:
@@ -341,6 +346,8 @@ class Palette:
         """Load a palette YAML file (format in the module docstring and ``docs/palette.md``)."""
         import yaml
 
+        from segweak.config import yaml_error_summary
+
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -348,8 +355,16 @@ class Palette:
             raise SegweakError(
                 f"palette file {path} does not exist; pass an existing --palette YAML"
             ) from None
+        except IsADirectoryError:
+            raise SegweakError(f"palette file {path} is a directory; pass a palette YAML file") from None
+        except UnicodeDecodeError:
+            raise SegweakError(
+                f"palette file {path} is not a text file (not UTF-8); pass a palette YAML (docs/palette.md)"
+            ) from None
+        except OSError as exc:
+            raise SegweakError(f"palette file {path} cannot be read: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
-            raise SegweakError(f"palette file {path} is not valid YAML: {exc}") from None
+            raise SegweakError(f"palette file {path} is not valid YAML: {yaml_error_summary(exc)}") from None
         return cls.from_dict(data, where=str(path))
 
     def to_dict(self) -> dict[str, Any]:

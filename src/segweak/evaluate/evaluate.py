@@ -143,13 +143,25 @@ def evaluate(
         ``n_patches``, ``prop_mae``, ``presence_f1``, ``checkpoint``, ``store``, ``split``, ``subset``.
 
     Raises:
-        SegweakError: Missing checkpoint/store/split, or classes that differ between them.
+        SegweakError: Bad options (device, batch size, ``out``), missing checkpoint/store/split, or
+            classes or input bands that differ between checkpoint and store; all before any work.
     """
     from segweak.data.dataset import SegweakDataset
     from segweak.data.store import Store
     from segweak.models.factory import check_in_channels
     from segweak.train.checkpoint import build_model_from_checkpoint, check_classes, load_checkpoint
+    from segweak.train.preflight import (
+        check_device,
+        check_output_file,
+        check_positive,
+    )
 
+    dev = check_device(device)
+    check_positive(batch_size, "--batch-size")
+    if num_workers < 0:
+        raise SegweakError(f"num_workers must be >= 0, got {num_workers}")
+    if out is not None:
+        check_output_file(out)
     ckpt = load_checkpoint(checkpoint)
     model, cfg, classes = build_model_from_checkpoint(ckpt, checkpoint)
     st = Store(store)
@@ -163,7 +175,6 @@ def evaluate(
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
     )
-    dev = torch.device(device)
     model.to(dev)
     metrics = SegMetrics(len(classes)).to(dev)
     with torch.inference_mode():

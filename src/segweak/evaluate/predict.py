@@ -53,10 +53,15 @@ def blend_weights(window: int, blend: str) -> torch.Tensor:
     return w.clamp_min(1e-3).float()
 
 
-def stride_for(window: int, overlap: float) -> int:
-    """Window step for a fractional ``overlap`` in ``[0, 1)``."""
+def check_overlap(overlap: float) -> None:
+    """Refuse an ``overlap`` outside ``[0, 1)`` (1 would never advance the window)."""
     if not 0.0 <= overlap < 1.0:
         raise SegweakError(f"--overlap must be in [0, 1), got {overlap}")
+
+
+def stride_for(window: int, overlap: float) -> int:
+    """Window step for a fractional ``overlap`` in ``[0, 1)``."""
+    check_overlap(overlap)
     return max(1, int(round(window * (1.0 - overlap))))
 
 
@@ -238,7 +243,9 @@ def predict_tiles(
         also written to ``out_dir/metrics.json``.
 
     Raises:
-        SegweakError: Unknown tile ids, class mismatch between checkpoint and store, unreadable sources.
+        SegweakError: Bad options (device, batch size, window, overlap, blend, ``out_dir``), unknown
+            tile ids, class or band mismatch between checkpoint and store (all before anything is
+            written), unreadable sources.
     """
     from segweak.data.palette import colorize
     from segweak.data.store import open_store
@@ -246,9 +253,21 @@ def predict_tiles(
     from segweak.evaluate.metrics import metrics_from_confusion
     from segweak.models.factory import check_in_channels
     from segweak.train.checkpoint import build_model_from_checkpoint, check_classes, load_checkpoint
+    from segweak.train.preflight import (
+        check_device,
+        check_output_dir,
+        check_positive,
+        check_window,
+    )
 
     if blend not in BLENDS:
         raise SegweakError(f"--blend must be one of {', '.join(BLENDS)}, got {blend!r}")
+    dev = check_device(device)
+    check_positive(batch_size, "--batch-size")
+    if window is not None:
+        check_positive(window, "--window")
+    check_overlap(overlap)
+    check_output_dir(out_dir)
     st = open_store(store)
     ckpt = load_checkpoint(checkpoint)
     model, train_cfg, classes = build_model_from_checkpoint(ckpt, checkpoint)
@@ -265,8 +284,8 @@ def predict_tiles(
             f"--tiles: unknown tile id(s) {', '.join(unknown)}; the store has {', '.join(source.ids())}"
         )
     window = int(window or st.patch)
+    check_window(window, model, {t: source.records[t]["shape"] for t in wanted})
     stride = stride_for(window, overlap)
-    dev = torch.device(device)
     model.to(dev)
     k = len(classes)
     out = Path(out_dir)

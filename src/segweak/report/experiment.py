@@ -45,6 +45,8 @@ from segweak.config import (
     from_dict,
     load_config,
     migrate_train_dict,
+    parse_overrides,
+    read_yaml,
     to_dict,
 )
 from segweak.errors import SegweakError
@@ -153,14 +155,27 @@ class PlannedRun:
 def load_experiment_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load, check and return an experiment config (YAML file + ``key=value`` overrides).
 
-    Every stage's training config is resolved once here, so a typo in ``train`` or
-    ``stage_overrides`` fails before anything is prepared or trained.
+    Every run's training config is resolved and validated here, so a typo or a bad value in
+    ``train`` or ``stage_overrides`` fails before anything is prepared or trained. The config must say
+    what data to run on (``dataset.source``): an empty or unrelated YAML file is an error rather than
+    a full default experiment started without a word.
 
     Raises:
         SegweakError: Naming the file and key at fault.
     """
+    source = str(path) if path is not None else "the experiment config"
+    data = deep_merge(read_yaml(path) if path is not None else {}, parse_overrides(overrides))
+    dataset = data.get("dataset")
+    if not isinstance(dataset, dict) or "source" not in dataset:
+        what = "is empty" if not data else "does not set dataset.source"
+        raise SegweakError(
+            f"{source} {what}: say what data to run on with dataset.source: synthetic, vaihingen (and "
+            "dataset.root), folder (and dataset.images, dataset.masks, dataset.palette) or store (and "
+            "dataset.store), and out_dir for where to write; see configs/demo.yaml and docs/config.md"
+        )
     cfg = load_config(ExperimentConfig, path, overrides).validate()
     check_train_sections(cfg)
+    plan_runs(cfg, _store_path(cfg))  # validates every run's resolved TrainConfig
     return cfg
 
 
@@ -234,6 +249,75 @@ def check_train_sections(cfg: ExperimentConfig) -> None:
                 f"methods[{i}]: {m!r} pre-trains on weak labels and is then fine-tuned: add 'weak' "
                 "(and 'finetune') to stages, or remove it from methods"
             )
+
+
+def _source_bands(cfg: ExperimentConfig) -> tuple[int, str] | None:
+    """``(channels, description)`` of the store the experiment will train on, when known up front.
+
+    Known before anything is prepared for a prepared store (its ``store.json``) and for the
+    Vaihingen-layout sources (IRRG, or the chosen Potsdam product, plus the DSM channel if asked);
+    a ``folder`` source's bands are known only once its images are read.
+    """
+    ds = cfg.dataset
+    if ds.source == "store":
+        try:
+            meta = json.loads((_store_path(cfg) / "store.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # reported by prepare_data with its own message
+        channels = meta.get("channels") if isinstance(meta, dict) else None
+        return (int(channels), f"store {_store_path(cfg)}") if isinstance(channels, int) else None
+    if ds.source in ("synthetic", "vaihingen"):
+        bands = ["IR", "R", "G"]
+    elif ds.source == "potsdam":
+        from segweak.data.potsdam import POTSDAM_IMAGERY
+
+        product = POTSDAM_IMAGERY.get(ds.imagery.upper())
+        if product is None:
+            return None  # an unknown product is reported by the Potsdam source
+        bands = list(product[1])
+    else:
+        return None
+    if ds.dsm is not None:
+        bands.append("DSM")
+    return len(bands), f"dataset.source {ds.source} ({'+'.join(bands)})"
+
+
+def check_runs(cfg: ExperimentConfig) -> list[PlannedRun]:
+    """Resolve and validate every run's training config, and check them against this machine and data.
+
+    Called by :func:`run_experiment` before anything is written; :func:`load_experiment_config` only
+    validates the values (a GPU config loads on a CPU machine). Checks each run's training budget,
+    that this machine has the accelerator and devices it asks for, and that ``model.in_channels``
+    matches the bands of the data when they are known before preparing (see :func:`_source_bands`).
+    Runs whose results already exist are skipped (they will not train), so a finished GPU experiment
+    can still be collected on a CPU machine.
+
+    Returns:
+        The planned runs (see :func:`plan_runs`).
+
+    Raises:
+        SegweakError: Naming the stage and key at fault.
+    """
+    from segweak.train.budget import check_budget
+    from segweak.train.engine import is_complete
+    from segweak.train.preflight import check_trainer_hardware
+
+    runs = plan_runs(cfg, _store_path(cfg))
+    bands = _source_bands(cfg)
+    for run in runs:
+        if is_complete(run.cfg.run_dir):
+            continue
+        try:
+            check_budget(run.cfg.trainer)
+            check_trainer_hardware(run.cfg.trainer, prefix="train.trainer.")
+            if bands is not None and run.cfg.model.in_channels != bands[0]:
+                raise SegweakError(
+                    f"train.model.in_channels is {run.cfg.model.in_channels} but {bands[1]} has "
+                    f"{bands[0]} band(s); set train.model.in_channels={bands[0]}"
+                )
+        except SegweakError as exc:
+            raise SegweakError(f"stage {run.stage}: {exc}") from None
+    return runs
 
 
 def methods_of(cfg: ExperimentConfig) -> list[str]:
@@ -754,6 +838,7 @@ def _run_experiment_locked(
     if quiet_training:
         cfg = copy.deepcopy(cfg)
         cfg.train = deep_merge(cfg.train, {"trainer": {"progress_bar": False}})
+    check_runs(cfg)  # every run's config, the machine and the bands, before anything is written
     # Under trainer.strategy=ddp Lightning runs this whole command again for every other rank; those
     # ranks only take part in training: they print nothing and write nothing.
     rank_zero = engine.is_global_zero()
@@ -763,6 +848,8 @@ def _run_experiment_locked(
 
     def log(msg: str) -> None:
         console.print(f"[dim]segweak run[/dim] {msg}", highlight=False, soft_wrap=True)
+
+    log(f"experiment directory {exp_dir.resolve()} (data: {cfg.dataset.source})")
 
     synthetic = cfg.dataset.source == "synthetic"
     if synthetic:
@@ -775,6 +862,15 @@ def _run_experiment_locked(
     store_path = prepare_data(cfg, log)
     split_names = make_splits(cfg, store_path, log)
     runs = plan_runs(cfg, store_path)
+    from segweak.data.store import Store
+    from segweak.models.factory import check_in_channels
+
+    meta = Store(store_path).meta
+    for run in runs:  # a folder source's bands are known only now; fail before the first run trains
+        try:
+            check_in_channels(run.cfg.model.in_channels, meta, str(store_path))
+        except SegweakError as exc:
+            raise SegweakError(f"stage {run.stage}: {exc}") from None
     log(
         f"{len(runs)} runs planned ({len(cfg.split.seeds)} split seed(s) x {len(cfg.seeds)} seed(s) x stages)"
     )

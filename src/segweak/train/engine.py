@@ -57,6 +57,7 @@ from segweak.train.budget import ValidateFinalStep, check_budget
 from segweak.train.checkpoint import AtomicCheckpointIO, check_classes, load_checkpoint, model_state_dict
 from segweak.train.datamodule import EpochReseed, SegDataModule, check_store_and_split
 from segweak.train.module import SegModule
+from segweak.train.preflight import check_trainer_hardware
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -274,6 +275,12 @@ def train(
 
     cfg = check_config(cfg)
     check_budget(cfg.trainer)
+    if not (cfg.resume and is_complete(cfg.run_dir)):
+        # Before the lock creates the run directory: a missing GPU, store, split or a band mismatch
+        # would otherwise leave an empty run directory behind or surface as a Lightning traceback.
+        check_trainer_hardware(cfg.trainer)
+        check_store_and_split(cfg.data.store, cfg.data.split)
+        _store_classes(cfg.data.store, cfg.model.in_channels)
     with DirectoryLock(cfg.run_dir, "run directory", wait=wait):
         return _train_locked(cfg, callbacks)
 
@@ -291,8 +298,7 @@ def _train_locked(cfg: TrainConfig, callbacks: list[L.Callback] | None) -> dict[
             f"run directory {run_dir} already holds a run; set resume=true to continue/reuse it, "
             "choose another run_name, or delete the directory"
         )
-    check_store_and_split(cfg.data.store, cfg.data.split)
-    classes = _store_classes(cfg.data.store, cfg.model.in_channels)
+    classes = _store_classes(cfg.data.store, cfg.model.in_channels)  # store checked by train()
     if resume_from is not None:
         # Refuse non-weights-only content with a clear message before Lightning reads it.
         saved = load_checkpoint(resume_from)
