@@ -217,7 +217,12 @@ class TeacherSpy(L.Callback):
 def mt_run(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("mt")
     spy = TeacherSpy()
-    sets = ["method=mean_teacher", "trainer.max_epochs=2", "trainer.log_every_n_steps=1"]
+    sets = [
+        "method=mean_teacher",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=4",
+        "trainer.log_every_n_steps=1",
+    ]
     cfg = _cfg(tiny_store, out, *sets, "methods.mean_teacher.ramp_steps=4")
     return cfg.run_dir, train(cfg, callbacks=[spy]), spy
 
@@ -273,7 +278,12 @@ def test_teacher_starts_as_the_init_checkpoint_student(mt_run, tiny_store, tmp_p
 
 
 def test_mean_teacher_resume_is_exact_teacher_included(tiny_store, tmp_path):
-    base = ["method=mean_teacher", "trainer.max_epochs=2", "methods.mean_teacher.ramp_steps=3"]
+    base = [
+        "method=mean_teacher",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
+        "methods.mean_teacher.ramp_steps=3",
+    ]
 
     class Boom(Exception):
         pass
