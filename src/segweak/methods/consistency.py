@@ -38,7 +38,7 @@ import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -176,7 +176,7 @@ class TwoViewMethod(TrainingMethod):
     Subclasses set :attr:`weak_labels` (``weak`` or ``none``) and implement ``training_step``.
     """
 
-    weak_labels = "weak"
+    weak_labels: ClassVar[str] = "weak"
 
     def needs(self) -> dict[str, Need]:  # noqa: D102
         data = self.cfg.data
@@ -232,7 +232,7 @@ class MeanTeacher(TwoViewMethod, WeakLabelMethod):
 
     Options = MeanTeacherOptions
     pretrain = False
-    weak_labels = "weak"
+    weak_labels: ClassVar[str] = "weak"
 
     def setup(self, task: Any) -> None:
         """Create the teacher as a frozen copy of the network (its weights are set in on_fit_start)."""
@@ -307,7 +307,7 @@ class SemiSupervised(TwoViewMethod):
 
     Options = SemiSupervisedOptions
     pretrain = False
-    weak_labels = "none"
+    weak_labels: ClassVar[str] = "none"
 
     def training_step(self, task: Any, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
         strong, weak = batches["strong"], batches["weak"]
