@@ -109,3 +109,9 @@ def test_shuffled_before_training_is_a_clear_error():
     method.setup(None)
     with pytest.raises(SegweakError, match="built when training starts"):
         method.permuted({"index": torch.tensor([0])})
+
+
+def test_the_controls_are_marked():
+    controls = {name for name, cls in METHODS.items() if cls.control}
+    assert {"shuffled", "presence", "semi_supervised"} <= controls
+    assert not {"proportion", "joint", "interval", "mean_teacher", "supervised"} & controls
