@@ -210,7 +210,7 @@ def test_compare_methods_config_budgets():
         # Equal budgets: every arm that uses the weak patches takes T steps (pseudo_label with its
         # teacher's), the baseline the fine-tuning part.
         total = n + (steps[(teacher, seed)] if arm == "pseudo_label" else 0)
-        assert total == (60 if arm == "baseline" else 180), (arm, total)
+        assert total == (50 if arm == "baseline" else 150), (arm, total)
 
 
 def test_migrated_experiment_keys(tmp_path, capsys):
