@@ -239,7 +239,7 @@ class TrainingMethod(nn.Module):
             cfg: The round's resolved training config (store, split, options, accelerator).
             teacher: The teacher's ``best.ckpt``.
             out: Directory to write (``methods.<name>.<artefact_option>`` of ``cfg``).
-            log: Progress messages.
+            log: Progress messages, among them what was written or reused (the caller adds nothing).
 
         Returns:
             True when written, False when ``out`` was complete already.

@@ -910,11 +910,9 @@ def _prepare_artefact(run: PlannedRun, prefix: str, log: Callable[[str], None]) 
             f"{prefix}: its teacher checkpoint {teacher} is missing although the run that writes it is "
             "complete; delete that run directory and rerun"
         )
-    artefact = Path(run.artefact)
-    if method_class(run.cfg.method).prepare(run.cfg, teacher, artefact, lambda msg: log(f"{prefix}: {msg}")):
-        log(f"{prefix}: wrote {artefact}")
-    else:
-        log(f"{prefix}: {artefact} finished earlier, skipping")
+    # prepare() reports what it wrote or reused through the log.
+    cls = method_class(run.cfg.method)
+    cls.prepare(run.cfg, teacher, Path(run.artefact), lambda msg: log(f"{prefix}: {msg}"))
 
 
 def _fmt(v: Any) -> str:
