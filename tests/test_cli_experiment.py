@@ -82,7 +82,7 @@ def test_report_command_and_errors(quick_demo, tmp_path, capsys):
     assert "results.json not found" in capsys.readouterr().err
     assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
     bad = tmp_path / "bad.yaml"
-    bad.write_text("stages: [baseline, finetune]\n")
+    bad.write_text("dataset: {source: synthetic}\nstages: [baseline, finetune]\n")
     assert main(["run", "--config", str(bad)]) == 2
     assert "add 'weak'" in capsys.readouterr().err
     assert main(["demo", "--seeds", "x", "--out", str(tmp_path / "d")]) == 2
@@ -107,3 +107,32 @@ def test_lost_results_are_recomputed_identically(quick_demo, monkeypatch):
     after = json.loads((out / "results.json").read_text())
     strip = [{k: v for k, v in r.items() if k != "train_seconds"} for r in before["rows"]]
     assert [{k: v for k, v in r.items() if k != "train_seconds"} for r in after["rows"]] == strip
+
+
+def test_runs_and_report_record_the_environment(quick_demo, tmp_path):
+    import shutil
+
+    out, printed = quick_demo
+    assert "CPU threads:" in printed and "torch thread(s)" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["environment"]["packages"]["torch"] and results["environment"]["threads"]["torch"] >= 1
+    for r in results["rows"]:
+        env = json.loads((out / r["run_dir"] / "environment.json").read_text())
+        assert env["packages"] == results["environment"]["packages"] and env["cpu"]["model"]
+        assert not (out / r["run_dir"] / ".segweak.lock").exists()
+    assert not (out / ".segweak.lock").exists()
+    md = (out / "report.md").read_text()
+    setup = md[md.index("## Setup") :]
+    assert "Software: segweak" in setup and "Machine: " in setup and "timm " in setup and "Threads:" in setup
+    assert "identical digits" in setup and "Runs trained in different environments" not in setup
+
+    # A run resumed or trained elsewhere with another torch: the report says so.
+    copy = tmp_path / "exp"
+    shutil.copytree(out, copy)
+    run_env = copy / results["rows"][0]["run_dir"] / "environment.json"
+    env = json.loads(run_env.read_text())
+    env["packages"]["torch"] = "0.0.1"
+    run_env.write_text(json.dumps(env))
+    assert main(["report", str(copy), "--samples", "0"]) == 0
+    md = (copy / "report.md").read_text()
+    assert "Runs trained in different environments: `packages.torch` is 0.0.1 (1 run(s))" in md

@@ -108,6 +108,46 @@ def test_registry_names_checked_where_training_starts() -> None:
         check_config(load_config(TrainConfig, None, ["data.store=x", "model.arch=fnp"]))
 
 
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["trainer.accelerator=gpu", "trainer.devices=[0, 2]", "trainer.strategy=ddp"],
+        ["trainer.accelerator=gpu", "trainer.devices='0,1'", "trainer.precision=16-mixed"],
+        ["trainer.accelerator=cuda", "trainer.devices=-1", "trainer.precision=bf16-true"],
+        ["trainer.accelerator=auto", "trainer.devices=auto", "trainer.precision=64-true"],
+        ["trainer.devices=2", "trainer.strategy=ddp", "trainer.precision=bf16-mixed"],
+        ["trainer.accelerator=gpu", "trainer.strategy=ddp_find_unused_parameters_true"],
+        ["trainer.max_epochs=-1", "trainer.max_steps=5"],
+        ["trainer.limit_train_batches=10", "trainer.limit_val_batches=0.5", "trainer.seed=4294967295"],
+        ["data.eval_batch_size=1", "data.num_workers=0", "model.in_channels=4"],
+    ],
+)
+def test_valid_trainer_values_are_accepted(sets: list[str]) -> None:
+    cfg = load_config(TrainConfig, None, ["data.store=x", *sets]).validate()
+    assert cfg.trainer.devices is not None
+
+
+@pytest.mark.parametrize(
+    "sets, match",
+    [
+        (["trainer.devices=[0, 1]"], r"trainer\.devices: \[0, 1\] is not valid with trainer\.accelerator"),
+        (["trainer.devices=-1"], "trainer.devices: -1 is not valid with trainer.accelerator=cpu"),
+        (["trainer.accelerator=gpu", "trainer.devices=[0, 0]"], "distinct GPU ids"),
+        (["trainer.accelerator=gpu", "trainer.devices=[]"], "trainer.devices"),
+        (["trainer.accelerator=gpu", "trainer.devices=gpu0"], "trainer.devices: 'gpu0' is not valid"),
+        (["trainer.accelerator=hpu"], "trainer.accelerator: 'hpu' is not supported"),
+        (["trainer.strategy=fsdp"], "trainer.strategy: 'fsdp' is not valid"),
+        (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps must be >= 1"),
+        (["trainer.strategy=ddp_spawn"], "trainer.strategy='ddp_spawn' trains in spawned"),
+        (["trainer.strategy=ddp_fork_find_unused_parameters_true"], "use trainer.strategy=ddp"),
+        (["model.in_channels=0"], "model.in_channels must be >= 1"),
+    ],
+)
+def test_invalid_trainer_values_name_the_key(sets: list[str], match: str) -> None:
+    with pytest.raises(SegweakError, match=match):
+        load_config(TrainConfig, None, ["data.store=x", *sets]).validate()
+
+
 def test_config_module_imports_no_torch_and_no_registry() -> None:
     import subprocess
     import sys
@@ -211,3 +251,24 @@ def test_method_options_are_strict() -> None:
     assert list(resolved.methods) == ["joint"] and resolved.methods["joint"]["weight"] == 0.5
     assert resolved.methods["joint"]["weak_loss"] == "proportion"
     assert method_options(resolved).weight == 0.5
+
+
+def test_config_validation_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from segweak.config import TrainerConfig, _validate_trainer; "
+        "_validate_trainer(TrainerConfig()); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_yaml_errors_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_epochs: [1\n  seed: 2\n")
+    with pytest.raises(SegweakError) as info:
+        load_config(TrainConfig, bad)
+    assert "\n" not in str(info.value) and "bad.yaml is not valid YAML" in str(info.value)
+    assert "line " in str(info.value)

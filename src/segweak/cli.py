@@ -2,6 +2,9 @@
 
 Every subcommand imports its stage lazily (so ``segweak --help`` is fast) and turns
 :class:`~segweak.errors.SegweakError` into one red line and exit code 2.
+
+Importing this module sets segweak's CPU thread defaults (:mod:`segweak.runtime`): OpenMP reads them
+once, when torch is first imported, so they must be in place before any stage module loads torch.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from pathlib import Path
 
 import typer
 
-from segweak import __version__
+from segweak import __version__, runtime
 from segweak.errors import SegweakError
+
+runtime.configure_threads()
 
 app = typer.Typer(
     name="segweak",
@@ -48,29 +53,37 @@ def _root(
 @app.command("synth")
 def synth_cmd(
     out: str = typer.Option(..., "--out", help="Output directory (must not exist unless --overwrite)."),
-    tiles: int = typer.Option(6, "--tiles", help="Number of areas to generate."),
+    tiles: int = typer.Option(6, "--tiles", help="Number of areas (tiles, or images for 'scenes')."),
     size: tuple[int, int] = typer.Option((512, 512), "--size", help="Tile size: HEIGHT WIDTH in pixels."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same pixels)."),
-    zips: bool = typer.Option(
-        False, "--zips", help="Write the three official zip archives instead of folders."
-    ),
+    zips: bool = typer.Option(False, "--zips", help="Write the official zip archives instead of folders."),
     eroded: bool = typer.Option(True, "--eroded/--no-eroded", help="Also write _noBoundary eroded labels."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing output of an earlier `segweak synth` (nothing else)."
+    ),
+    layout: str = typer.Option(
+        "vaihingen",
+        "--layout",
+        help="vaihingen (official release), potsdam (official release) or scenes (Scene N/images + "
+        "Scene N/masks with palette-mode PNG masks, 2 images per scene).",
+    ),
+    dsm: bool = typer.Option(False, "--dsm", help="Also write float32 DSMs (vaihingen, potsdam)."),
 ) -> None:
-    """Generate a synthetic data set in the official Vaihingen layout."""
-    from segweak.data.synthetic import synthesize
+    """Generate a synthetic data set in an official layout (Vaihingen, Potsdam) or the scene layout."""
+    from segweak.data.synthetic import synthesize, synthesize_potsdam, synthesize_scenes
 
-    path = synthesize(
-        out,
-        n_tiles=tiles,
-        height=size[0],
-        width=size[1],
-        seed=seed,
-        zips=zips,
-        eroded=eroded,
-        overwrite=overwrite,
-    )
-    typer.echo(f"wrote {tiles} synthetic tile(s) of {size[0]}×{size[1]} px to {path}")
+    common = dict(height=size[0], width=size[1], seed=seed, overwrite=overwrite)
+    if layout == "vaihingen":
+        path = synthesize(out, n_tiles=tiles, zips=zips, eroded=eroded, dsm=dsm, **common)
+    elif layout == "potsdam":
+        path = synthesize_potsdam(out, n_tiles=tiles, zips=zips, eroded=eroded, dsm=dsm, **common)
+    elif layout == "scenes":
+        if zips or dsm:
+            raise SegweakError("--layout scenes writes plain folders without DSMs: drop --zips and --dsm")
+        path = synthesize_scenes(out, n_scenes=max(1, (tiles + 1) // 2), per_scene=2, **common)
+    else:
+        raise SegweakError(f"--layout must be vaihingen, potsdam or scenes, got {layout!r}")
+    typer.echo(f"wrote synthetic {layout}-layout data ({size[0]}×{size[1]} px) to {path}")
 
 
 @app.command("download")
@@ -133,6 +146,23 @@ def _prepared(out: Path) -> None:
     typer.echo(f"wrote {out}: {len(st)} patches of {st.patch}x{st.patch} from {st.meta['n_tiles']} tiles")
 
 
+_DSM_HELP = (
+    "Add the DSM as an extra channel: ndsm (height above local ground) or range (absolute elevation, "
+    "needs --dsm-range); see docs/store.md."
+)
+
+
+def _dsm_rule(dsm: str | None, dsm_range: tuple[float, float] | None, dsm_window: float) -> object:
+    """Return the DSM channel rule of the --dsm options (None without --dsm)."""
+    if dsm is None:
+        if dsm_range is not None:
+            raise SegweakError("--dsm-range needs --dsm ndsm or --dsm range")
+        return None
+    from segweak.data.dsm import DsmNormalisation
+
+    return DsmNormalisation(method=dsm, range_m=dsm_range, window_m=dsm_window)
+
+
 @prepare_app.command("vaihingen")
 def prepare_vaihingen_cmd(
     root: Path = typer.Option(
@@ -152,41 +182,108 @@ def prepare_vaihingen_cmd(
     tolerance: float | None = typer.Option(
         None, "--tolerance", help="Max colour distance snapped to a palette colour (default: the palette's)."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace an existing store (only a folder holding a store and nothing else).",
+    ),
+    dsm: str | None = typer.Option(None, "--dsm", help=_DSM_HELP),
+    dsm_range: tuple[float, float] | None = typer.Option(
+        None, "--dsm-range", help="LOW HIGH metres mapped to 0..255 (default for ndsm: 0 51)."
+    ),
+    dsm_window: float = typer.Option(100.0, "--dsm-window", help="ndsm ground window in metres."),
 ) -> None:
     """Prepare a store from ISPRS Vaihingen (official zips or extracted folders)."""
     from segweak.data.sources import VaihingenSource
     from segweak.data.store import prepare
 
-    source = VaihingenSource(root, keep_clutter=keep_clutter, eroded=eroded, tolerance=tolerance)
+    rule = _dsm_rule(dsm, dsm_range, dsm_window)
+    source = VaihingenSource(root, keep_clutter=keep_clutter, eroded=eroded, tolerance=tolerance, dsm=rule)
+    _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite))
+
+
+@prepare_app.command("potsdam")
+def prepare_potsdam_cmd(
+    root: Path = typer.Option(
+        ..., "--root", help="Folder with the Potsdam release zips (2_Ortho_RGB.zip, ...) or their folders."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output store directory."),
+    imagery: str = typer.Option(
+        "RGBIR", "--imagery", help="Image product: RGB, IRRG or RGBIR (4 bands: R, G, B, IR)."
+    ),
+    patch: int = typer.Option(256, "--patch", help="Square patch side in pixels."),
+    stride: int | None = typer.Option(
+        None, "--stride", help="Window step in pixels (1..patch); default: the patch size (no overlap)."
+    ),
+    keep_clutter: bool = typer.Option(
+        False, "--keep-clutter", help="Keep clutter as a 6th class (else ignore)."
+    ),
+    eroded: bool = typer.Option(
+        False, "--eroded", help="Use the eroded (_label_noBoundary) labels: boundaries become ignore."
+    ),
+    tolerance: float | None = typer.Option(
+        None, "--tolerance", help="Max colour distance snapped to a palette colour (default: the palette's)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
+    dsm: str | None = typer.Option(None, "--dsm", help=_DSM_HELP),
+    dsm_range: tuple[float, float] | None = typer.Option(
+        None, "--dsm-range", help="LOW HIGH metres mapped to 0..255 (default for ndsm: 0 51)."
+    ),
+    dsm_window: float = typer.Option(100.0, "--dsm-window", help="ndsm ground window in metres."),
+) -> None:
+    """Prepare a store from ISPRS Potsdam (release zips or extracted folders)."""
+    from segweak.data.potsdam import PotsdamSource
+    from segweak.data.store import prepare
+
+    rule = _dsm_rule(dsm, dsm_range, dsm_window)
+    source = PotsdamSource(
+        root, imagery=imagery, keep_clutter=keep_clutter, eroded=eroded, tolerance=tolerance, dsm=rule
+    )
     _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite))
 
 
 @prepare_app.command("folder")
 def prepare_folder_cmd(
-    images: Path = typer.Option(..., "--images", help="Folder of images."),
-    masks: Path = typer.Option(..., "--masks", help="Folder of label images with the same stems."),
+    images: str = typer.Option(
+        ..., "--images", help="Folder of images, or a quoted glob pattern such as 'data/*/images/*.jpg'."
+    ),
+    masks: str = typer.Option(
+        ...,
+        "--masks",
+        help="Folder of masks (paired by relative path without extension), or a template of each "
+        "image's mask path such as '{parent}/masks/{stem}.png' (docs/palette.md).",
+    ),
     palette: Path = typer.Option(..., "--palette", help="Palette YAML (class names and colours/values)."),
     out: Path = typer.Option(..., "--out", help="Output store directory."),
     patch: int = typer.Option(256, "--patch", help="Square patch side in pixels."),
     stride: int | None = typer.Option(
         None, "--stride", help="Window step in pixels (1..patch); default: the patch size (no overlap)."
     ),
-    group_by: str = typer.Option("image", "--group-by", help="Split groups: 'image' or 'parent' folder."),
+    group_by: str = typer.Option(
+        "image", "--group-by", help="Split groups: 'image', 'parent' folder or 'top' folder (the scene)."
+    ),
     tolerance: float | None = typer.Option(
         None, "--tolerance", help="Max colour distance snapped to a palette colour (default: the palette's)."
     ),
-    band_order: str = typer.Option("RGB", "--band-order", help="Name of the image band order (metadata)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
+    band_order: str = typer.Option(
+        "RGB",
+        "--band-order",
+        help="Image bands, e.g. RGB, IRRG, RGBIR or R,G,B,NIR (4 names: 4-band images).",
+    ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace an existing store (only a folder holding a store and nothing else).",
+    ),
 ) -> None:
-    """Prepare a store from a folder of images and a folder of colour or index masks."""
+    """Prepare a store from images and colour or index masks (two folders, or masks by a path template)."""
     from segweak.data.sources import FolderSource
     from segweak.data.store import prepare
 
     source = FolderSource(
         images, masks, palette, group_by=group_by, tolerance=tolerance, band_order=band_order
     )
-    _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite))
+    _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite, inputs=[palette]))
 
 
 @app.command("split")
@@ -223,6 +320,9 @@ def info_cmd(
     store: Path = typer.Argument(..., help="Prepared store directory."),
     split: str | None = typer.Option(None, "--split", help="Also summarise this split."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON with stable keys (docs/store.md)."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Reread every file and check it against the SHA-256 recorded at prepare."
+    ),
 ) -> None:
     """Describe a store: source, classes, patches and, with --split, the subsets."""
     import json
@@ -232,7 +332,7 @@ def info_cmd(
 
     from segweak.data.store import info
 
-    data = info(store, split=split)
+    data = info(store, split=split, verify=verify)
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
         return
@@ -256,6 +356,16 @@ def info_cmd(
         table.add_row(str(i), c, "-" if f is None else f"{f:.3f}")
     console.print(table)
     console.print(f"splits: {', '.join(data['splits']) or '(none)'}")
+    if "verified" in data:
+        console.print(
+            "verified (SHA-256 as recorded at prepare): "
+            + ", ".join(f"{f} {v}" for f, v in data["verified"].items())
+        )
+    elif not data["verifiable"]:
+        console.print(
+            "note: store.json records no content hashes (prepared by an older segweak); "
+            "`info --verify` cannot check this store, re-run `segweak prepare` to make it verifiable"
+        )
     if "split" in data:
         sp = data["split"]
         t = Table(title=f"split {sp['name']!r} (by {sp['by']}, seed {sp['seed']})")
@@ -317,10 +427,13 @@ def train_cmd(
     store: Path | None = typer.Option(None, "--store", help="Prepared store (data.store)."),
     out_dir: Path | None = typer.Option(None, "--out-dir", help="Parent of run directories (out_dir)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from checkpoints/last.ckpt."),
+    wait: bool = typer.Option(
+        False, "--wait", help="If another segweak process uses the run directory, wait for it to finish."
+    ),
 ) -> None:
     """Train one run of a training method; writes RUN/config.yaml, checkpoints, history.csv, metrics.json."""
     from segweak.config import TrainConfig, load_config
-    from segweak.train.engine import train
+    from segweak.train.engine import is_global_zero, train
 
     sets = list(overrides or [])
     if method is not None:
@@ -334,8 +447,11 @@ def train_cmd(
     if resume:
         sets.append("resume=true")
     cfg = load_config(TrainConfig, config, sets)
-    metrics = train(cfg)
-    typer.echo(f"{cfg.run_dir}: {_metric_line(metrics)} (best epoch {metrics.get('best_epoch')})")
+    if is_global_zero():
+        typer.echo(runtime.thread_summary())
+    metrics = train(cfg, wait=wait)
+    if is_global_zero():  # under DDP every rank runs this command; one result line is enough
+        typer.echo(f"{cfg.run_dir}: {_metric_line(metrics)} (best epoch {metrics.get('best_epoch')})")
 
 
 @app.command("evaluate")
@@ -485,6 +601,9 @@ def run_cmd(
     ),
     out: Path | None = typer.Option(None, "--out", help="Experiment directory (overrides out_dir)."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.md / report.html."),
+    wait: bool = typer.Option(
+        False, "--wait", help="If another segweak process uses the experiment, wait for it to finish."
+    ),
 ) -> None:
     """Run the protocol (baseline, weak, finetune, full and compared methods over seeds); rerun to resume."""
     from segweak.report.experiment import load_experiment_config, run_experiment
@@ -493,7 +612,11 @@ def run_cmd(
     if out is not None:
         sets.append(f"out_dir={out}")
     cfg = load_experiment_config(config, sets)
-    exp_dir = run_experiment(cfg, make_report=not no_report)
+    exp_dir = run_experiment(cfg, make_report=not no_report, wait=wait)
+    from segweak.train.engine import is_global_zero
+
+    if not is_global_zero():  # the other DDP ranks only took part in training
+        return
     _print_results(exp_dir)
     typer.echo(f"results: {exp_dir / 'results.csv'}")
     if not no_report:
@@ -525,6 +648,9 @@ def demo_cmd(
     overrides: list[str] = typer.Option(
         None, "--set", help="Override a demo.yaml key, e.g. --set train.weak.area=valid (repeatable)."
     ),
+    wait: bool = typer.Option(
+        False, "--wait", help="If another segweak process uses the directory, wait for it to finish."
+    ),
 ) -> None:
     """Run the whole protocol on SYNTHETIC data on the CPU in minutes (no download needed)."""
     from rich.console import Console
@@ -536,7 +662,9 @@ def demo_cmd(
         "[bold yellow]segweak demo: the data are SYNTHETIC (procedurally generated Vaihingen-layout "
         "tiles); the numbers exercise the pipeline, they are not results on Vaihingen.[/]"
     )
-    exp_dir = demo(out, seeds=_parse_seeds(seeds), quick=quick, console=console, overrides=overrides)
+    exp_dir = demo(
+        out, seeds=_parse_seeds(seeds), quick=quick, console=console, overrides=overrides, wait=wait
+    )
     _print_results(exp_dir, console)
     console.print(
         "[bold yellow]Reminder: SYNTHETIC data.[/] "
@@ -545,15 +673,20 @@ def demo_cmd(
     )
 
 
+def _one_line(message: str) -> str:
+    """Join a message's lines: the promise is one line, even when a wrapped library message has more."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``segweak`` console script; returns the process exit code."""
     try:
+        policy = runtime.configured_policy()
+        if policy is not None and policy.error:
+            raise SegweakError(policy.error)
         app(args=argv, standalone_mode=False)
-    except SegweakError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        return 2
-    except FileExistsError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    except (SegweakError, FileExistsError) as exc:
+        typer.secho(f"error: {_one_line(str(exc))}", fg=typer.colors.RED, err=True)
         return 2
     except typer.Exit as exc:
         return exc.exit_code

@@ -149,25 +149,34 @@ class TrainerConfig:
     """Passed through to Lightning's Trainer (plus the seed).
 
     Attributes:
-        max_epochs: Epochs to train (ignored when ``max_steps`` > 0 ends training first).
-        max_steps: Optimiser steps to train; -1 means epochs decide.
-        accelerator: ``cpu``, ``gpu``, ``auto``.
-        devices: Number of devices, or ``auto``.
-        strategy: Lightning strategy, e.g. ``auto`` or ``ddp``.
-        precision: ``32-true``, ``16-mixed``, ``bf16-mixed``.
-        seed: Seed for weights, data order and augmentation.
+        max_epochs: Epochs to train, >= 1 (training stops at ``max_steps`` first when that is >= 1);
+            -1 means no epoch limit and needs ``max_steps`` >= 1.
+        max_steps: Optimiser steps to train, >= 1; -1 means epochs decide. A budget that ends inside
+            an epoch is validated at its last step.
+        accelerator: One of :data:`ACCELERATORS`: ``cpu``, ``gpu`` (= ``cuda``), ``mps`` or ``auto``.
+        devices: Number of devices (processes under ``ddp``, >= 1), ``auto``, -1 (all GPUs), or GPU
+            ids as a list (``[0, 2]``) or a comma-separated string (``"0,2"``); on the CPU a number
+            >= 1 or ``auto``.
+        strategy: One of :data:`STRATEGIES`: ``auto`` or ``ddp`` (spawning strategies such as
+            ``ddp_spawn`` are refused).
+        precision: One of :data:`PRECISIONS`, e.g. ``32-true``, ``16-mixed`` (GPU), ``bf16-mixed``.
+        seed: Seed for weights, data order and augmentation (0 .. 2**32 - 1).
         deterministic: Ask torch for deterministic algorithms.
-        log_every_n_steps: Logging interval.
-        check_val_every_n_epoch: Validation interval in epochs.
+        log_every_n_steps: Logging interval (>= 1).
+        check_val_every_n_epoch: Validation interval in epochs (>= 1); the last epoch is always
+            validated.
         progress_bar: Show progress bars.
-        limit_train_batches: Fraction (float) or number (int) of training batches per epoch.
-        limit_val_batches: Fraction (float) or number (int) of validation batches.
+        limit_train_batches: Fraction in (0, 1] (float) or number >= 1 (int) of training batches per
+            epoch.
+        limit_val_batches: Fraction in (0, 1] (float) or number >= 1 (int) of validation batches of
+            the validations that pick the best checkpoint; the final metrics always cover the whole
+            subset.
     """
 
     max_epochs: int = 10
     max_steps: int = -1
     accelerator: str = "cpu"
-    devices: int | str = 1
+    devices: int | str | list[int] = 1
     strategy: str = "auto"
     precision: str = "32-true"
     seed: int = 0
@@ -227,11 +236,12 @@ class TrainConfig:
             raise SegweakError(
                 "data.store is not set: give the path of a prepared store (segweak prepare ...)"
             )
-        if self.data.batch_size < 1:
-            raise SegweakError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
+        _validate_data(self.data)
         for name, size in self.data.batch_sizes.items():
             if isinstance(size, bool) or not isinstance(size, int) or size < 1:
                 raise SegweakError(f"data.batch_sizes.{name} must be an integer >= 1, got {size!r}")
+        _validate_model(self.model)
+        _validate_trainer(self.trainer)
         if self.optim.lr <= 0:
             raise SegweakError(f"optim.lr must be > 0, got {self.optim.lr}")
         if not 0.0 <= self.weak.presence_threshold < 1.0:
@@ -258,6 +268,133 @@ def _choice(key: str, value: str, valid: tuple[str, ...]) -> None:
         raise SegweakError(f"{key}: {value!r} is not valid; choose one of {', '.join(valid)}")
 
 
+# Lightning's own checks fire only when the Trainer is built, i.e. after the data was prepared and
+# the model built, and they raise tracebacks. These lists mirror the values of Lightning 2.6 that
+# segweak supports; checking them here (without importing torch or Lightning) fails in milliseconds.
+
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+"""Valid ``trainer.accelerator`` values (``tpu``/``hpu`` need hardware packages segweak does not use)."""
+
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
+"""Valid ``trainer.strategy`` values: one process, or DDP with one process per device. Spawning
+strategies (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``) train in child processes whose history and
+metrics do not come back; sharded ones (FSDP, DeepSpeed) write checkpoints that segweak's weights-only
+loader does not read."""
+
+PRECISIONS = (
+    "32-true",
+    "32",
+    "16-mixed",
+    "16",
+    "bf16-mixed",
+    "bf16",
+    "16-true",
+    "bf16-true",
+    "64-true",
+    "64",
+)
+"""Valid ``trainer.precision`` values (Lightning's names; ``16``/``32``/``64``/``bf16`` are its aliases)."""
+
+_MAX_SEED = 2**32 - 1  # numpy's seed range; Lightning replaces a seed outside it with 0 (with a warning)
+
+
+def _at_least(key: str, value: int | float, minimum: int, hint: str = "") -> None:
+    if value < minimum:
+        raise SegweakError(f"{key} must be >= {minimum}, got {value}{hint}")
+
+
+def _validate_data(data: DataConfig, prefix: str = "data.") -> None:
+    """Check the ``data`` sizes and counts (``data.store`` is checked by the caller)."""
+    _at_least(f"{prefix}batch_size", data.batch_size, 1)
+    if data.eval_batch_size is not None:
+        _at_least(f"{prefix}eval_batch_size", data.eval_batch_size, 1, " (or null to use batch_size)")
+    _at_least(f"{prefix}num_workers", data.num_workers, 0, " (0 loads data in the main process)")
+
+
+def _validate_model(model: ModelConfig, prefix: str = "model.") -> None:
+    """Check ``model.in_channels`` (names are checked against the registries in ``methods.check_config``)."""
+    _at_least(f"{prefix}in_channels", model.in_channels, 1)
+
+
+def _validate_devices(devices: int | str | list[int], accelerator: str, key: str) -> None:
+    """Check ``trainer.devices`` the way Lightning will parse it for ``accelerator``."""
+    if accelerator == "cpu":
+        # Lightning's CPU accelerator takes a process count only (no ids, no -1).
+        ok = devices == "auto" or (isinstance(devices, int) and devices >= 1)
+        ok = ok or (isinstance(devices, str) and devices.strip().isdigit() and int(devices) >= 1)
+        if not ok:
+            raise SegweakError(
+                f"{key}: {devices!r} is not valid with trainer.accelerator=cpu; give a number of processes "
+                ">= 1 (e.g. 1) or auto"
+            )
+        return
+    if isinstance(devices, list):
+        ids = devices
+    elif isinstance(devices, int):
+        if devices >= 1 or devices == -1:
+            return
+        ids = None
+    else:
+        text = devices.strip()
+        if text in ("auto", "-1") or (text.isdigit() and int(text) >= 1):
+            return
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        ids = [int(p) for p in parts] if parts and all(p.isdigit() for p in parts) else None
+    if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise SegweakError(
+            f"{key}: {devices!r} is not valid; give a number of devices >= 1, -1 (all GPUs), auto, or "
+            "distinct GPU ids as a list (e.g. [0, 1]) or a string (e.g. '0,1')"
+        )
+
+
+def validate_trainer_for(tc: TrainerConfig, accelerator: str, prefix: str = "trainer.") -> None:
+    """Check ``devices`` and ``precision`` for the accelerator that will run (``auto`` as given).
+
+    :func:`segweak.train.preflight.check_trainer_hardware` calls this again with what ``auto``
+    resolves to on this machine.
+
+    Raises:
+        SegweakError: Naming the dotted key.
+    """
+    if accelerator == "cpu" and tc.precision in ("16-mixed", "16"):
+        # Lightning would silently switch to bf16-mixed: numbers the user did not ask for.
+        raise SegweakError(
+            f"{prefix}precision: {tc.precision!r} (float16 mixed precision) does not run on the CPU; set "
+            f"{prefix}precision=bf16-mixed or 32-true, or {prefix}accelerator=gpu"
+        )
+    _validate_devices(tc.devices, accelerator, f"{prefix}devices")
+
+
+def _validate_trainer(tc: TrainerConfig, prefix: str = "trainer.") -> None:
+    """Check the ``trainer`` keys that Lightning would otherwise reject only after data and model are built.
+
+    Does not look at the machine (whether a GPU exists): that is checked where training starts
+    (:func:`segweak.train.preflight.check_trainer_hardware`), so config validation needs no torch.
+    The training budget (``max_epochs``, ``max_steps``, ``limit_*_batches``,
+    ``check_val_every_n_epoch``) is checked by :func:`segweak.train.budget.check_budget`.
+
+    Raises:
+        SegweakError: Naming the dotted key and the valid values.
+    """
+    if tc.accelerator in ("tpu", "hpu"):
+        raise SegweakError(
+            f"{prefix}accelerator: {tc.accelerator!r} is not supported by segweak (it needs hardware "
+            f"packages segweak does not use); choose one of {', '.join(ACCELERATORS)}"
+        )
+    _choice(f"{prefix}accelerator", tc.accelerator, ACCELERATORS)
+    if tc.strategy.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook")):
+        raise SegweakError(
+            f"{prefix}strategy={tc.strategy!r} trains in spawned/forked processes, whose history and "
+            f"metrics do not come back to this one; use {prefix}strategy=ddp"
+        )
+    _choice(f"{prefix}strategy", tc.strategy, STRATEGIES)
+    _choice(f"{prefix}precision", tc.precision, PRECISIONS)
+    validate_trainer_for(tc, tc.accelerator, prefix)
+    if not 0 <= tc.seed <= _MAX_SEED:
+        raise SegweakError(f"{prefix}seed must be within 0..{_MAX_SEED}, got {tc.seed}")
+    _at_least(f"{prefix}log_every_n_steps", tc.log_every_n_steps, 1)
+
+
 # --------------------------------------------------------------------------------------------------
 # Experiment (``segweak run``): the whole protocol over stages x seeds
 # --------------------------------------------------------------------------------------------------
@@ -277,7 +414,7 @@ REMOVED_STAGES = {
 }
 """Stages that no longer exist, with what to do instead."""
 
-DATASET_SOURCES = ("synthetic", "vaihingen", "folder", "store")
+DATASET_SOURCES = ("synthetic", "vaihingen", "potsdam", "folder", "store")
 
 
 @dataclass
@@ -304,21 +441,30 @@ class DatasetConfig:
     """How an experiment obtains its prepared store.
 
     Attributes:
-        source: ``synthetic`` (generate data), ``vaihingen`` (official zips or extracted folders under
-            ``root``), ``folder`` (``images`` + ``masks`` + ``palette``) or ``store`` (an already
-            prepared store at ``store``).
-        root: ``vaihingen``: directory with the official zips or extracted folders.
-        images: ``folder``: directory of image files.
-        masks: ``folder``: directory of colour-coded mask files.
+        source: ``synthetic`` (generate data), ``vaihingen`` or ``potsdam`` (official zips or
+            extracted folders under ``root``), ``folder`` (``images`` + ``masks`` + ``palette``) or
+            ``store`` (an already prepared store at ``store``).
+        root: ``vaihingen``, ``potsdam``: directory with the official zips or extracted folders.
+        imagery: ``potsdam``: image product ``RGB``, ``IRRG`` or ``RGBIR`` (4 bands).
+        images: ``folder``: directory of image files, or a glob pattern (``data/*/images/*.jpg``).
+        masks: ``folder``: directory of mask files (paired by relative path), or a template of each
+            image's mask path (``{parent}/masks/{stem}.png``; docs/palette.md).
         palette: ``folder``: palette YAML (class names and mask colours or values).
-        group_by: ``folder``: group key for ``split.by: group``: ``image`` (each image its own group)
-            or ``parent`` (the image's parent folder).
+        band_order: ``folder``: names of the image bands (``RGB``, ``IRRG``, ``RGBIR``, ``R,G,B,NIR``).
+        group_by: ``folder``: group key for ``split.by: group``: ``image`` (each image its own group),
+            ``parent`` (the image's parent folder) or ``top`` (first folder under the images root).
+        dsm: ``vaihingen``, ``potsdam``, ``synthetic``: add the DSM as an extra channel, mapped to
+            0..255 as ``ndsm`` (height above local ground) or ``range`` (absolute elevation); ``None``:
+            no DSM channel (see :mod:`segweak.data.dsm`).
+        dsm_range: ``[low, high]`` metres mapped to 0..255; ``None``: 0..51 m for ``ndsm``, required
+            for ``range``.
+        dsm_window: Ground-estimation window of ``ndsm`` in metres.
         store: Where to write (or, for ``source: store``, read) the prepared store; ``None`` means
             ``<out_dir>/store``.
         patch: Patch size in pixels.
         stride: Window stride; ``None`` means ``patch`` (no overlap).
         keep_clutter: Keep ``clutter`` as a 6th class instead of ignoring it.
-        eroded: ``vaihingen``: use the eroded-boundary labels (boundaries ignored).
+        eroded: ``vaihingen``, ``potsdam``: use the eroded-boundary labels (boundaries ignored).
         tolerance: Colour-snapping tolerance of colour masks (max per-channel distance to a palette
             colour); ``None`` keeps the palette's own (Vaihingen default 10).
         synthetic: Options of ``source: synthetic``.
@@ -326,10 +472,15 @@ class DatasetConfig:
 
     source: str = "synthetic"
     root: str | None = None
+    imagery: str = "RGBIR"
     images: str | None = None
     masks: str | None = None
     palette: str | None = None
+    band_order: str = "RGB"
     group_by: str = "image"
+    dsm: str | None = None
+    dsm_range: list[float] | None = None
+    dsm_window: float = 100.0
     store: str | None = None
     patch: int = 256
     stride: int | None = None
@@ -442,12 +593,32 @@ class ExperimentConfig:
                 f"got {self.split.fractions}"
             )
         _choice("split.by", self.split.by, ("patch", "group"))
-        _choice("dataset.group_by", self.dataset.group_by, ("image", "parent"))
+        _choice("dataset.group_by", self.dataset.group_by, ("image", "parent", "top"))
+        _choice("dataset.imagery", self.dataset.imagery, ("RGB", "IRRG", "RGBIR"))
+        if self.dataset.dsm is not None:
+            _choice("dataset.dsm", self.dataset.dsm, ("ndsm", "range"))
+            if self.dataset.source not in ("vaihingen", "potsdam", "synthetic"):
+                raise SegweakError(
+                    "dataset.dsm: a DSM channel exists for sources vaihingen, potsdam and synthetic only; "
+                    "set it to null"
+                )
+            if self.dataset.dsm_range is not None and len(self.dataset.dsm_range) != 2:
+                raise SegweakError(
+                    f"dataset.dsm_range: expected [low, high] in metres, got {self.dataset.dsm_range}"
+                )
+            from segweak.data.dsm import DsmNormalisation
+
+            rng = self.dataset.dsm_range
+            try:  # the rule checks its own range and window
+                DsmNormalisation(self.dataset.dsm, tuple(rng) if rng else None, self.dataset.dsm_window)
+            except SegweakError as exc:
+                raise SegweakError(f"dataset.dsm_range / dataset.dsm_window: {exc}") from None
         if self.dataset.patch < 1:
             raise SegweakError(f"dataset.patch must be >= 1, got {self.dataset.patch}")
-        if self.dataset.source == "vaihingen" and not self.dataset.root:
+        if self.dataset.source in ("vaihingen", "potsdam") and not self.dataset.root:
             raise SegweakError(
-                "dataset.root is not set: give the directory with the Vaihingen zips or folders"
+                f"dataset.root is not set: give the directory with the {self.dataset.source.capitalize()} "
+                "zips or folders"
             )
         if self.dataset.source == "folder" and not (
             self.dataset.images and self.dataset.masks and self.dataset.palette
@@ -514,6 +685,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        if type(value) in args:
+            # An exact match wins over conversion: in ``float | int`` the int 1 (one batch for
+            # trainer.limit_val_batches) must not become the float 1.0 (all batches).
+            return _coerce(type(value), value, key)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -610,6 +785,21 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def yaml_error_summary(exc: yaml.YAMLError) -> str:
+    """One line describing a YAML parse error: the problem and where (PyYAML's own text spans lines).
+
+    Args:
+        exc: The error raised by ``yaml.safe_load``.
+
+    Returns:
+        E.g. ``"mapping values are not allowed here (line 3, column 8)"``.
+    """
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping from ``path``.
 
@@ -617,12 +807,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         SegweakError: When the file is missing, unparsable or not a mapping.
     """
     path = Path(path)
+    if path.is_dir():
+        raise SegweakError(f"config file {path} is a directory; give the path of a YAML file")
     if not path.is_file():
         raise SegweakError(f"config file {path} not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SegweakError(
+            f"config file {path} is not a text file (not UTF-8); give a YAML config such as configs/demo.yaml"
+        ) from None
+    except OSError as exc:
+        raise SegweakError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise SegweakError(f"config file {path} is not valid YAML: {exc}") from exc
+        raise SegweakError(f"config file {path} is not valid YAML: {yaml_error_summary(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

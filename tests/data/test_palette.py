@@ -70,9 +70,10 @@ def test_blend_beyond_tolerance_is_an_error_with_details():
 
 
 def test_large_tolerance_snaps_blend_to_nearest_class():
-    lab = _img([[(200, 200, 255), (60, 60, 255)]])
+    # Blends along an edge of a mask that is otherwise exact colours (as resampled labels are).
+    lab = _img([[(200, 200, 255), (60, 60, 255), WHITE, WHITE, BLUE]])
     mask, _ = vaihingen_palette(tolerance=127).encode(lab)
-    assert mask.tolist() == [[0, 1]]  # nearer to white, nearer to blue
+    assert mask.tolist() == [[0, 1, 0, 0, 1]]  # nearer to white, nearer to blue
 
 
 def test_index_palette_from_yaml(tmp_path):

@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -202,3 +203,137 @@ def test_prepare_real_vaihingen_sample(tmp_path):
         np.testing.assert_array_equal(st.counts[i], [(masks[i] == k).sum() for k in range(5)])
     # every class of the 5-class set occurs in the real area-1 sample
     assert (st.counts.sum(axis=0) > 0).all()
+
+
+# ---- data safety: --overwrite, integrity checks ----------------------------------------------------
+
+
+def _store_copy(tiny_store, tmp_path, name="copy"):
+    dst = tmp_path / name
+    shutil.copytree(tiny_store, dst)
+    return dst
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_store(fake_source, tmp_path):
+    user = tmp_path / "results"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep")
+    with pytest.raises(SegweakError, match=r"refusing to --overwrite .*no store.json.*notes.txt"):
+        prepare(fake_source([(32, 32)]), user, patch=32, overwrite=True, progress=False)
+    assert (user / "notes.txt").read_text() == "keep"
+
+    out = prepare(fake_source([(32, 32)]), tmp_path / "s", patch=32, progress=False)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SegweakError, match=r"not part of a store \(notes.txt\)"):
+        prepare(fake_source([(64, 64)]), out, patch=32, overwrite=True, progress=False)
+    (out / "notes.txt").unlink()
+    (out / "splits").mkdir()
+    (out / "splits" / "default.json").write_text("{}")
+    (out / "splits" / "plot.png").write_bytes(b"x")
+    with pytest.raises(SegweakError, match="splits/plot.png"):
+        prepare(fake_source([(64, 64)]), out, patch=32, overwrite=True, progress=False)
+    (out / "splits" / "plot.png").unlink()
+    notes = []
+    prepare(fake_source([(64, 64)]), out, patch=32, overwrite=True, progress=False, log=notes.append)
+    assert len(Store(out)) == 4
+    assert notes == [
+        f"--overwrite: {out} (images.npy, masks.npy, patches.csv, splits/, store.json) "
+        "will be replaced once the new store is complete"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "s"]
+
+
+def test_store_records_file_hashes_and_verifies(tiny_store, tmp_path):
+    import hashlib
+
+    st = Store(tiny_store)
+    files = st.meta["files"]
+    assert sorted(files) == ["images.npy", "masks.npy", "patches.csv"]
+    for name, rec in files.items():
+        data = (tiny_store / name).read_bytes()
+        assert rec["bytes"] == len(data) and rec["sha256"] == hashlib.sha256(data).hexdigest()
+    assert st.verify() == {"images.npy": "ok", "masks.npy": "ok", "patches.csv": "ok"}
+    assert info(tiny_store, verify=True)["verified"] == st.verify()
+
+
+def test_verify_finds_damage_the_open_check_does_not_sample(fake_source, tmp_path):
+    from segweak.data.store import SAMPLE_BLOCK_SIZE, SAMPLE_BLOCKS
+
+    out = prepare(fake_source([(256, 256), (256, 256)]), tmp_path / "s", patch=32, progress=False)
+    size = (out / "images.npy").stat().st_size
+    assert size > SAMPLE_BLOCKS * SAMPLE_BLOCK_SIZE  # large enough to be sampled, not hashed whole
+    # A byte between the first two sampled blocks: one flipped pixel, as bit rot would do.
+    offset = SAMPLE_BLOCK_SIZE + 10
+    assert offset < (size - SAMPLE_BLOCK_SIZE) // (SAMPLE_BLOCKS - 1)
+    with open(out / "images.npy", "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    damaged = Store(out)  # the cheap check does not read that byte
+    with pytest.raises(SegweakError, match=r"s/images.npy: content differs.*re-run `segweak prepare`"):
+        damaged.verify()
+    with pytest.raises(SegweakError, match="content differs"):
+        info(out, verify=True)
+
+
+def test_truncated_array_is_refused_on_open(tiny_store, tmp_path):
+    copy = _store_copy(tiny_store, tmp_path)
+    os.truncate(copy / "images.npy", 40000)
+    for call in (lambda: Store(copy), lambda: info(copy)):
+        with pytest.raises(SegweakError) as err:
+            call()
+        msg = str(err.value)
+        assert "\n" not in msg and str(copy / "images.npy") in msg
+        assert "40000 bytes on disk" in msg and "re-run `segweak prepare`" in msg
+    os.truncate(copy / "masks.npy", 20)  # not even a whole header
+    (copy / "images.npy").write_bytes((tiny_store / "images.npy").read_bytes())
+    with pytest.raises(SegweakError, match=r"masks.npy is not a readable .npy array"):
+        Store(copy)
+
+
+def test_array_from_another_store_is_refused_on_open(tiny_store, fake_source, tmp_path):
+    a = prepare(fake_source([(64, 64)]), tmp_path / "a", patch=32, progress=False)
+    src_b = fake_source([(64, 64), (64, 64)])
+    b = prepare(type(src_b)(src_b.tiles()[1:]), tmp_path / "b", patch=32, progress=False)
+    assert np.load(a / "images.npy").shape == np.load(b / "images.npy").shape  # same shape, other pixels
+    shutil.copyfile(b / "images.npy", a / "images.npy")
+    with pytest.raises(SegweakError, match=r"a/images.npy does not match .*sampled hash.*re-run"):
+        Store(a)
+    # another shape (other patch count) is reported from the header alone
+    copy = _store_copy(tiny_store, tmp_path)
+    shutil.copyfile(b / "masks.npy", copy / "masks.npy")
+    with pytest.raises(SegweakError, match=r"masks.npy does not match .*\(4, 32, 32\).*\(48, 32, 32\)"):
+        Store(copy)
+
+
+def test_store_without_hashes_still_opens_but_cannot_be_verified(tiny_store, tmp_path):
+    copy = _store_copy(tiny_store, tmp_path)
+    meta = json.loads((copy / "store.json").read_text())
+    del meta["files"]
+    (copy / "store.json").write_text(json.dumps(meta))
+    st = Store(copy)
+    assert len(st) == 48 and info(copy)["verifiable"] is False
+    with pytest.raises(SegweakError, match=r"records no content hashes.*re-run `segweak prepare`"):
+        st.verify()
+    os.truncate(copy / "images.npy", 40000)  # the header/size check needs no hashes
+    with pytest.raises(SegweakError, match="40000 bytes on disk"):
+        Store(copy)
+
+
+def test_sampled_hash_reads_little_and_sees_every_region(tmp_path):
+    from segweak.data.store import SAMPLE_BLOCK_SIZE, SAMPLE_BLOCKS, sampled_sha256
+
+    path = tmp_path / "f"
+    data = bytearray(
+        np.random.default_rng(0).integers(0, 256, 10 * SAMPLE_BLOCKS * SAMPLE_BLOCK_SIZE, np.uint8)
+    )
+    path.write_bytes(bytes(data))
+    ref = sampled_sha256(path)
+    for offset in (0, len(data) - 1):  # first and last byte are always sampled
+        changed = bytearray(data)
+        changed[offset] ^= 1
+        path.write_bytes(bytes(changed))
+        assert sampled_sha256(path) != ref
+    path.write_bytes(bytes(data) + b"x")
+    assert sampled_sha256(path) != ref

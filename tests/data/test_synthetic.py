@@ -49,7 +49,7 @@ def test_synthesize_layout_and_determinism(tmp_path):
         (ia, ma), (ib, mb) = x.read(), y.read()
         assert np.array_equal(ia, ib) and np.array_equal(ma, mb)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
-    with pytest.raises(FileExistsError):
+    with pytest.raises(SegweakError, match="already exists.*--overwrite"):
         synthesize(tmp_path / "a", n_tiles=1, height=48, width=64)
     synthesize(tmp_path / "a", n_tiles=1, height=48, width=64, overwrite=True, eroded=False)
     assert not (tmp_path / "a" / "ground_truth_eroded_COMPLETE").exists()
@@ -90,3 +90,52 @@ def test_more_than_33_areas_get_extra_numbers(tmp_path):
 
     nums = _area_numbers(35)
     assert len(set(nums)) == 35 and nums[32] == 38 and nums[33:] == [39, 40]
+
+
+def test_overwrite_replaces_only_a_synth_output(tmp_path, monkeypatch):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.tex").write_text("precious")
+    with pytest.raises(SegweakError, match=r"refusing to --overwrite .*no synth.json.*thesis.tex"):
+        synthesize(user, n_tiles=1, height=32, width=32, overwrite=True)
+    assert (user / "thesis.tex").read_text() == "precious"
+
+    out = synthesize(tmp_path / "s", n_tiles=1, height=32, width=32)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SegweakError, match=r"holds files that synth does not write \(notes.txt\)"):
+        synthesize(out, n_tiles=1, height=32, width=32, overwrite=True)
+    (out / "notes.txt").unlink()
+    (out / "top" / "extra.png").write_bytes(b"x")
+    with pytest.raises(SegweakError, match="top/extra.png"):
+        synthesize(out, n_tiles=1, height=32, width=32, overwrite=True)
+    (out / "top" / "extra.png").unlink()
+    notes = []
+    synthesize(out, n_tiles=2, height=32, width=32, overwrite=True, log=notes.append)
+    assert json.loads((out / "synth.json").read_text())["n_tiles"] == 2
+    assert notes and "will be replaced" in notes[0]
+
+    monkeypatch.chdir(out)
+    with pytest.raises(SegweakError, match="current directory"):
+        synthesize(".", n_tiles=1, height=32, width=32, overwrite=True)
+    assert (out / "synth.json").is_file()
+
+
+@pytest.mark.parametrize("layout", ["potsdam", "scenes"])
+def test_overwrite_of_other_layouts_replaces_only_their_own_output(tmp_path, layout):
+    from segweak.data.synthetic import synthesize_potsdam, synthesize_scenes
+    from segweak.errors import SegweakError
+
+    make = synthesize_potsdam if layout == "potsdam" else synthesize_scenes
+    out = tmp_path / "synth"
+    kwargs = dict(height=64, width=64, seed=0)
+    if layout == "potsdam":
+        kwargs["n_tiles"] = 1
+    else:
+        kwargs["n_scenes"] = 1
+    make(out, **kwargs)
+    make(out, overwrite=True, **kwargs)  # its own output: replaced
+    assert (out / "synth.json").is_file()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SegweakError, match="notes.txt"):
+        make(out, overwrite=True, **kwargs)
+    assert (out / "notes.txt").read_text() == "mine"

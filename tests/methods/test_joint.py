@@ -127,4 +127,5 @@ def test_interval_loss_is_zero_inside_and_squared_outside():
     # τ = 0: the squared error; an empty area leaves the patch out.
     assert float(interval_loss_mean(logits, torch.tensor([[0.8, 0.2]]), tau=0.0)) == pytest.approx(0.18)
     empty = torch.zeros(1, 1, 2)
-    assert float(interval_loss_mean(logits, torch.tensor([[float("nan"), 0.2]]), 0.1, empty)) == 0.0
+    # (The methods replace such a patch's NaN proportions: test_patch_without_valid_pixels_is_left_out.)
+    assert float(interval_loss_mean(logits, torch.tensor([[0.8, 0.2]]), 0.1, empty)) == 0.0

@@ -147,6 +147,26 @@ def test_four_band_stem_adaptation():
     torch.testing.assert_close(stem, adapt_first_conv(ref, 4))
 
 
+def test_four_band_offline_model_keeps_the_pretrained_rgb_response(timm_state):
+    """The adapted stem sees bands 1-3 through the ImageNet kernels (scaled by 3/4) and the model runs."""
+    import copy
+
+    model = build_model(ModelConfig(in_channels=4), 5).eval()
+    stem4 = model.encoder.model.conv_stem
+    stem3 = copy.deepcopy(stem4)
+    stem3.weight = torch.nn.Parameter(timm_state["conv_stem.weight"].clone())
+    stem3.in_channels = 3
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        y4 = stem4(torch.cat([x, torch.zeros(2, 1, 32, 32)], dim=1))
+        y3 = stem3(x)
+        torch.testing.assert_close(y4, 0.75 * y3)
+        # The 4th band gets the first (red) kernel, as timm and smp do for in_channels > 3.
+        torch.testing.assert_close(stem4.weight[:, 3], stem4.weight[:, 0])
+        logits = model(torch.randn(2, 4, 64, 64))
+    assert logits.shape == (2, 5, 64, 64) and torch.isfinite(logits).all()
+
+
 def test_offline_refuses_other_encoders():
     model = build_model(ModelConfig(encoder=TINY_TEST_ENCODER, weights="none"), 5)
     with pytest.raises(SegweakError, match="only exists for model.encoder=tu-tf_efficientnet_lite0"):

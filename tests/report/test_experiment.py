@@ -342,7 +342,7 @@ def test_demo_config_is_packaged_identically():
     assert quick.train["model"]["weights"] == "none" and quick.stage_overrides == {}
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "vaihingen.yaml", "folder-example.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "vaihingen.yaml", "potsdam.yaml", "folder-example.yaml"])
 def test_shipped_configs_load(name):
     path = REPO / "configs" / name
     cfg = ex.load_experiment_config(path)

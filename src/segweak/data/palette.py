@@ -6,11 +6,16 @@ A :class:`Palette` maps the values found in label files to class indices ``0..K-
 * ``rgb``: labels are colour images (H×W×3); each class has one or more RGB colours.
 * ``index``: labels are single-band integer images; each class has one or more integer values.
 
+Palette-mode ("P") files, one band of indices plus the file's own colour table, are read through that
+table in ``rgb`` mode (:func:`expand_colormap`) and by index in ``index`` mode.
+
 Label files from real data are rarely clean: resampled or JPEG-compressed colour masks carry blended
 colours at object edges. In ``rgb`` mode every colour that is not an exact palette colour is
 *snapped* to the nearest palette colour (class or ignore colour) when it lies within ``tolerance``;
 a colour further than that from every palette colour is an error (:class:`~segweak.errors.SegweakError`
-naming the file, the number of such pixels and one example pixel), never silently some class.
+naming the file, the number of such pixels and one example pixel), never silently some class. A file
+whose pixels are mostly far from every palette colour (:data:`MASK_LIKE_SHARE`) is not read as a mask
+at all, whatever the tolerance: it is an image given as a mask, or the palette is wrong.
 
 Tolerance semantics (``rgb`` only): the distance used for the tolerance test is the **Chebyshev**
 distance, i.e. the largest absolute per-channel difference, so ``tolerance: 10`` means "each of R, G, B
@@ -60,6 +65,20 @@ Interpolation blends (a label resampled with bilinear filtering, e.g. 50 % white
 explicitly (``--tolerance 127`` snaps every blend to its nearest colour), not a silent default. On the
 real resized area-1 sample about 7.7 % of the pixels are beyond 10 and all are within 127.
 """
+
+MASK_NEAR_DISTANCE = 10
+"""Chebyshev distance within which a pixel counts as a palette colour for :data:`MASK_LIKE_SHARE`."""
+
+MASK_LIKE_SHARE = 0.5
+"""Share of an ``rgb`` label's pixels that must be within :data:`MASK_NEAR_DISTANCE` of a palette colour,
+whatever the tolerance, for the file to be read as a label mask at all; otherwise it is an error that
+suggests no tolerance. Real masks, even resampled ones, are mostly exact colours (the resized real area-1
+label: 92.3 % within 10), photos almost never are (the real area-1 images read as masks: 0.02 % and
+0.23 %), while a tolerance of 127 would snap nearly every photo pixel to some Vaihingen colour."""
+
+MAX_BLEND_DISTANCE = 127
+"""Largest Chebyshev distance from a blend of two colours (any mix of them) to the nearer of the two:
+half of at most 255, rounded down. A colour further from every palette colour is not a blend."""
 
 VAIHINGEN_CLASSES = ("impervious", "building", "low_vegetation", "tree", "car")
 VAIHINGEN_COLORS: dict[str, tuple[int, int, int]] = {
@@ -296,14 +315,19 @@ class Palette:
         tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
         if isinstance(tolerance, bool) or not isinstance(tolerance, int | float):
             raise SegweakError(f"{where}: tolerance must be a number 0..255, got {tolerance!r}")
-        return cls(
-            mode=mode,
-            classes=ClassSet(tuple(names)),
-            entries=tuple(entries),
-            ignore=ignore,
-            tolerance=float(tolerance),
-            display=tuple(display),
-        )
+        try:
+            return cls(
+                mode=mode,
+                classes=ClassSet(tuple(names)),
+                entries=tuple(entries),
+                ignore=ignore,
+                tolerance=float(tolerance),
+                display=tuple(display),
+            )
+        except SegweakError as exc:
+            # Cross-class checks (duplicate names, a colour used twice) happen in the constructors,
+            # which do not know the file: name it here.
+            raise SegweakError(f"{where}: {exc}") from None
 
     @staticmethod
     def _parse_value(v: Any, mode: str, where: str) -> Any:
@@ -322,6 +346,8 @@ class Palette:
         """Load a palette YAML file (format in the module docstring and ``docs/palette.md``)."""
         import yaml
 
+        from segweak.config import yaml_error_summary
+
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -329,8 +355,16 @@ class Palette:
             raise SegweakError(
                 f"palette file {path} does not exist; pass an existing --palette YAML"
             ) from None
+        except IsADirectoryError:
+            raise SegweakError(f"palette file {path} is a directory; pass a palette YAML file") from None
+        except UnicodeDecodeError:
+            raise SegweakError(
+                f"palette file {path} is not a text file (not UTF-8); pass a palette YAML (docs/palette.md)"
+            ) from None
+        except OSError as exc:
+            raise SegweakError(f"palette file {path} cannot be read: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
-            raise SegweakError(f"palette file {path} is not valid YAML: {exc}") from None
+            raise SegweakError(f"palette file {path} is not valid YAML: {yaml_error_summary(exc)}") from None
         return cls.from_dict(data, where=str(path))
 
     def to_dict(self) -> dict[str, Any]:
@@ -426,19 +460,21 @@ class Palette:
                     f"e.g. pixel (row {first // w}, col {first % w}) = {int(flat[first])}. "
                     "Add these values to the palette's classes or ignore."
                 )
-            snapped_target, dist = self._snap(uniq)
+            snapped_target, dist, nearest = self._snap(uniq)
+            # Whatever the tolerance, a file whose pixels are mostly far from every palette colour is not
+            # a label mask (e.g. a photo given as a mask): with a large tolerance it would "snap" anyway.
+            near = stats.n_exact + int(np.count_nonzero(nearest[inverse] <= MASK_NEAR_DISTANCE))
+            if near < MASK_LIKE_SHARE * flat.size:
+                raise SegweakError(
+                    f"{source}: only {100 * near / flat.size:.1f}% of its pixels are within "
+                    f"{MASK_NEAR_DISTANCE} of a palette colour, so it does not look like a label mask for "
+                    "this palette (label masks are mostly exact palette colours): check that the masks are "
+                    "label files, not the images, and that the palette lists their colours"
+                )
             bad_u = snapped_target < 0
             if bad_u.any():
-                bad_px = bad_u[inverse]
-                first = int(miss[np.flatnonzero(bad_px)[0]])
-                colour = _unpack_rgb(np.array([flat[first]]))[0].tolist()
                 raise SegweakError(
-                    f"{source}: {int(bad_px.sum())} pixel(s) ({100 * bad_px.sum() / flat.size:.2f}%) "
-                    f"have colours further than the tolerance {self.tolerance:g} (largest per-channel "
-                    f"difference) from every palette colour; e.g. pixel (row {first // w}, col {first % w}) "
-                    f"= {colour}. These are usually blends from a resampled or compressed label: pass a "
-                    "larger --tolerance (up to 127 snaps every blend to its nearest colour) or fix the "
-                    "palette."
+                    self._beyond_tolerance_message(flat, w, miss, inverse, bad_u, nearest, source)
                 )
             out[miss] = snapped_target[inverse].astype(np.uint8)
             stats.n_snapped = int(miss.size)
@@ -447,8 +483,62 @@ class Palette:
         stats.n_ignore = int(np.count_nonzero(mask == IGNORE_INDEX))
         return mask, stats
 
-    def _snap(self, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Snap unique packed colours -> (target index, -1 when beyond tolerance; Chebyshev distance)."""
+    def _beyond_tolerance_message(
+        self,
+        flat: np.ndarray,
+        width: int,
+        miss: np.ndarray,
+        inverse: np.ndarray,
+        bad_u: np.ndarray,
+        nearest: np.ndarray,
+        source: str,
+    ) -> str:
+        """Build the one-line error for colours beyond the tolerance, with advice that fits the file.
+
+        The file is known to look like a label mask (see :data:`MASK_LIKE_SHARE`). A tolerance hint is
+        given only when every offending colour could be a blend of palette colours (at most
+        :data:`MAX_BLEND_DISTANCE` from one); otherwise the palette lacks a colour.
+
+        Args:
+            flat: (N,) packed label values of the whole file.
+            width: Label width W (for row/col of the example pixel).
+            miss: (M,) flat indices of the pixels that are not exact palette values.
+            inverse: (M,) index of each missing pixel's colour in the unique colours.
+            bad_u: (U,) unique colours beyond tolerance.
+            nearest: (U,) Chebyshev distance of each unique colour to its nearest palette colour.
+            source: File name.
+        """
+        bad_px = bad_u[inverse]
+        n_bad = int(bad_px.sum())
+        first = int(miss[np.flatnonzero(bad_px)[0]])
+        colour = _unpack_rgb(np.array([flat[first]]))[0].tolist()
+        head = (
+            f"{source}: {n_bad} pixel(s) ({100 * n_bad / flat.size:.2f}%) have colours further than the "
+            f"tolerance {self.tolerance:g} (largest per-channel difference) from every palette colour; "
+            f"e.g. pixel (row {first // width}, col {first % width}) = {colour}."
+        )
+        needed = int(nearest[bad_u].max())
+        if needed > MAX_BLEND_DISTANCE:
+            return (
+                f"{head} Some colours are up to {needed} away from the nearest palette colour, too far to be "
+                "blends of palette colours: add them to the palette (as a class or ignore colour)."
+            )
+        return (
+            f"{head} These are usually blends from a resampled or compressed label: --tolerance {needed} "
+            "snaps every one of them to its nearest palette colour, or fix the palette."
+        )
+
+    def _snap(self, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Snap unique packed colours to palette entries.
+
+        Args:
+            packed: (U,) packed colours.
+
+        Returns:
+            ``(target, dist, nearest)``, each (U,): target index (-1 when beyond tolerance), Chebyshev
+            distance of the snapped colour (0 when not snapped), and Chebyshev distance to the nearest
+            palette colour whatever the tolerance.
+        """
         cols = _unpack_rgb(packed)  # (U, 3)
         pal: list[tuple[int, int, int]] = []
         tgt: list[int] = []
@@ -467,7 +557,7 @@ class Palette:
         ok = within[np.arange(len(cols)), best]
         target = np.where(ok, np.array(tgt, dtype=np.int32)[best], -1)
         dist = np.where(ok, cheb[np.arange(len(cols)), best], 0)
-        return target, dist
+        return target, dist, cheb.min(axis=1)
 
 
 def vaihingen_palette(keep_clutter: bool = False, tolerance: float = DEFAULT_TOLERANCE) -> Palette:
@@ -512,3 +602,41 @@ def colorize(mask: np.ndarray, palette: Palette) -> np.ndarray:
             f"nor ignore ({IGNORE_INDEX})"
         )
     return lut[m.astype(np.uint8)]
+
+
+def expand_colormap(
+    indices: np.ndarray, colormap: dict[int, tuple[int, ...]], source: str = "label"
+) -> np.ndarray:
+    """Turn a palette-mode ("P") label into colours through the file's own colour table.
+
+    Args:
+        indices: H×W integer pixel values (indices into the colour table).
+        colormap: The file's colour table, ``{index: (r, g, b[, a])}`` (rasterio's ``colormap(1)``).
+        source: File name for error messages.
+
+    Returns:
+        H×W×3 uint8 colours.
+
+    Raises:
+        SegweakError: When a pixel uses an index the colour table does not define.
+    """
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    defined = np.zeros(256, dtype=bool)
+    for idx, colour in colormap.items():
+        if 0 <= int(idx) < 256:
+            lut[int(idx)] = colour[:3]
+            defined[int(idx)] = True
+    values = np.asarray(indices)
+    if values.size and (int(values.min()) < 0 or int(values.max()) > 255):
+        raise SegweakError(
+            f"{source}: palette-mode pixel values must be 0..255, got {values.min()}..{values.max()}"
+        )
+    values = values.astype(np.uint8, copy=False)
+    used = np.flatnonzero(np.bincount(values.ravel(), minlength=256))
+    undefined = used[~defined[used]]
+    if undefined.size:
+        raise SegweakError(
+            f"{source}: pixel value(s) {undefined[:10].tolist()} have no colour in the file's own colour "
+            "table (palette-mode image); use an index palette (mode: index) to read the values directly"
+        )
+    return lut[values]

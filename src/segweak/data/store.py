@@ -13,6 +13,12 @@ Format (``format_version`` 1, documented in ``docs/store.md``)::
 streams tile by tile into ``np.lib.format.open_memmap`` arrays, so peak memory is about one tile
 regardless of the dataset size. Everything is written into a temporary sibling directory that is
 renamed into place at the end: an interrupted prepare leaves nothing at the output path.
+
+``store.json`` records the size, SHA-256 and a *sampled* SHA-256 (of a fixed set of 4 KiB blocks) of
+``images.npy``, ``masks.npy`` and ``patches.csv``. Opening a store checks the ``.npy`` headers against
+the metadata, the file sizes and the sampled hashes (milliseconds whatever the store size), so a
+truncated file or one swapped in from another store is refused; :meth:`Store.verify` (``segweak info
+--verify``) rereads everything and compares the full hashes.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +39,28 @@ from segweak import __version__
 from segweak.data import tiling
 from segweak.data.palette import IGNORE_INDEX
 from segweak.errors import SegweakError
-from segweak.io import atomic_directory, atomic_write_json
+from segweak.io import (
+    Log,
+    atomic_directory,
+    atomic_write_json,
+    check_disjoint,
+    check_output_dir,
+    describe_entries,
+    input_path,
+    is_temp_name,
+    stderr_log,
+)
 from segweak.weak.labels import class_counts
 
 FORMAT_VERSION = 1
 STORE_FILES = ("store.json", "images.npy", "masks.npy", "patches.csv")
+CHECKED_FILES = ("images.npy", "masks.npy", "patches.csv")
+"""Files whose size and hashes ``store.json`` records (key ``files``)."""
+SAMPLE_BLOCKS = 64
+SAMPLE_BLOCK_SIZE = 4096
+"""The sampled SHA-256 covers this many blocks of this size, evenly spaced from the first to the last
+byte (the whole file when it is smaller); part of the store format, do not change."""
+_CHUNK = 1 << 20
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -93,6 +117,8 @@ def _tile_record(tile: Any) -> dict[str, Any]:
         rec["eroded_label_path"] = str(eroded)
     # Which of the labels was actually read (Vaihingen: full or eroded), for provenance.
     rec["read_label_path"] = str(getattr(tile, "active_label_path", tile.label_path))
+    for channel in getattr(tile, "extra", ()):  # e.g. the DSM a channel was computed from
+        rec.setdefault("extra_channel_paths", {})[str(channel.name)] = str(channel.path)
     return rec
 
 
@@ -164,6 +190,117 @@ def _snap_summary(per_tile: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# file integrity
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Parse a ``.npy`` header: ``(shape, fortran_order, dtype, data offset)``; reads a few bytes.
+
+    Raises:
+        SegweakError: When the file is not a ``.npy`` array.
+    """
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as fh:
+            version = fmt.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+            return tuple(int(d) for d in shape), bool(fortran), dtype, fh.tell()
+    except (ValueError, OSError, SyntaxError) as exc:
+        raise SegweakError(
+            f"{path} is not a readable .npy array ({exc}); the store is damaged: re-run `segweak prepare`"
+        ) from None
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a whole file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sampled_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) over the file size and :data:`SAMPLE_BLOCKS` evenly spaced blocks.
+
+    Cheap enough to run on every :class:`Store` open (at most 256 KiB read), yet any file swapped in
+    from another store differs in some sampled block. Small files are hashed whole.
+    """
+    size = os.path.getsize(path)
+    h = hashlib.sha256(f"{size}:".encode())
+    with open(path, "rb") as fh:
+        if size <= SAMPLE_BLOCKS * SAMPLE_BLOCK_SIZE:
+            h.update(fh.read())
+        else:
+            span = size - SAMPLE_BLOCK_SIZE
+            for i in range(SAMPLE_BLOCKS):
+                fh.seek(i * span // (SAMPLE_BLOCKS - 1))
+                h.update(fh.read(SAMPLE_BLOCK_SIZE))
+    return h.hexdigest()
+
+
+def _file_record(path: Path, sha256: str) -> dict[str, Any]:
+    return {"bytes": os.path.getsize(path), "sha256": sha256, "sampled_sha256": sampled_sha256(path)}
+
+
+def _not_a_store(path: Path) -> str | None:
+    """Inspector for ``--overwrite``: None when ``path`` is a store and holds nothing else."""
+    meta_path = path / "store.json"
+    if not meta_path.is_file():
+        return "it is not a segweak store (no store.json)"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "its store.json is not valid JSON, so it is not a segweak store"
+    if not isinstance(meta, dict) or not {"format_version", "n_patches", "classes"} <= set(meta):
+        return "its store.json was not written by segweak prepare"
+    # Anything a store does not hold (besides segweak's own hidden temporary/lock files) belongs to
+    # someone else and must not be deleted with the store.
+    foreign = [p.name for p in path.iterdir() if p.name not in (*STORE_FILES, "splits") and not _own(p.name)]
+    splits = path / "splits"
+    if splits.is_dir():
+        foreign += [
+            f"splits/{p.name}"
+            for p in splits.iterdir()
+            if not (p.suffix == ".json" and p.is_file()) and not _own(p.name)
+        ]
+    elif splits.exists():
+        foreign.append("splits")
+    if foreign:
+        return f"it holds files that are not part of a store ({', '.join(sorted(foreign)[:6])})"
+    return None
+
+
+def _own(name: str) -> bool:
+    """Whether ``name`` is a hidden temporary or lock file of segweak (``.NAME.<random>.tmp``, ``.lock``)."""
+    return is_temp_name(name) or (name.startswith(".") and name.endswith(".lock"))
+
+
+def _source_inputs(source: Any) -> list[Path]:
+    """Folders and files a source reads that are known without listing tiles."""
+    found = []
+    for attr in ("root", "images", "masks"):
+        value = getattr(source, attr, None)
+        if isinstance(value, (str, os.PathLike)):
+            found.append(Path(value))
+    return found
+
+
+def _tile_inputs(tiles: Iterable[Any]) -> list[Path]:
+    """Folders holding the tiles' image and label files (deduplicated; zip archives' folders)."""
+    dirs: set[Path] = set()
+    for t in tiles:
+        for locator in (t.image_path, t.label_path, getattr(t, "eroded_label_path", None)):
+            path = input_path(locator) if locator else None
+            if path is not None:
+                dirs.add(path.parent)
+    return sorted(dirs)
+
+
+# ---------------------------------------------------------------------------------------------------
 # prepare
 
 
@@ -174,6 +311,8 @@ def prepare(
     stride: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    log: Log | None = None,
 ) -> Path:
     """Cut every tile of ``source`` into ``patch``-sized windows and write a prepared store.
 
@@ -184,31 +323,47 @@ def prepare(
         patch: Square patch side ``P`` in pixels.
         stride: Window step ``S`` in pixels (``1..P``); ``None`` means ``P`` (no overlap). The last
             window of each row/column is shifted to end at the tile edge (see :mod:`segweak.data.tiling`).
-        overwrite: Replace an existing store at ``out`` (only once the new one is complete).
+        overwrite: Replace an existing store at ``out`` (only once the new one is complete). Only
+            a folder holding a segweak store and nothing else is ever replaced.
         progress: Show a progress bar (one step per tile).
+        inputs: Further paths the source reads (e.g. the palette file); ``out`` must not be or
+            contain them, nor the source's root/images/masks folders or any tile's folder.
+        log: Receives one-line notes (what is replaced, leftovers cleaned); default standard error.
 
     Returns:
         The store path.
 
     Raises:
-        SegweakError: Existing output without ``overwrite``, patch larger than a tile, bad stride,
-            or a tile that breaks the reader contract.
+        SegweakError: Existing output without ``overwrite``, an output that is not a store or holds
+            an input, patch larger than a tile, bad stride, or a tile that breaks the reader contract.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise SegweakError(f"output {out} already exists; choose another --out or pass --overwrite")
+    log = log or stderr_log
+    replacing = check_output_dir(
+        out,
+        overwrite=overwrite,
+        inspect=_not_a_store,
+        inputs=[*_source_inputs(source), *inputs],
+        what="store",
+    )
     stride = patch if stride is None else stride
     tiling.check_patch_stride(patch, stride)
     names = class_names(source.classes)
     k = len(names)
     tiles = list(source.tiles())
     _check_tiles(tiles)
+    check_disjoint(out, _tile_inputs(tiles))
+    if replacing:
+        log(f"--overwrite: {out} ({describe_entries(out)}) will be replaced once the new store is complete")
     # Pass 1 (headers only): window origins of every tile -> N, so the arrays can be pre-allocated.
     origins = [tiling.windows(t.shape, patch, stride, t.id) for t in tiles]
     n_total = sum(len(o) for o in origins)
 
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with atomic_directory(out, overwrite=overwrite, inspect=_not_a_store, log=log) as tmp:
         channels: int | None = None
+        # Full SHA-256 of each array, fed while streaming (header first, then patch after patch in
+        # file order), so no second pass over a possibly larger-than-RAM store is needed.
+        hashers: dict[str, Any] = {}
         hist_sum: np.ndarray | None = None  # (C, 256) exact per-channel value histogram
         tile_hist = np.zeros(256, dtype=np.int64)
         tile_stats: list[dict[str, Any]] = []
@@ -243,6 +398,9 @@ def prepare(
                     for fname, shape in shapes.items():
                         mm = np.lib.format.open_memmap(tmp / fname, mode="w+", dtype=np.uint8, shape=shape)
                         del mm
+                        offset = _npy_header(tmp / fname)[3]
+                        with open(tmp / fname, "rb") as hfh:
+                            hashers[fname] = hashlib.sha256(hfh.read(offset))
                     hist_sum = np.zeros((channels, 256), dtype=np.int64)
                 for c in range(channels):
                     hist_sum[c] += np.bincount(image[..., c].ravel(), minlength=256)
@@ -255,6 +413,8 @@ def prepare(
                 for j, (r, c) in enumerate(tile_origins):
                     images_mm[idx + j] = image[r : r + patch, c : c + patch]
                 masks_mm[idx : idx + n] = tile_masks
+                hashers["images.npy"].update(images_mm[idx : idx + n])
+                hashers["masks.npy"].update(masks_mm[idx : idx + n])
                 del images_mm, masks_mm  # unmapping leaves write-back to the kernel (no per-tile msync)
                 counts = class_counts(tile_masks, k)
                 valid = counts.sum(axis=1)
@@ -269,12 +429,15 @@ def prepare(
                 del image, mask, tile_masks
                 bar.advance(task)
         assert idx == n_total and hist_sum is not None
+        files: dict[str, dict[str, Any]] = {}
         for fname in ("images.npy", "masks.npy"):
             fd = os.open(tmp / fname, os.O_RDONLY)
             try:
                 os.fsync(fd)  # on disk before the directory is renamed into place
             finally:
                 os.close(fd)
+            files[fname] = _file_record(tmp / fname, hashers[fname].hexdigest())
+        files["patches.csv"] = _file_record(tmp / "patches.csv", file_sha256(tmp / "patches.csv"))
 
         values = np.arange(256, dtype=np.float64)
         npix = hist_sum.sum(axis=1).astype(np.float64)
@@ -297,6 +460,8 @@ def prepare(
             "palette": _jsonable(getattr(source, "palette", None)),
             "ignore_index": IGNORE_INDEX,
             "band_order": _jsonable(band_order),
+            # Per channel: name, source file/band and how it was mapped to 0..255 (readers that know it).
+            "bands": describe.get("bands") if isinstance(describe, dict) else None,
             "channels": channels,
             "patch": int(patch),
             "stride": int(stride),
@@ -310,6 +475,7 @@ def prepare(
                 "ignore": int(tile_hist[IGNORE_INDEX]),
                 "snapping": _snap_summary(tile_stats),
             },
+            "files": files,
         }
         atomic_write_json(tmp / "store.json", meta)
     return out
@@ -359,9 +525,67 @@ class Store:
                 f"({__version__}) reads version {FORMAT_VERSION}; re-run `segweak prepare`"
             )
         self.classes: list[str] = list(self.meta["classes"])
+        self._check_files()
         self._read_manifest()
         self._images: np.ndarray | None = None
         self._masks: np.ndarray | None = None
+
+    def _damaged(self, fname: str, detail: str) -> SegweakError:
+        return SegweakError(
+            f"{self.path / fname} does not match {self.path / 'store.json'} ({detail}): the file is "
+            "truncated, modified or from another store; re-run `segweak prepare` to rebuild the store"
+        )
+
+    def _check_files(self) -> None:
+        """Cheap integrity check on open: array headers, file sizes and sampled hashes.
+
+        Without it a truncated array fails deep inside training (``mmap length is greater than
+        file size``) and an array swapped in from another store trains on the wrong images silently.
+        """
+        n, p = int(self.meta["n_patches"]), int(self.meta["patch"])
+        expected_shapes = {"images.npy": (n, p, p, int(self.meta["channels"])), "masks.npy": (n, p, p)}
+        for fname, expected in expected_shapes.items():
+            shape, fortran, dtype, offset = _npy_header(self.path / fname)
+            if shape != expected or dtype != np.uint8 or fortran:
+                raise self._damaged(
+                    fname, f"it holds {dtype} {shape}, the store needs uint8 {expected} in C order"
+                )
+            size = os.path.getsize(self.path / fname)
+            needed = offset + int(np.prod(shape)) * dtype.itemsize
+            if size != needed:
+                raise self._damaged(fname, f"{size} bytes on disk, its header needs {needed}")
+        for fname, rec in (self.meta.get("files") or {}).items():
+            size = os.path.getsize(self.path / fname)
+            if size != rec["bytes"]:
+                raise self._damaged(fname, f"{size} bytes on disk, recorded {rec['bytes']}")
+            if sampled_sha256(self.path / fname) != rec["sampled_sha256"]:
+                raise self._damaged(fname, "its content differs from the sampled hash recorded at prepare")
+
+    def verify(self) -> dict[str, str]:
+        """Reread the store's files and compare their SHA-256 with those recorded at prepare time.
+
+        Returns:
+            ``{file name: "ok"}`` for every checked file.
+
+        Raises:
+            SegweakError: Naming the files whose content differs, or when ``store.json`` records no
+                hashes (stores prepared before segweak recorded them cannot be verified).
+        """
+        files = self.meta.get("files")
+        if not files:
+            raise SegweakError(
+                f"{self.path / 'store.json'} records no content hashes (prepared by segweak "
+                f"{self.meta.get('tool_version')}, before they were added), so --verify cannot check it; "
+                "re-run `segweak prepare` to get a verifiable store"
+            )
+        bad = [f for f, rec in sorted(files.items()) if file_sha256(self.path / f) != rec["sha256"]]
+        if bad:
+            raise SegweakError(
+                f"{', '.join(str(self.path / f) for f in bad)}: content differs from the SHA-256 "
+                "recorded at prepare time (modified, corrupted or from another store); re-run "
+                "`segweak prepare` to rebuild the store"
+            )
+        return {f: "ok" for f in sorted(files)}
 
     def _read_manifest(self) -> None:
         k = len(self.classes)
@@ -471,11 +695,16 @@ def open_store(store: Store | str | os.PathLike[str]) -> Store:
 # info
 
 
-def info(store_path: Store | str | os.PathLike[str], split: str | None = None) -> dict[str, Any]:
+def info(
+    store_path: Store | str | os.PathLike[str], split: str | None = None, verify: bool = False
+) -> dict[str, Any]:
     """Summary of a store (and optionally one split) as a JSON-ready dict with stable keys.
 
+    With ``verify``, every file is reread and checked against its recorded SHA-256 first
+    (:meth:`Store.verify`); the result is under ``verified`` (``{file: "ok"}``).
+
     Keys (documented in ``docs/store.md``): ``path, format_version, tool_version, created, source,
-    classes, num_classes, patch, stride, channels, band_order, n_tiles, n_patches, n_valid_pixels,
+    classes, num_classes, patch, stride, channels, band_order, bands, n_tiles, n_patches, n_valid_pixels,
     class_pixel_fraction {class: f}, image_stats, splits [names]`` and, with ``split``, ``split``:
     ``{name, by, seed, fractions, presence_threshold, excluded, subsets: {subset: {patches,
     patch_fraction, pixels, pixel_fraction, mean_weak {class: f}, presence_rate {class: f}}}}``.
@@ -484,6 +713,7 @@ def info(store_path: Store | str | os.PathLike[str], split: str | None = None) -
     from segweak.weak.labels import presence, proportions
 
     st = open_store(store_path)
+    verified = st.verify() if verify else None
     m = st.meta
     total_valid = int(st.valid.sum())
     per_class = st.counts.sum(axis=0)
@@ -499,6 +729,7 @@ def info(store_path: Store | str | os.PathLike[str], split: str | None = None) -
         "stride": m["stride"],
         "channels": m.get("channels"),
         "band_order": m.get("band_order"),
+        "bands": m.get("bands"),
         "n_tiles": m["n_tiles"],
         "n_patches": len(st),
         "n_valid_pixels": total_valid,
@@ -507,7 +738,10 @@ def info(store_path: Store | str | os.PathLike[str], split: str | None = None) -
         },
         "image_stats": {"mean": m["image_stats"]["mean"], "std": m["image_stats"]["std"]},
         "splits": st.split_names(),
+        "verifiable": bool(m.get("files")),
     }
+    if verified is not None:
+        out["verified"] = verified
     if split is not None:
         man = load_split(st, split)
         subsets: dict[str, Any] = {}

@@ -18,10 +18,21 @@ Layout of ``synthesize(out)`` (``zips=False``)::
 With ``zips=True`` the same files are packed instead into the three official archives
 (``ISPRS_semantic_labeling_Vaihingen.zip`` with ``top/`` and ``gts_for_participants/``,
 ``..._ground_truth_COMPLETE.zip`` and ``..._ground_truth_eroded_COMPLETE.zip`` with the labels at their
-root), exactly as the ISPRS download provides them. The DSMs are not generated.
+root), exactly as the ISPRS download provides them. With ``dsm=True`` a float32 DSM in metres is also
+written per area (``dsm/dsm_09cm_matching_area{N}.tif``, inside the first archive with ``zips=True``):
+terrain with a gentle slope plus the heights of buildings, trees, cars and clutter.
+
+Two more layouts exist for the readers' tests and for trying segweak out:
+
+* :func:`synthesize_potsdam`: the ISPRS Potsdam release (``2_Ortho_RGB``, ``3_Ortho_IRRG``,
+  ``4_Ortho_RGBIR``, ``5_Labels_all``, ``5_Labels_all_noBoundary``, ``1_DSM``; folders or zips);
+* :func:`synthesize_scenes`: a generic folder dataset in the common scene layout
+  ``Scene N/images/*.jpg`` + ``Scene N/masks/*.png`` with palette-mode ("P") PNG masks and a
+  ``palette.yaml``.
 
 Everything is deterministic for a given ``seed`` and written atomically (a temporary sibling directory
-renamed into place).
+renamed into place). ``synth.json`` (with ``"generator": "segweak.data.synthetic"``) marks the folder as
+segweak's own: ``overwrite`` replaces only such a folder, and only when it holds nothing else.
 """
 
 from __future__ import annotations
@@ -32,13 +43,14 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from segweak.data.palette import BOUNDARY_COLOR, VAIHINGEN_COLORS
 from segweak.data.sources import VAIHINGEN_ERODED_ZIP, VAIHINGEN_GT_ZIP, VAIHINGEN_ZIP
 from segweak.errors import SegweakError
-from segweak.io import atomic_directory
+from segweak.io import Log, atomic_directory, check_output_dir, describe_entries, is_temp_name, stderr_log
 
 # The 33 official area numbers, and the 16 whose labels were given to participants.
 VAIHINGEN_AREAS = (
@@ -378,35 +390,130 @@ def label_colors(classes: np.ndarray, eroded_radius: int = 0) -> np.ndarray:
 
 # ---- dataset ----------------------------------------------------------------------------------------
 
+GENERATOR = "segweak.data.synthetic"
+_LABEL_DIRS = ("gts_for_participants", "ground_truth_COMPLETE", "ground_truth_eroded_COMPLETE")
+_OUTPUT_DIRS = ("top", *_LABEL_DIRS)
+
+
+def _write_marker(tmp: Path, meta: dict[str, Any]) -> None:
+    """Write ``synth.json``: the generator's parameters plus every file it wrote (relative paths).
+
+    The file list lets ``overwrite`` recognise a folder that holds exactly what synth wrote, whatever
+    the layout, so a user's own file placed inside is never deleted.
+    """
+    files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+    meta = {**meta, "generator": GENERATOR, "files": files}
+    (tmp / "synth.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def _not_synthetic(path: Path) -> str | None:
+    """Inspector for ``overwrite``: None when ``path`` is a synth output and holds nothing else."""
+    marker = path / "synth.json"
+    try:
+        meta = json.loads(marker.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "it is not a segweak synthetic data set (no synth.json)"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "its synth.json is not valid JSON, so it is not a segweak synthetic data set"
+    if not isinstance(meta, dict) or meta.get("generator") != GENERATOR:
+        return "its synth.json was not written by segweak synth"
+    if isinstance(meta.get("files"), list):
+        written = {str(f) for f in meta["files"]} | {"synth.json"}
+        present = [p for p in path.rglob("*") if not is_temp_name(p.name)]
+        foreign = [
+            p.relative_to(path).as_posix()
+            for p in present
+            if (p.is_file() or p.is_symlink()) and p.relative_to(path).as_posix() not in written
+        ]
+        foreign += [
+            p.relative_to(path).as_posix()
+            for p in present
+            if p.is_dir()
+            and not p.is_symlink()
+            and not any(f.startswith(p.relative_to(path).as_posix() + "/") for f in written)
+        ]
+    else:  # written before synth.json listed its files: the Vaihingen layout's known names
+        allowed = {"synth.json", VAIHINGEN_ZIP, VAIHINGEN_GT_ZIP, VAIHINGEN_ERODED_ZIP, *_OUTPUT_DIRS}
+        foreign = [p.name for p in path.iterdir() if p.name not in allowed and not is_temp_name(p.name)]
+        for d in _OUTPUT_DIRS:
+            if (path / d).is_dir():
+                foreign += [
+                    f"{d}/{p.name}" for p in (path / d).iterdir() if not (p.is_file() and p.suffix == ".tif")
+                ]
+            elif (path / d).exists():
+                foreign.append(d)
+    if foreign:
+        return f"it holds files that synth does not write ({', '.join(sorted(foreign)[:6])})"
+    return None
+
 
 def _area_numbers(n: int) -> list[int]:
     extra = [VAIHINGEN_AREAS[-1] + 1 + i for i in range(max(0, n - len(VAIHINGEN_AREAS)))]
     return list(VAIHINGEN_AREAS[:n]) + extra
 
 
-def _write_tif(path: Path, arr: np.ndarray, area_index: int, compress: bool) -> None:
+def _write_tif(
+    path: Path,
+    arr: np.ndarray,
+    area_index: int,
+    compress: bool,
+    gsd: float = _GSD,
+    crs: str = _CRS,
+    origin: tuple[float, float] = (_ORIGIN_E, _ORIGIN_N),
+) -> None:
+    """Write H×W×C ``arr`` as a georeferenced GeoTIFF (uint8 colour/labels or a float32 DSM)."""
     import rasterio
     from rasterio.transform import Affine
 
     h, w = arr.shape[:2]
     # Areas laid out on a grid of 3 km cells so that their footprints never overlap.
-    east = _ORIGIN_E + (area_index % 6) * 3000.0
-    north = _ORIGIN_N - (area_index // 6) * 3000.0
+    east = origin[0] + (area_index % 6) * 3000.0
+    north = origin[1] - (area_index // 6) * 3000.0
     profile = {
         "driver": "GTiff",
         "width": w,
         "height": h,
         "count": arr.shape[2],
-        "dtype": "uint8",
-        "crs": _CRS,
-        "transform": Affine(_GSD, 0.0, east, 0.0, -_GSD, north),
-        "photometric": "RGB",
+        "dtype": str(arr.dtype),
+        "crs": crs,
+        "transform": Affine(gsd, 0.0, east, 0.0, -gsd, north),
     }
+    if arr.shape[2] == 3 and arr.dtype == np.uint8:
+        profile["photometric"] = "RGB"
     if compress:
         profile.update(compress="deflate", zlevel=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(np.moveaxis(arr, -1, 0))
+
+
+def render_dsm(rng: np.random.Generator, classes: np.ndarray, gsd: float) -> np.ndarray:
+    """Surface heights (metres) for a class map of :func:`render_tile`.
+
+    Terrain: about 250 m with a random gentle slope (up to 5 %) and smooth undulation; on top,
+    buildings 5-15 m (varying smoothly between houses), trees 4-14 m, cars 1.5 m, clutter 1 m.
+
+    Args:
+        rng: Random generator.
+        classes: H×W class codes (0..5).
+        gsd: Pixel size in metres.
+
+    Returns:
+        H×W float32 DSM.
+    """
+    h, w = classes.shape
+    yy = np.arange(h, dtype=np.float32)[:, None] * gsd
+    xx = np.arange(w, dtype=np.float32)[None, :] * gsd
+    sy, sx = rng.uniform(-0.05, 0.05, size=2)
+    ground = 250.0 + sy * yy + sx * xx + 1.5 * _smooth_noise(rng, h, w, max(h, w) / 2)
+    building = 10.0 + 5.0 * np.clip(_smooth_noise(rng, h, w, 40), -1, 1)
+    tree = 9.0 + 5.0 * np.clip(_smooth_noise(rng, h, w, 8), -1, 1)
+    height = np.zeros((h, w), dtype=np.float32)
+    height[classes == BLD] = building[classes == BLD]
+    height[classes == TREE] = tree[classes == TREE]
+    height[classes == CAR] = 1.5
+    height[classes == CLUT] = 1.0
+    return (ground + height).astype(np.float32)
 
 
 def synthesize(
@@ -418,6 +525,8 @@ def synthesize(
     zips: bool = False,
     eroded: bool = True,
     overwrite: bool = False,
+    log: Log | None = None,
+    dsm: bool = False,
 ) -> Path:
     """Write a synthetic data set in the official Vaihingen layout (see the module docstring).
 
@@ -429,20 +538,29 @@ def synthesize(
         seed: Random seed; equal seeds give identical pixels.
         zips: Write the three official zip archives instead of extracted folders.
         eroded: Also write the eroded ``_noBoundary`` labels (black boundary bands of about 3 px).
-        overwrite: Replace an existing ``out``.
+        overwrite: Replace an existing ``out``; only a folder written by ``synthesize`` (it has a
+            segweak ``synth.json``) that holds nothing else is ever replaced.
+        log: Receives one-line notes (what is replaced, leftovers cleaned); default standard error.
+        dsm: Also write a float32 DSM per area (``dsm/dsm_09cm_matching_area{N}.tif``).
 
     Returns:
         The output directory.
+
+    Raises:
+        SegweakError: Bad sizes, an existing ``out`` without ``overwrite``, or one that is not a
+            synthetic data set (or is the current directory).
     """
-    if n_tiles < 1:
-        raise SegweakError(f"--tiles must be at least 1, got {n_tiles}")
-    if height < 32 or width < 32:
-        raise SegweakError(f"--size must be at least 32×32 pixels, got {height}×{width}")
+    _check_sizes(n_tiles, height, width)
     out = Path(out)
+    log = log or stderr_log
+    if check_output_dir(out, overwrite=overwrite, inspect=_not_synthetic, what="synthetic data set"):
+        log(
+            f"--overwrite: {out} ({describe_entries(out)}) will be replaced once the new data set is complete"
+        )
     areas = _area_numbers(n_tiles)
     radius = max(1, round(3 * float(np.clip(min(height, width) / 1500.0, 0.25, 1.0))))
     seeds = np.random.SeedSequence(seed).spawn(n_tiles)
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with atomic_directory(out, overwrite=overwrite, inspect=_not_synthetic, log=log) as tmp:
         for i, (area, ss) in enumerate(zip(areas, seeds, strict=True)):
             rng = np.random.default_rng(ss)
             image, classes = render_tile(rng, height, width)
@@ -461,13 +579,17 @@ def synthesize(
                     i,
                     compress,
                 )
+            if dsm:
+                # Drawn after the scene, so the images do not depend on whether DSMs are written.
+                surface = render_dsm(rng, classes, _GSD)
+                _write_tif(tmp / "dsm" / f"dsm_09cm_matching_area{area}.tif", surface[..., None], i, compress)
         if zips:
-            _pack(tmp, tmp / VAIHINGEN_ZIP, ["top", "gts_for_participants"], keep_dirs=True)
+            _pack(tmp, tmp / VAIHINGEN_ZIP, ["top", "gts_for_participants", "dsm"], keep_dirs=True)
             _pack(tmp, tmp / VAIHINGEN_GT_ZIP, ["ground_truth_COMPLETE"], keep_dirs=False)
             if eroded:
                 _pack(tmp, tmp / VAIHINGEN_ERODED_ZIP, ["ground_truth_eroded_COMPLETE"], keep_dirs=False)
         meta = {
-            "generator": "segweak.data.synthetic",
+            "generator": GENERATOR,
             "seed": seed,
             "n_tiles": n_tiles,
             "height": height,
@@ -477,10 +599,11 @@ def synthesize(
             "zips": zips,
             "eroded": eroded,
             "eroded_radius": radius if eroded else None,
+            "dsm": dsm,
             "band_order": "IRRG",
             "crs": _CRS,
         }
-        (tmp / "synth.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        _write_marker(tmp, meta)
     return out
 
 
@@ -494,3 +617,231 @@ def _pack(root: Path, archive: Path, folders: list[str], keep_dirs: bool) -> Non
             for f in sorted(d.iterdir()):
                 zf.write(f, f"{folder}/{f.name}" if keep_dirs else f.name)
             shutil.rmtree(d)
+
+
+def _check_sizes(n_tiles: int, height: int, width: int) -> None:
+    if n_tiles < 1:
+        raise SegweakError(f"--tiles must be at least 1, got {n_tiles}")
+    if height < 32 or width < 32:
+        raise SegweakError(f"--size must be at least 32×32 pixels, got {height}×{width}")
+
+
+def rgb_from_irrg(irrg: np.ndarray, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Make an RGB image (R, G, B; H×W×3 uint8) from an IRRG scene by inventing a plausible blue band.
+
+    Vegetation absorbs blue (0.7 × green); other surfaces are roughly grey (blue ≈ mean of R and G).
+
+    Args:
+        irrg: H×W×3 uint8 (IR, R, G) from :func:`render_tile`.
+        classes: H×W class codes.
+        rng: Random generator (sensor noise of the blue band).
+    """
+    red = irrg[..., 1].astype(np.float32)
+    green = irrg[..., 2].astype(np.float32)
+    vegetation = (classes == LOWV) | (classes == TREE)
+    blue = np.where(vegetation, 0.7 * green, 0.5 * (red + green))
+    blue += 3.0 * rng.standard_normal(blue.shape, dtype=np.float32)
+    blue = np.clip(blue, 0, 255).astype(np.uint8)
+    return np.stack([irrg[..., 1], irrg[..., 2], blue], axis=-1)
+
+
+POTSDAM_TILES = (
+    (2, 10), (2, 11), (2, 12), (2, 13), (2, 14), (3, 10), (3, 11), (3, 12), (3, 13), (3, 14),
+    (4, 10), (4, 11), (4, 12), (4, 13), (4, 14), (4, 15), (5, 10), (5, 11), (5, 12), (5, 13),
+    (5, 14), (5, 15), (6, 7), (6, 8), (6, 9), (6, 10), (6, 11), (6, 12), (6, 13), (6, 14),
+    (6, 15), (7, 7), (7, 8), (7, 9), (7, 10), (7, 11), (7, 12), (7, 13),
+)  # fmt: skip
+"""Grid positions ``(row, col)`` of the 38 official Potsdam tiles."""
+
+_POTSDAM_GSD = 0.05
+_POTSDAM_CRS = "EPSG:32633"
+_POTSDAM_ORIGIN = (366_000.0, 5_809_000.0)
+
+
+def synthesize_potsdam(
+    out: str | os.PathLike[str],
+    n_tiles: int = 4,
+    height: int = 512,
+    width: int = 512,
+    seed: int = 0,
+    zips: bool = False,
+    eroded: bool = True,
+    dsm: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Write a synthetic data set in the official ISPRS Potsdam layout.
+
+    Layout (``zips=False``; with ``zips=True`` each folder becomes ``<folder>.zip``, images with their
+    folder inside the archive, labels and DSMs at the archive root)::
+
+        OUT/2_Ortho_RGB/top_potsdam_{row}_{col}_RGB.tif          R, G, B
+        OUT/3_Ortho_IRRG/top_potsdam_{row}_{col}_IRRG.tif        IR, R, G
+        OUT/4_Ortho_RGBIR/top_potsdam_{row}_{col}_RGBIR.tif      R, G, B, IR (4 bands)
+        OUT/5_Labels_all/top_potsdam_{row}_{col}_label.tif       colour labels (Vaihingen code)
+        OUT/5_Labels_all_noBoundary/top_potsdam_{row}_{col}_label_noBoundary.tif   (eroded=True)
+        OUT/1_DSM/dsm_potsdam_{rr}_{cc}.tif                      float32 metres, zero-padded (dsm=True)
+        OUT/synth.json
+
+    The scenes are those of :func:`render_tile` (drawn at Vaihingen's object scale), with a blue band
+    from :func:`rgb_from_irrg`; tiles use the official grid positions in order (2_10, 2_11, ...).
+
+    Args:
+        out: Output directory; must not exist unless ``overwrite``.
+        n_tiles: Number of tiles (at most 38).
+        height: Tile height in pixels (at least 32).
+        width: Tile width in pixels (at least 32).
+        seed: Random seed; equal seeds give identical files.
+        zips: Write the release's zip archives instead of folders.
+        eroded: Also write the ``_label_noBoundary`` labels.
+        dsm: Also write the DSMs.
+        overwrite: Replace an existing ``out``.
+
+    Returns:
+        The output directory.
+    """
+    _check_sizes(n_tiles, height, width)
+    if n_tiles > len(POTSDAM_TILES):
+        raise SegweakError(f"--tiles: Potsdam has {len(POTSDAM_TILES)} tiles, got {n_tiles}")
+    out = Path(out)
+    radius = max(1, round(3 * float(np.clip(min(height, width) / 1500.0, 0.25, 1.0))))
+    seeds = np.random.SeedSequence(seed).spawn(n_tiles)
+    folders = {"RGB": "2_Ortho_RGB", "IRRG": "3_Ortho_IRRG", "RGBIR": "4_Ortho_RGBIR"}
+    geo = {"gsd": _POTSDAM_GSD, "crs": _POTSDAM_CRS, "origin": _POTSDAM_ORIGIN}
+    log = stderr_log
+    if check_output_dir(out, overwrite=overwrite, inspect=_not_synthetic, what="synthetic data set"):
+        log(
+            f"--overwrite: {out} ({describe_entries(out)}) will be replaced once the new data set is complete"
+        )
+    with atomic_directory(out, overwrite=overwrite, inspect=_not_synthetic, log=log) as tmp:
+        for i, ((row, col), ss) in enumerate(zip(POTSDAM_TILES[:n_tiles], seeds, strict=True)):
+            rng = np.random.default_rng(ss)
+            irrg, classes = render_tile(rng, height, width)
+            rgb = rgb_from_irrg(irrg, classes, rng)
+            products = {"RGB": rgb, "IRRG": irrg, "RGBIR": np.concatenate([rgb, irrg[..., :1]], axis=-1)}
+            stem = f"top_potsdam_{row}_{col}"
+            for name, arr in products.items():
+                _write_tif(tmp / folders[name] / f"{stem}_{name}.tif", arr, i, False, **geo)
+            _write_tif(tmp / "5_Labels_all" / f"{stem}_label.tif", label_colors(classes), i, not zips, **geo)
+            if eroded:
+                _write_tif(
+                    tmp / "5_Labels_all_noBoundary" / f"{stem}_label_noBoundary.tif",
+                    label_colors(classes, eroded_radius=radius),
+                    i,
+                    not zips,
+                    **geo,
+                )
+            if dsm:
+                surface = render_dsm(rng, classes, _POTSDAM_GSD)
+                _write_tif(
+                    tmp / "1_DSM" / f"dsm_potsdam_{row:02d}_{col:02d}.tif",
+                    surface[..., None],
+                    i,
+                    not zips,
+                    **geo,
+                )
+        if zips:
+            for folder in folders.values():
+                _pack(tmp, tmp / f"{folder}.zip", [folder], keep_dirs=True)
+            for folder in ("5_Labels_all", "5_Labels_all_noBoundary", "1_DSM"):
+                _pack(tmp, tmp / f"{folder}.zip", [folder], keep_dirs=False)
+        meta = {
+            "generator": "segweak.data.synthetic.synthesize_potsdam",
+            "seed": seed,
+            "n_tiles": n_tiles,
+            "height": height,
+            "width": width,
+            "tiles": [f"{r}_{c}" for r, c in POTSDAM_TILES[:n_tiles]],
+            "zips": zips,
+            "eroded": eroded,
+            "eroded_radius": radius if eroded else None,
+            "dsm": dsm,
+            "crs": _POTSDAM_CRS,
+        }
+        _write_marker(tmp, meta)
+    return out
+
+
+SCENE_CLASSES = ("impervious", "building", "low_vegetation", "tree", "car", "clutter")
+"""Class names of :func:`synthesize_scenes` (class code order of :func:`render_tile`)."""
+
+
+def synthesize_scenes(
+    out: str | os.PathLike[str],
+    n_scenes: int = 2,
+    per_scene: int = 2,
+    height: int = 256,
+    width: int = 256,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Write a generic folder dataset in the scene layout, with palette-mode PNG masks.
+
+    Layout (the common layout of aerial datasets shipped as scenes)::
+
+        OUT/Scene 1/images/image_part_001.jpg     RGB JPEG
+        OUT/Scene 1/masks/image_part_001.png      palette-mode ("P") PNG: class index + colour table
+        ...
+        OUT/palette.yaml                          rgb palette of the masks' colours (6 classes)
+        OUT/synth.json
+
+    Prepare it with ``segweak prepare folder --images 'OUT/*/images/*.jpg' --masks
+    '{parent}/masks/{stem}.png' --palette OUT/palette.yaml --group-by top``.
+
+    Args:
+        out: Output directory; must not exist unless ``overwrite``.
+        n_scenes: Number of scene folders.
+        per_scene: Images per scene.
+        height: Image height in pixels (at least 32).
+        width: Image width in pixels (at least 32).
+        seed: Random seed.
+        overwrite: Replace an existing ``out``.
+
+    Returns:
+        The output directory.
+    """
+    from PIL import Image
+
+    _check_sizes(n_scenes * per_scene, height, width)
+    out = Path(out)
+    seeds = np.random.SeedSequence(seed).spawn(n_scenes * per_scene)
+    colour_table = [int(v) for colour in _LABEL_COLORS for v in colour]
+    log = stderr_log
+    if check_output_dir(out, overwrite=overwrite, inspect=_not_synthetic, what="synthetic data set"):
+        log(
+            f"--overwrite: {out} ({describe_entries(out)}) will be replaced once the new data set is complete"
+        )
+    with atomic_directory(out, overwrite=overwrite, inspect=_not_synthetic, log=log) as tmp:
+        for k, ss in enumerate(seeds):
+            rng = np.random.default_rng(ss)
+            irrg, classes = render_tile(rng, height, width)
+            scene = tmp / f"Scene {k // per_scene + 1}"
+            name = f"image_part_{k % per_scene + 1:03d}"
+            (scene / "images").mkdir(parents=True, exist_ok=True)
+            (scene / "masks").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rgb_from_irrg(irrg, classes, rng)).save(
+                scene / "images" / f"{name}.jpg", quality=90
+            )
+            mask = Image.frombytes("P", (width, height), np.ascontiguousarray(classes).tobytes())
+            mask.putpalette(colour_table)
+            mask.save(scene / "masks" / f"{name}.png")
+        palette = {
+            "mode": "rgb",
+            "classes": [
+                {"name": n, "color": [int(v) for v in _LABEL_COLORS[i]]} for i, n in enumerate(SCENE_CLASSES)
+            ],
+            "ignore": [],
+        }
+        import yaml
+
+        (tmp / "palette.yaml").write_text(yaml.safe_dump(palette, sort_keys=False), encoding="utf-8")
+        meta = {
+            "generator": GENERATOR,
+            "layout": "scenes",
+            "seed": seed,
+            "n_scenes": n_scenes,
+            "per_scene": per_scene,
+            "height": height,
+            "width": width,
+        }
+        _write_marker(tmp, meta)
+    return out

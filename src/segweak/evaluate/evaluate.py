@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchmetrics import Metric
 
 from segweak.errors import SegweakError
 from segweak.evaluate.metrics import (
@@ -23,11 +24,31 @@ from segweak.evaluate.metrics import (
 from segweak.io import atomic_write_json
 
 
+class PatchCount(Metric):
+    """Number of patches evaluated, summed across DDP ranks (shows whether a whole subset was seen)."""
+
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("n", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, n: int) -> None:
+        """Add ``n`` patches."""
+        self.n += int(n)
+
+    def compute(self) -> torch.Tensor:
+        """Return the total count."""
+        return self.n.clone()
+
+
 class SegMetrics(nn.Module):
     """Split-wide segmentation metrics plus weak-label metrics.
 
     Accumulates a (K, K) confusion matrix over every pixel of the split (ignore index 255 skipped),
-    the mean absolute error between predicted and true class proportions, and the presence F1.
+    the mean absolute error between predicted and true class proportions, the presence F1 and the
+    number of patches seen.
 
     Args:
         num_classes: Number of classes ``K``.
@@ -39,6 +60,7 @@ class SegMetrics(nn.Module):
         self.confusion = ConfusionMatrixMetric(num_classes)
         self.prop_mae = ProportionMAEMetric()
         self.presence = PresenceF1Metric()
+        self.patches = PatchCount()
 
     @torch.no_grad()
     def update(
@@ -62,6 +84,7 @@ class SegMetrics(nn.Module):
         from segweak.weak.pooling import hard_proportions, soft_proportions
 
         self.confusion.update(logits.argmax(dim=1), batch["mask"])
+        self.patches.update(batch["mask"].shape[0])
         if area is not None and "weak" in batch and (area == "patch" or "valid" in batch):
             valid = batch["valid"] if area == "valid" else None
             logits = logits.float()
@@ -70,8 +93,12 @@ class SegMetrics(nn.Module):
             self.presence.update(predicted, batch["presence"].float())
 
     def compute(self, classes: list[str]) -> dict[str, Any]:
-        """Metrics dict: ``metrics_from_confusion`` keys + ``prop_mae``, ``presence_f1`` (None if unseen)."""
+        """Metrics dict: ``metrics_from_confusion`` keys + ``n_patches``, ``prop_mae``, ``presence_f1``.
+
+        ``prop_mae`` and ``presence_f1`` are None when no batch carried weak labels.
+        """
         result = metrics_from_confusion(self.confusion.compute(), classes)
+        result["n_patches"] = int(self.patches.compute())
         # update_count is per process; the metric states themselves are summed across processes.
         weak_seen = int(self.prop_mae.compute().isnan().logical_not())
         result["prop_mae"] = float(self.prop_mae.compute()) if weak_seen else None
@@ -83,6 +110,7 @@ class SegMetrics(nn.Module):
         self.confusion.reset()
         self.prop_mae.reset()
         self.presence.reset()
+        self.patches.reset()
 
 
 def evaluate(
@@ -111,20 +139,34 @@ def evaluate(
         num_workers: DataLoader workers.
 
     Returns:
-        ``metrics_from_confusion`` keys (miou, mf1, oa, per_class_iou, ...) plus ``prop_mae``,
-        ``presence_f1``, ``checkpoint``, ``store``, ``split``, ``subset``.
+        ``metrics_from_confusion`` keys (miou, mf1, oa, per_class_iou, ..., n_pixels) plus
+        ``n_patches``, ``prop_mae``, ``presence_f1``, ``checkpoint``, ``store``, ``split``, ``subset``.
 
     Raises:
-        SegweakError: Missing checkpoint/store/split, or classes that differ between them.
+        SegweakError: Bad options (device, batch size, ``out``), missing checkpoint/store/split, or
+            classes or input bands that differ between checkpoint and store; all before any work.
     """
     from segweak.data.dataset import SegweakDataset
     from segweak.data.store import Store
+    from segweak.models.factory import check_in_channels
     from segweak.train.checkpoint import build_model_from_checkpoint, check_classes, load_checkpoint
+    from segweak.train.preflight import (
+        check_device,
+        check_output_file,
+        check_positive,
+    )
 
+    dev = check_device(device)
+    check_positive(batch_size, "--batch-size")
+    if num_workers < 0:
+        raise SegweakError(f"num_workers must be >= 0, got {num_workers}")
+    if out is not None:
+        check_output_file(out)
     ckpt = load_checkpoint(checkpoint)
     model, cfg, classes = build_model_from_checkpoint(ckpt, checkpoint)
     st = Store(store)
     check_classes(classes, class_names(st), checkpoint, f"store {store}")
+    check_in_channels(cfg.model.in_channels, st.meta, str(store), str(checkpoint))
     dataset = SegweakDataset(st, split, subset, with_mask=True)
     if len(dataset) == 0:
         raise SegweakError(
@@ -133,7 +175,6 @@ def evaluate(
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
     )
-    dev = torch.device(device)
     model.to(dev)
     metrics = SegMetrics(len(classes)).to(dev)
     with torch.inference_mode():

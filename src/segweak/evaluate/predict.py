@@ -16,6 +16,7 @@ georeferenced, ``<tile>.tif`` (uint8 class indices, the source's CRS and transfo
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,15 @@ def blend_weights(window: int, blend: str) -> torch.Tensor:
     return w.clamp_min(1e-3).float()
 
 
-def stride_for(window: int, overlap: float) -> int:
-    """Window step for a fractional ``overlap`` in ``[0, 1)``."""
+def check_overlap(overlap: float) -> None:
+    """Refuse an ``overlap`` outside ``[0, 1)`` (1 would never advance the window)."""
     if not 0.0 <= overlap < 1.0:
         raise SegweakError(f"--overlap must be in [0, 1), got {overlap}")
+
+
+def stride_for(window: int, overlap: float) -> int:
+    """Window step for a fractional ``overlap`` in ``[0, 1)``."""
+    check_overlap(overlap)
     return max(1, int(round(window * (1.0 - overlap))))
 
 
@@ -105,31 +111,12 @@ def predict_probabilities(
 # ---- reading tiles recorded in store.json ------------------------------------------------------------
 
 
-def _read_raster(locator: str) -> np.ndarray:
-    """Read a raster (plain path or ``zip://archive.zip!member``) as H×W×C."""
-    import rasterio
-
-    try:
-        with rasterio.open(locator) as src:
-            arr = src.read()
-    except Exception as exc:  # rasterio raises several types; one clear message
-        raise SegweakError(
-            f"cannot read {locator} ({type(exc).__name__}: {exc}); the store records the source file paths "
-            "of its tiles: are the source files still at that path?"
-        ) from None
-    return np.ascontiguousarray(arr.transpose(1, 2, 0))
-
-
-def _encode_label(locator: str, palette: Any) -> np.ndarray:
-    label = _read_raster(locator)
-    if palette.mode == "index" or label.shape[2] == 1:
-        label = label[..., 0]
-    mask, _ = palette.encode(label, source=locator)
-    return mask
-
-
 class StoreTiles:
-    """The tiles recorded in a store's ``store.json``, read from their source paths.
+    """The tiles recorded in a store's ``store.json``, read from their source paths as ``prepare`` did.
+
+    Images keep the store's bands (a constant alpha band is dropped, a DSM channel is recomputed with
+    the recorded normalisation); labels are decoded with the store's palette (palette-mode files
+    through their colour table), so predictions see exactly the input the network was trained on.
 
     Args:
         store: A :class:`~segweak.data.store.Store`.
@@ -147,17 +134,33 @@ class StoreTiles:
         """Tile ids in store order."""
         return list(self.records)
 
+    def _tile(self, tile_id: str, eroded: bool = False) -> Any:
+        from segweak.data.sources import tile_from_record
+
+        tile = tile_from_record(self.records[tile_id], self.store.meta, self.palette)
+        tile.use_eroded = eroded
+        return tile
+
     def image(self, tile_id: str) -> np.ndarray:
-        """H×W×C uint8 image of a tile."""
-        return _read_raster(self.records[tile_id]["image_path"]).astype(np.uint8, copy=False)
+        """H×W×C uint8 image of a tile (C = the store's channels)."""
+        return self._reading(tile_id, lambda: self._tile(tile_id).read_image())
 
     def label(self, tile_id: str, eroded: bool = False) -> np.ndarray | None:
         """H×W uint8 class mask (255 = ignore) or ``None`` when the tile has no such label."""
         key = "eroded_label_path" if eroded else "label_path"
-        path = self.records[tile_id].get(key)
-        if not path or self.palette is None:
+        if not self.records[tile_id].get(key) or self.palette is None:
             return None
-        return _encode_label(str(path), self.palette)
+        return self._reading(tile_id, lambda: self._tile(tile_id, eroded).read_mask()[0])
+
+    @staticmethod
+    def _reading(tile_id: str, read: Callable[[], np.ndarray]) -> np.ndarray:
+        try:
+            return read()
+        except SegweakError as exc:
+            raise SegweakError(
+                f"tile {tile_id}: {exc} (the store records the source file paths of its tiles: are the "
+                "source files still at that path?)"
+            ) from None
 
     def georef(self, tile_id: str) -> dict[str, Any] | None:
         """``{"crs": wkt|None, "transform": [a,b,c,d,e,f]}`` or ``None``."""
@@ -240,20 +243,36 @@ def predict_tiles(
         also written to ``out_dir/metrics.json``.
 
     Raises:
-        SegweakError: Unknown tile ids, class mismatch between checkpoint and store, unreadable sources.
+        SegweakError: Bad options (device, batch size, window, overlap, blend, ``out_dir``), unknown
+            tile ids, class or band mismatch between checkpoint and store (all before anything is
+            written), unreadable sources.
     """
     from segweak.data.palette import colorize
     from segweak.data.store import open_store
     from segweak.data.transforms import normalize
     from segweak.evaluate.metrics import metrics_from_confusion
+    from segweak.models.factory import check_in_channels
     from segweak.train.checkpoint import build_model_from_checkpoint, check_classes, load_checkpoint
+    from segweak.train.preflight import (
+        check_device,
+        check_output_dir,
+        check_positive,
+        check_window,
+    )
 
     if blend not in BLENDS:
         raise SegweakError(f"--blend must be one of {', '.join(BLENDS)}, got {blend!r}")
+    dev = check_device(device)
+    check_positive(batch_size, "--batch-size")
+    if window is not None:
+        check_positive(window, "--window")
+    check_overlap(overlap)
+    check_output_dir(out_dir)
     st = open_store(store)
     ckpt = load_checkpoint(checkpoint)
     model, train_cfg, classes = build_model_from_checkpoint(ckpt, checkpoint)
     check_classes(classes, list(st.classes), checkpoint, f"store {st.path}")
+    check_in_channels(train_cfg.model.in_channels, st.meta, str(st.path), str(checkpoint))
     seen = _patches_seen_in_training(st, train_cfg.data.split)
     source = StoreTiles(st)
     if source.palette is None:
@@ -265,8 +284,8 @@ def predict_tiles(
             f"--tiles: unknown tile id(s) {', '.join(unknown)}; the store has {', '.join(source.ids())}"
         )
     window = int(window or st.patch)
+    check_window(window, model, {t: source.records[t]["shape"] for t in wanted})
     stride = stride_for(window, overlap)
-    dev = torch.device(device)
     model.to(dev)
     k = len(classes)
     out = Path(out_dir)

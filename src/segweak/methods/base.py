@@ -232,8 +232,10 @@ class TrainingMethod(nn.Module):
     def prepare(cls, cfg: TrainConfig, teacher: Path, out: Path, log: Callable[[str], None]) -> bool:
         """Write the artefact one round reads into directory ``out``, from its teacher checkpoint.
 
-        Called by ``segweak run`` before a round trains (never for a finished round). Must write
-        atomically, and be a no-op when ``out`` already holds the artefact this request makes.
+        Called by ``segweak run`` before a round trains (never for a finished round; under DDP on
+        rank 0 only, the other ranks wait until ``out`` exists). Must write atomically (``out``
+        appears only when complete), and be a no-op when ``out`` already holds the artefact this
+        request makes.
 
         Args:
             cfg: The round's resolved training config (store, split, options, accelerator).

@@ -16,7 +16,6 @@ from torch import Tensor
 
 from segweak.methods.base import register
 from segweak.methods.proportion import WeakLabelMethod, check_non_negative
-from segweak.weak.constraints import interval_loss_mean
 
 
 @dataclass
@@ -41,5 +40,4 @@ class Interval(WeakLabelMethod):
     Options = IntervalOptions
 
     def weak_terms(self, logits: Tensor, batch: Mapping[str, Any]) -> dict[str, Tensor]:  # noqa: D102
-        p = self.target(batch, "weak", logits)
-        return {"interval": interval_loss_mean(logits, p, self.options.tau, self.area(batch))}
+        return {"interval": self.interval_term(logits, batch, self.area(batch), self.options.tau)}

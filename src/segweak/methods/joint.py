@@ -16,7 +16,6 @@ before the weaker signal counts fully. Both sub-batches go through the network i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from torch import Tensor
 from segweak.errors import SegweakError
 from segweak.methods.base import Need, register
 from segweak.methods.proportion import WeakLabelMethod, check_non_negative, check_proportion_loss
-from segweak.weak.constraints import interval_loss_mean
+from segweak.weak.teacher import linear_rampup, sigmoid_rampup
 
 WEAK_LOSSES = ("proportion", "interval")
 RAMPS = ("linear", "sigmoid")
@@ -43,8 +42,8 @@ def ramp(step: int, steps: int, shape: str) -> float:
     """
     if steps <= 0:
         return 1.0
-    t = min(1.0, max(0.0, step / steps))
-    return t if shape == "linear" else math.exp(-5.0 * (1.0 - t) ** 2)
+    # The same ramps as the teacher/consistency methods use (weak/teacher.py).
+    return linear_rampup(step, steps) if shape == "linear" else sigmoid_rampup(step, steps)
 
 
 @dataclass
@@ -100,8 +99,7 @@ class Joint(WeakLabelMethod):
         o = self.options
         valid = self.area(batch)
         if o.weak_loss == "interval":
-            p = self.target(batch, "weak", logits)
-            return {"interval": interval_loss_mean(logits, p, o.tau, valid)}
+            return {"interval": self.interval_term(logits, batch, valid, o.tau)}
         return {"proportion": self.proportion_term(logits, batch, valid, o.loss, o.eps)}
 
     def weak_weight(self, step: int) -> float:

@@ -202,6 +202,20 @@ class WeakLabelMethod(TrainingMethod):
         rows = proportion_loss_rows(loss)(p_hat, p, eps)
         return self.masked_mean(rows, keep)
 
+    def interval_term(
+        self, logits: Tensor, batch: Mapping[str, Any], valid: Tensor | None, tau: float
+    ) -> Tensor:
+        """Mean over kept patches of the size-interval loss (``weak.constraints.interval_loss_mean``).
+
+        A patch with an empty area has NaN proportions (nothing to count them over); the constraint
+        leaves it out, but NaN × 0 is NaN, so it gets a finite stand-in target first.
+        """
+        from segweak.weak.constraints import interval_loss_mean
+
+        p = self.target(batch, "weak", logits)
+        p = torch.where(self.keep(valid, logits)[:, None] > 0, p, torch.zeros_like(p))
+        return interval_loss_mean(logits, p, tau, valid)
+
     def presence_term(self, scores: Tensor, batch: Mapping[str, Any], keep: Tensor, logits: Tensor) -> Tensor:
         """Mean over kept patches of BCE-with-logits(pooled class scores, presence), mean over classes."""
         y = self.target(batch, "presence", logits)

@@ -167,6 +167,35 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     return model
 
 
+def check_in_channels(
+    in_channels: int, store_meta: Mapping[str, Any], store: str, checkpoint: str | None = None
+) -> None:
+    """Raise when a model's input channels differ from a store's image channels.
+
+    Args:
+        in_channels: The model's ``model.in_channels``.
+        store_meta: The store's ``store.json``.
+        store: Store path, for the message.
+        checkpoint: The checkpoint the model comes from (evaluation), or None (training config).
+
+    Raises:
+        SegweakError: Naming both numbers, the store's bands and what to change.
+    """
+    channels = store_meta.get("channels")
+    if channels is None or int(channels) == int(in_channels):
+        return
+    bands = store_meta.get("band_order") or "?"
+    if checkpoint is None:
+        raise SegweakError(
+            f"model.in_channels is {in_channels} but store {store} has {channels} channels ({bands}); set "
+            f"--set model.in_channels={channels} (train.model.in_channels in an experiment config)"
+        )
+    raise SegweakError(
+        f"checkpoint {checkpoint} takes {in_channels} input channels but store {store} has {channels} "
+        f"({bands}); use a store prepared with the bands the checkpoint was trained on"
+    )
+
+
 def _imagenet_weights_arg(encoder: str) -> Any:
     """Return the ``encoder_weights`` argument smp expects for ImageNet weights of ``encoder``."""
     if encoder.startswith("tu-"):

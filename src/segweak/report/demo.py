@@ -89,13 +89,15 @@ def demo(
     quick: bool = False,
     console: Any = None,
     overrides: list[str] | None = None,
+    wait: bool = False,
 ) -> Path:
     """Run the demo experiment and return its directory (with results and report).
 
-    A rerun with the same ``out`` skips finished runs, like ``segweak run``.
+    A rerun with the same ``out`` skips finished runs, like ``segweak run``; ``wait`` waits for another
+    segweak process using ``out`` instead of refusing (see :mod:`segweak.lock`).
     """
     from segweak.report.experiment import check_train_sections, run_experiment
 
     cfg = demo_config(out, seeds=seeds, quick=quick, overrides=overrides)
     check_train_sections(cfg)
-    return run_experiment(cfg, console=console)
+    return run_experiment(cfg, console=console, wait=wait)

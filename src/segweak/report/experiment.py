@@ -50,6 +50,8 @@ from segweak.config import (
     from_dict,
     load_config,
     migrate_train_dict,
+    parse_overrides,
+    read_yaml,
     to_dict,
 )
 from segweak.errors import SegweakError
@@ -59,6 +61,11 @@ RESULTS_FORMAT_VERSION = 1
 
 ARTEFACTS_DIR = "pseudo"
 """Experiment subdirectory of the artefacts rounds read (``EXP/pseudo/<run name>/``)."""
+
+ARTEFACT_WAIT_S = 1800.0
+"""How long another DDP rank waits for rank 0 to write a round's artefact (torch's default
+process-group timeout), polling every :data:`ARTEFACT_POLL_S` seconds."""
+ARTEFACT_POLL_S = 0.5
 
 #: Supervised subset of each supervised protocol stage (``methods.supervised.subset``).
 SUPERVISED_STAGES = {"baseline": "strong", "finetune": "strong", "full": "full"}
@@ -171,14 +178,27 @@ class PlannedRun:
 def load_experiment_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load, check and return an experiment config (YAML file + ``key=value`` overrides).
 
-    Every stage's training config is resolved once here, so a typo in ``train`` or
-    ``stage_overrides`` fails before anything is prepared or trained.
+    Every run's training config is resolved and validated here, so a typo or a bad value in
+    ``train`` or ``stage_overrides`` fails before anything is prepared or trained. The config must say
+    what data to run on (``dataset.source``): an empty or unrelated YAML file is an error rather than
+    a full default experiment started without a word.
 
     Raises:
         SegweakError: Naming the file and key at fault.
     """
+    source = str(path) if path is not None else "the experiment config"
+    data = deep_merge(read_yaml(path) if path is not None else {}, parse_overrides(overrides))
+    dataset = data.get("dataset")
+    if not isinstance(dataset, dict) or "source" not in dataset:
+        what = "is empty" if not data else "does not set dataset.source"
+        raise SegweakError(
+            f"{source} {what}: say what data to run on with dataset.source: synthetic, vaihingen (and "
+            "dataset.root), folder (and dataset.images, dataset.masks, dataset.palette) or store (and "
+            "dataset.store), and out_dir for where to write; see configs/demo.yaml and docs/config.md"
+        )
     cfg = load_config(ExperimentConfig, path, overrides).validate()
     check_train_sections(cfg)
+    plan_runs(cfg, _store_path(cfg))  # validates every run's resolved TrainConfig
     return cfg
 
 
@@ -300,6 +320,75 @@ def _check_dependencies(cfg: ExperimentConfig) -> None:
                 f"methods.{m}.{cls.artefact_option}: the experiment sets it for every round (to "
                 f"<out_dir>/{ARTEFACTS_DIR}/...); remove it"
             )
+
+
+def _source_bands(cfg: ExperimentConfig) -> tuple[int, str] | None:
+    """``(channels, description)`` of the store the experiment will train on, when known up front.
+
+    Known before anything is prepared for a prepared store (its ``store.json``) and for the
+    Vaihingen-layout sources (IRRG, or the chosen Potsdam product, plus the DSM channel if asked);
+    a ``folder`` source's bands are known only once its images are read.
+    """
+    ds = cfg.dataset
+    if ds.source == "store":
+        try:
+            meta = json.loads((_store_path(cfg) / "store.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # reported by prepare_data with its own message
+        channels = meta.get("channels") if isinstance(meta, dict) else None
+        return (int(channels), f"store {_store_path(cfg)}") if isinstance(channels, int) else None
+    if ds.source in ("synthetic", "vaihingen"):
+        bands = ["IR", "R", "G"]
+    elif ds.source == "potsdam":
+        from segweak.data.potsdam import POTSDAM_IMAGERY
+
+        product = POTSDAM_IMAGERY.get(ds.imagery.upper())
+        if product is None:
+            return None  # an unknown product is reported by the Potsdam source
+        bands = list(product[1])
+    else:
+        return None
+    if ds.dsm is not None:
+        bands.append("DSM")
+    return len(bands), f"dataset.source {ds.source} ({'+'.join(bands)})"
+
+
+def check_runs(cfg: ExperimentConfig) -> list[PlannedRun]:
+    """Resolve and validate every run's training config, and check them against this machine and data.
+
+    Called by :func:`run_experiment` before anything is written; :func:`load_experiment_config` only
+    validates the values (a GPU config loads on a CPU machine). Checks each run's training budget,
+    that this machine has the accelerator and devices it asks for, and that ``model.in_channels``
+    matches the bands of the data when they are known before preparing (see :func:`_source_bands`).
+    Runs whose results already exist are skipped (they will not train), so a finished GPU experiment
+    can still be collected on a CPU machine.
+
+    Returns:
+        The planned runs (see :func:`plan_runs`).
+
+    Raises:
+        SegweakError: Naming the stage and key at fault.
+    """
+    from segweak.train.budget import check_budget
+    from segweak.train.engine import is_complete
+    from segweak.train.preflight import check_trainer_hardware
+
+    runs = plan_runs(cfg, _store_path(cfg))
+    bands = _source_bands(cfg)
+    for run in runs:
+        if is_complete(run.cfg.run_dir):
+            continue
+        try:
+            check_budget(run.cfg.trainer)
+            check_trainer_hardware(run.cfg.trainer, prefix="train.trainer.")
+            if bands is not None and run.cfg.model.in_channels != bands[0]:
+                raise SegweakError(
+                    f"train.model.in_channels is {run.cfg.model.in_channels} but {bands[1]} has "
+                    f"{bands[0]} band(s); set train.model.in_channels={bands[0]}"
+                )
+        except SegweakError as exc:
+            raise SegweakError(f"stage {run.stage}: {exc}") from None
+    return runs
 
 
 def methods_of(cfg: ExperimentConfig) -> list[str]:
@@ -446,8 +535,8 @@ def _plan_split_seed(cfg: ExperimentConfig, store: str | Path, k: int, s: int) -
             round=round, artefact=artefact,
         )  # fmt: skip
         sname = split_name(cfg, k)
-        runs.append(PlannedRun(stage, method, k, sname, s, tc, round=round, teacher=teacher))
-        runs[-1].artefact = artefact
+        run = PlannedRun(stage, method, k, sname, s, tc, round=round, teacher=teacher, artefact=artefact)
+        runs.append(run)
         return str(tc.run_dir / "checkpoints" / "best.ckpt")
 
     if "baseline" in cfg.stages:
@@ -486,11 +575,23 @@ def _store_path(cfg: ExperimentConfig) -> Path:
     return Path(cfg.dataset.store) if cfg.dataset.store else Path(cfg.out_dir) / "store"
 
 
+def _dsm(cfg: ExperimentConfig) -> Any:
+    """Return the DSM channel rule of ``dataset.dsm`` (None without a DSM channel)."""
+    ds = cfg.dataset
+    if ds.dsm is None:
+        return None
+    from segweak.data.dsm import DsmNormalisation
+
+    rng = tuple(ds.dsm_range) if ds.dsm_range is not None else None
+    return DsmNormalisation(method=ds.dsm, range_m=rng, window_m=ds.dsm_window)  # type: ignore[arg-type]
+
+
 def _make_source(cfg: ExperimentConfig, exp_dir: Path, log: Callable[[str], None]) -> Any:
     """Build the data source the store is prepared from (generating synthetic data if asked)."""
     ds = cfg.dataset
     from segweak.data import sources
 
+    dsm = _dsm(cfg)
     if ds.source == "synthetic":
         from segweak.data.synthetic import synthesize
 
@@ -508,17 +609,35 @@ def _make_source(cfg: ExperimentConfig, exp_dir: Path, log: Callable[[str], None
                 seed=ds.synthetic.seed,
                 zips=False,
                 eroded=ds.synthetic.eroded,
+                log=log,
+                dsm=dsm is not None,
             )
         return sources.VaihingenSource(
-            root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance
+            root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance, dsm=dsm
         )
     if ds.source == "vaihingen":
         return sources.VaihingenSource(
-            ds.root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance
+            ds.root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance, dsm=dsm
+        )
+    if ds.source == "potsdam":
+        from segweak.data.potsdam import PotsdamSource
+
+        return PotsdamSource(
+            ds.root,
+            imagery=ds.imagery,
+            keep_clutter=ds.keep_clutter,
+            eroded=ds.eroded,
+            tolerance=ds.tolerance,
+            dsm=dsm,
         )
     if ds.source == "folder":
         return sources.FolderSource(
-            ds.images, ds.masks, ds.palette, group_by=ds.group_by, tolerance=ds.tolerance
+            ds.images,
+            ds.masks,
+            ds.palette,
+            group_by=ds.group_by,
+            tolerance=ds.tolerance,
+            band_order=ds.band_order,
         )
     raise SegweakError(f"dataset.source {ds.source!r} has no source to prepare from")
 
@@ -537,6 +656,9 @@ def _store_mismatches(meta: dict[str, Any], cfg: ExperimentConfig, source: Any) 
     classes = class_names(source.classes)
     if list(meta.get("classes", [])) != classes:
         out.append(f"classes {meta.get('classes')} != {classes}")
+    band_order = getattr(source, "band_order", None)
+    if band_order is not None and meta.get("band_order") != band_order:
+        out.append(f"bands {meta.get('band_order')} != {band_order}")
     n_tiles = meta.get("n_tiles")
     expected_tiles = len(source.tiles())
     if n_tiles is not None and n_tiles != expected_tiles:
@@ -585,6 +707,7 @@ def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> P
         stride=stride,
         overwrite=False,
         progress=False,
+        log=log,
     )
     return store_path
 
@@ -793,24 +916,43 @@ def run_experiment(
     console: Any = None,
     make_report: bool = True,
     quiet_training: bool = True,
+    wait: bool = False,
 ) -> Path:
     """Run the whole protocol; return the experiment directory.
+
+    The experiment directory is locked for the whole call (:mod:`segweak.lock`): a second process on
+    the same directory refuses (or waits), instead of training the same runs at the same time.
 
     Args:
         cfg: Experiment config (validated here).
         console: A ``rich.console.Console`` for progress; ``None`` creates one.
         make_report: Write ``report.md`` / ``report.html`` / ``plots`` at the end.
         quiet_training: Turn Lightning's per-run progress bars off (the experiment prints its own).
+        wait: Wait for another process using the experiment (or one of its runs) instead of refusing.
 
     Returns:
         The experiment directory ``cfg.out_dir`` holding ``config.yaml``, ``results.json``,
         ``results.csv``, ``runs/`` and the report.
 
     Raises:
-        SegweakError: On config, data or consistency problems (each names what to fix).
+        SegweakError: On config, data or consistency problems (each names what to fix), or when
+            another segweak process uses the experiment directory and ``wait`` is false.
     """
+    from segweak.lock import DirectoryLock, waiting
+
+    cfg.validate()
+    check_train_sections(cfg)
+    with DirectoryLock(cfg.out_dir, "experiment directory", wait=wait), waiting(wait):
+        return _run_experiment_locked(cfg, console, make_report, quiet_training)
+
+
+def _run_experiment_locked(
+    cfg: ExperimentConfig, console: Any, make_report: bool, quiet_training: bool
+) -> Path:
+    """:func:`run_experiment` while holding the experiment directory's lock."""
     from rich.console import Console
 
+    from segweak import runtime
     from segweak.train import engine
 
     cfg.validate()
@@ -818,22 +960,39 @@ def run_experiment(
     if quiet_training:
         cfg = copy.deepcopy(cfg)
         cfg.train = deep_merge(cfg.train, {"trainer": {"progress_bar": False}})
-    console = console or Console()
+    check_runs(cfg)  # every run's config, the machine and the bands, before anything is written
+    # Under trainer.strategy=ddp Lightning runs this whole command again for every other rank; those
+    # ranks only take part in training: they print nothing and write nothing.
+    rank_zero = engine.is_global_zero()
+    console = console or Console(quiet=not rank_zero)
     exp_dir = Path(cfg.out_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
         console.print(f"[dim]segweak run[/dim] {msg}", highlight=False, soft_wrap=True)
 
+    log(f"experiment directory {exp_dir.resolve()} (data: {cfg.dataset.source})")
+
     synthetic = cfg.dataset.source == "synthetic"
     if synthetic:
         console.print(
             "[bold yellow]NOTE: this experiment uses SYNTHETIC data, not the real Vaihingen tiles.[/]"
         )
-    atomic_write_text(exp_dir / "config.yaml", dump_yaml(cfg))
+    if rank_zero:
+        atomic_write_text(exp_dir / "config.yaml", dump_yaml(cfg))
+        log(runtime.thread_summary())
     store_path = prepare_data(cfg, log)
     split_names = make_splits(cfg, store_path, log)
     runs = plan_runs(cfg, store_path)
+    from segweak.data.store import Store
+    from segweak.models.factory import check_in_channels
+
+    meta = Store(store_path).meta
+    for run in runs:  # a folder source's bands are known only now; fail before the first run trains
+        try:
+            check_in_channels(run.cfg.model.in_channels, meta, str(store_path))
+        except SegweakError as exc:
+            raise SegweakError(f"stage {run.stage}: {exc}") from None
     log(
         f"{len(runs)} runs planned ({len(cfg.split.seeds)} split seed(s) x {len(cfg.seeds)} seed(s) x stages)"
     )
@@ -872,6 +1031,8 @@ def run_experiment(
         rows.append(row)
         log(f"{prefix}: mIoU {_fmt(row['miou'])}  mF1 {_fmt(row['mf1'])}  OA {_fmt(row['oa'])}")
 
+    if not rank_zero:
+        return exp_dir
     classes = list(next(iter(done.values()))[0].get("classes") or []) if done else []
     meta = {
         "name": cfg.name,
@@ -884,6 +1045,7 @@ def run_experiment(
         "split_seeds": list(cfg.split.seeds),
         "stages": [s for s in EXPERIMENT_STAGES if s in cfg.stages],
         "methods": methods_of(cfg),
+        "environment": runtime.environment(),
     }
     previous = (exp_dir / "results.json").read_bytes() if (exp_dir / "results.json").is_file() else None
     write_results(exp_dir, rows, meta)
@@ -900,11 +1062,32 @@ def run_experiment(
 
 
 def _prepare_artefact(run: PlannedRun, prefix: str, log: Callable[[str], None]) -> None:
-    """Write the artefact a round reads from its teacher (skipped when complete for that teacher)."""
+    """Write the artefact a round reads from its teacher (skipped when complete for that teacher).
+
+    Under ``trainer.strategy: ddp`` the other ranks run this command too: only rank 0 writes, the
+    others wait until the artefact exists (``prepare`` renames it into place only when complete).
+
+    Raises:
+        SegweakError: Missing teacher checkpoint, an artefact ``prepare`` refuses, or (another rank)
+            no artefact after :data:`ARTEFACT_WAIT_S` seconds.
+    """
+    import time
+
     from segweak.methods import method_class
+    from segweak.train import engine
 
     assert run.teacher is not None and run.artefact is not None
-    teacher = Path(run.teacher)
+    teacher, artefact = Path(run.teacher), Path(run.artefact)
+    if not engine.is_global_zero():
+        deadline = time.monotonic() + ARTEFACT_WAIT_S
+        while not artefact.exists():
+            if time.monotonic() > deadline:
+                raise SegweakError(
+                    f"{prefix}: waited {ARTEFACT_WAIT_S:.0f} s for rank 0 to write {artefact}; see rank 0's "
+                    "output for why it did not"
+                )
+            time.sleep(ARTEFACT_POLL_S)
+        return
     if not teacher.is_file():
         raise SegweakError(
             f"{prefix}: its teacher checkpoint {teacher} is missing although the run that writes it is "
@@ -912,7 +1095,7 @@ def _prepare_artefact(run: PlannedRun, prefix: str, log: Callable[[str], None]) 
         )
     # prepare() reports what it wrote or reused through the log.
     cls = method_class(run.cfg.method)
-    cls.prepare(run.cfg, teacher, Path(run.artefact), lambda msg: log(f"{prefix}: {msg}"))
+    cls.prepare(run.cfg, teacher, artefact, lambda msg: log(f"{prefix}: {msg}"))
 
 
 def _fmt(v: Any) -> str:

@@ -1,7 +1,8 @@
 """Report figures: stage bars, per-class IoU, learning curves, loss terms and sample predictions.
 
 matplotlib's object API is used (no pyplot global state, Agg rendering); predictions are shown in
-the data set's official colours.
+the store palette's display colours, and captions describe the store's own bands and palette
+(:mod:`segweak.report.wording`).
 
 Every figure is written to ``EXP/plots/<name>.png``; :func:`make_plots` returns the written paths
 (relative to the experiment directory) with their captions, and a list of notes for what could not be
@@ -266,7 +267,7 @@ def colorize_mask(mask: np.ndarray, colors: np.ndarray) -> np.ndarray:
 
 
 def false_colour(image: np.ndarray) -> np.ndarray:
-    """Display image (H, W, 3) uint8: the first three bands as R, G, B (IRRG -> standard false colour)."""
+    """Display image (H, W, 3) uint8: the first three bands as R, G, B (IRRG gives standard false colour)."""
     if image.shape[-1] >= 3:
         return np.ascontiguousarray(image[..., :3])
     return np.repeat(image[..., :1], 3, axis=-1)
@@ -366,7 +367,7 @@ def plot_samples(exp: Experiment, path: Path, n: int, sample_seed: int) -> str |
     fig = _figure(1.9 * ncols + 0.3, 1.9 * len(picks) + 0.9)
     axes = np.atleast_2d(fig.subplots(len(picks), ncols, squeeze=False))
     for r, idx in enumerate(picks):
-        panels = [("image (false colour)", false_colour(np.asarray(store.images[idx]))),
+        panels = [("image", false_colour(np.asarray(store.images[idx]))),
                   ("truth", colorize_mask(np.asarray(store.masks[idx]), colors))]  # fmt: skip
         panels += [(name, colorize_mask(pred[r], colors)) for name, pred in columns]
         for c, (title, img) in enumerate(panels):
@@ -436,10 +437,14 @@ def make_plots(
         except (SegweakError, ImportError, RuntimeError, KeyError, ValueError) as exc:
             reason = f"sample predictions could not be drawn: {exc}"
         if (plots / "samples.png").is_file() and (reason is None or "no best checkpoint for" in reason):
+            from segweak.report.wording import data_wording, read_store_meta
+
+            store = exp.results.get("store")
+            words = data_wording(read_store_meta(exp.path / store if store else None))
             out["samples"] = (
                 Path("plots/samples.png"),
-                f"Validation patches (seed {sample_seed} best checkpoints): false-colour IRRG image, truth "
-                "and each stage's prediction in the official colours (black: ignored pixels).",
+                f"Validation patches (seed {sample_seed} best checkpoints): {words.image}, truth and each "
+                f"stage's prediction in {words.colours} (black: ignored pixels).",
             )
         if reason:
             notes.append(reason)

@@ -31,6 +31,7 @@ import yaml
 
 from segweak.errors import SegweakError
 from segweak.io import atomic_write_text
+from segweak.report.wording import data_wording, read_store_meta
 
 ALPHA = 0.05
 """Significance level used in verdicts and confidence intervals."""
@@ -804,6 +805,28 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
     return doc
 
 
+def _environment_items(exp: Experiment) -> list[str]:
+    """Return setup bullets on software and hardware: results.json's environment, and runs that differ."""
+    from segweak import runtime
+
+    env = exp.results.get("environment")
+    if env:
+        items = runtime.describe_environment(env)
+    else:
+        items = ["Software and machine: not recorded (results.json written by an older segweak)"]
+    run_envs: dict[str, dict[str, Any]] = {}
+    for r in exp.rows:
+        path = exp.path / str(r.get("run_dir", "")) / "environment.json"
+        try:
+            run_envs[str(r.get("run_dir"))] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+    for key, values in runtime.environment_differences(run_envs).items():
+        listed = "; ".join(f"{value} ({len(names)} run(s))" for value, names in values.items())
+        items.append(f"Runs trained in different environments: `{key}` is {listed}")
+    return items
+
+
 def _setup_section(doc: Doc, exp: Experiment) -> None:
     doc.h(2, "Setup")
     cfg = exp.config
@@ -832,8 +855,8 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
     if store:
         items.append(
             f"Store `{exp.results.get('store')}`: {store['n_tiles']} tiles → {_int(store['n_patches'])} "
-            f"patches of {store['patch']}×{store['patch']} px (stride {store['stride']}), "
-            f"bands {store.get('band_order') or '?'}"
+            f"patches of {store['patch']}×{store['patch']} px (stride {store['stride']}); "
+            f"{data_wording(read_store_meta(store.get('path_abs'))).channels}"
         )
         cpf = store.get("class_pixel_fraction") or {}
         if cpf:
@@ -841,7 +864,15 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
                 "Class pixel share (all valid pixels): "
                 + ", ".join(f"{c} {100 * v:.1f} %" for c, v in cpf.items() if v is not None)
             )
+    items += _environment_items(exp)
     doc.ul(items)
+    doc.p(
+        "Reproducibility: rerunning with the same seeds on the same machine, with the same library "
+        "versions and the same number of threads, gives identical digits. On another CPU or with another "
+        "BLAS build the digits differ slightly (floating-point sums in another order); conclusions should "
+        "not.",
+        "note",
+    )
     if splits:
         rows = []
         for k, sp in splits.items():
@@ -934,10 +965,11 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
             caption="Training configuration per row (from each run's config.yaml; what actually ran is "
             "in the 'ran' column of All runs).",
         )
+    ignored = data_wording(read_store_meta(store.get("path_abs") if store else None)).ignore
     doc.p(
         "Metric conventions: one confusion matrix accumulated over every pixel of the whole validation "
-        "split (not averaged per patch); pixels labelled 255 (eroded boundaries, clutter in the 5-class "
-        "set) are ignored; a class with no ground-truth pixel in the validation split is absent: excluded "
+        f"split (not averaged per patch); pixels labelled 255 ({ignored}) are ignored; a class with no "
+        "ground-truth pixel in the validation split is absent: excluded "
         "from mIoU / mean F1 (null in per-class columns), while its false positives still lower the IoU "
         "of the true classes; metrics are those of the best checkpoint (highest val mIoU).",
         "note",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             than tensors and plain data (refused: loading them could execute arbitrary code).
     """
     path = Path(path)
+    if path.is_dir():
+        raise SegweakError(f"checkpoint {path} is a directory; give a .ckpt file (e.g. {path}/best.ckpt)")
     if not path.is_file():
         raise SegweakError(
             f"checkpoint {path} not found; give the path of a .ckpt file (e.g. RUN/checkpoints/best.ckpt)"
+        )
+    # Only a torch.save file gets as far as the unpickler: anything else (text, an empty or truncated
+    # file) would otherwise be reported by the weights-only unpickler as holding unsafe objects.
+    if not _looks_like_torch_file(path):
+        raise SegweakError(
+            f"{path} is not a PyTorch checkpoint file (empty, truncated or another format); give a .ckpt "
+            "written by segweak train, e.g. RUN/checkpoints/best.ckpt"
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -79,15 +89,34 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise SegweakError(
             f"checkpoint {path} holds pickled objects other than tensors and plain data; segweak only "
             f"loads checkpoints weights-only and refuses it (only load checkpoints written by segweak "
-            f"from trusted sources). Detail: {str(exc).splitlines()[0]}"
+            f"from trusted sources). Detail: {_first_line(exc)}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise SegweakError(
-            f"checkpoint {path} could not be read ({exc}); is it a complete .ckpt file?"
+            f"{path} is not a readable PyTorch checkpoint file ({_first_line(exc)}); is it a complete .ckpt "
+            "written by segweak train?"
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise SegweakError(f"checkpoint {path} has no 'state_dict'; it was not written by segweak train")
     return ckpt
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether ``path`` is a complete zip archive (torch.save's format) or a legacy pickle stream.
+
+    ``zipfile.is_zipfile`` looks for the end-of-archive record, so a truncated download fails here.
+    """
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    # torch.save(..., _use_new_zipfile_serialization=False) starts with a pickle protocol >= 2 header.
+    return len(head) == 2 and head[0] == 0x80 and head[1] >= 2
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def checkpoint_config(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> TrainConfig:

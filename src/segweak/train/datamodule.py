@@ -24,12 +24,20 @@ resumed at an epoch boundary sees the same batches and augmentations as an unint
 ``num_workers: 0``; with worker processes each worker's seed is derived from the same epoch seed).
 Each sub-batch has its own order (a different sampler stream) and, when it starts over within an
 epoch, a new permutation.
+
+Several processes (``trainer.strategy: ddp``): the module shards the data itself (the Trainer runs
+with ``use_distributed_sampler=False``). Training: every rank draws the same epoch permutation and
+takes its own share of it (:class:`EpochSampler`), padded so that all ranks run the same number of
+steps; whether the last incomplete batch is dropped is decided on that per-rank share. With several
+sub-batches every sub-batch's loader is sharded this way. Validation: rank ``r`` gets patches
+``r, r + W, r + 2W, …`` with no padding (:class:`ShardSampler`), so every validation patch is counted
+exactly once in the split-wide metrics.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,23 +79,33 @@ def check_store_and_split(store: str | Path, split: str) -> None:
 
 
 class EpochSampler(Sampler[int]):
-    """Random permutation of ``range(n)`` that depends only on ``(seed, epoch, stream, pass)``.
+    """Seeded permutation of ``range(n)`` from ``(seed, epoch, stream, pass)``; one rank's share of it.
 
     Lightning calls :meth:`set_epoch` before every epoch, so the order of epoch ``e`` is the same
     whether or not the run was interrupted before it. ``stream`` separates the sub-batches of one
     run; ``pass`` counts the times a sub-batch starts over within an epoch (``data.epoch: longest``),
     so each repetition is a new order. Stream 0, pass 0 is the single-loader order.
 
+    With ``world_size`` > 1 every rank draws the same permutation, repeats its first indices until its
+    length is a multiple of ``world_size`` (DDP needs the same number of steps on every rank) and takes
+    every ``world_size``-th index from ``rank`` on. With one process the order is the plain permutation.
+
     Args:
-        n: Dataset length.
-        seed: Training seed.
+        n: Number of samples in the subset.
+        seed: Run seed.
         stream: Index of the sub-batch.
+        rank: This process's global rank.
+        world_size: Number of processes.
     """
 
-    def __init__(self, n: int, seed: int, stream: int = 0) -> None:
+    def __init__(self, n: int, seed: int, stream: int = 0, *, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
         self.n = int(n)
         self.seed = int(seed)
         self.stream = int(stream)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
         self.epoch = 0
         self.passes = 0
 
@@ -96,7 +114,7 @@ class EpochSampler(Sampler[int]):
         self.epoch = int(epoch)
         self.passes = 0
 
-    def __iter__(self):  # noqa: D105
+    def __iter__(self) -> Iterator[int]:  # noqa: D105
         seed = self.seed * 1_000_003 + self.epoch
         if self.stream or self.passes:
             # torch's CPU generator keeps only 32 bits of a seed: mix the extra keys into them.
@@ -104,10 +122,39 @@ class EpochSampler(Sampler[int]):
         gen = torch.Generator()
         gen.manual_seed(seed)
         self.passes += 1
-        return iter(torch.randperm(self.n, generator=gen).tolist())
+        order = torch.randperm(self.n, generator=gen).tolist()
+        if self.world_size == 1:
+            return iter(order)
+        total = len(self) * self.world_size
+        padded = (order * math.ceil(total / self.n))[:total] if self.n else order
+        return iter(padded[self.rank :: self.world_size])
 
     def __len__(self) -> int:
-        return self.n
+        return math.ceil(self.n / self.world_size)
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world_size, …`` of ``range(n)`` in order, without padding (evaluation).
+
+    The shards of all ranks are disjoint and cover ``range(n)`` exactly once, so metrics summed across
+    ranks count every sample once. Shards differ in length by at most one.
+
+    Args:
+        n: Number of samples in the subset.
+        rank: This process's global rank.
+        world_size: Number of processes.
+    """
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
+        self.indices = range(int(rank), int(n), int(world_size))
+
+    def __iter__(self) -> Iterator[int]:  # noqa: D105
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class SegDataModule(L.LightningDataModule):
@@ -223,18 +270,48 @@ class SegDataModule(L.LightningDataModule):
             for stream, dataset in enumerate(self.train_datasets.values()):
                 dataset.transform = self._train_transform(epoch, stream)
 
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def check_world_size(self, world_size: int) -> None:
+        """Refuse a process count that would leave a rank without validation patches.
+
+        Call before training starts (it opens the store and builds the datasets).
+
+        Args:
+            world_size: Number of processes that will share the data.
+
+        Raises:
+            SegweakError: When the ``val`` subset has fewer patches than processes.
+        """
+        self.setup("fit")
+        if len(self.val_dataset) < world_size:
+            raise SegweakError(
+                f"subset 'val' of split {self.cfg.data.split!r} has {len(self.val_dataset)} patch(es) for "
+                f"{world_size} processes; every process needs one (lower trainer.devices or make a larger "
+                "validation subset)"
+            )
+
     def _loader(self, dataset: Any, batch_size: int, train: bool, stream: int = 0) -> DataLoader:
+        rank, world = self._rank_and_world()
+        sampler: Sampler[int]
+        if train:
+            # Every sub-batch's loader gets its own rank-sharded stream.
+            sampler = EpochSampler(len(dataset), self.cfg.trainer.seed, stream, rank=rank, world_size=world)
+        else:
+            sampler = ShardSampler(len(dataset), rank, world)
         workers = self.cfg.data.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochSampler(len(dataset), self.cfg.trainer.seed, stream) if train else None,
-            shuffle=False if not train else None,
+            sampler=sampler,
             num_workers=workers,
             # Persistent workers would keep an old augmentation pipeline across epochs.
             persistent_workers=False,
             pin_memory=self.cfg.trainer.accelerator not in ("cpu",),
-            drop_last=train and len(dataset) > batch_size,
+            # Drop the incomplete last batch of this rank's share unless that leaves no batch at all.
+            drop_last=train and len(sampler) > batch_size,
             generator=self.loader_generator if train else None,
         )
 
@@ -263,7 +340,8 @@ class SegDataModule(L.LightningDataModule):
         for name in self.needs:
             n, bsz = len(self.train_datasets[name]), self.batch_sizes[name]
             per_rank = math.ceil(n / max(1, world_size))
-            lengths.append(per_rank // bsz if n > bsz else math.ceil(per_rank / bsz))
+            # As the loader: the incomplete last batch of a rank's share is dropped unless it is the only one.
+            lengths.append(per_rank // bsz if per_rank > bsz else math.ceil(per_rank / bsz))
         return max(lengths) if self.cfg.data.epoch == "longest" else min(lengths)
 
     def val_dataloader(self) -> DataLoader:

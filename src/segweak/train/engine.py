@@ -10,15 +10,27 @@ Run directory (``cfg.run_dir``)::
     history.csv              per-epoch metrics: epoch (1-based), step (optimiser steps so far),
                              train_loss, val_loss, val_miou, val_mf1, val_oa, val_prop_mae,
                              val_presence_f1, then train_<term> per loss term of the method
+    environment.json         library versions, CPU/GPU, threads, segweak commit (segweak.runtime)
     metrics.json             validation metrics of the best checkpoint (written last: marks completion)
+    .segweak.lock            while a process trains it (segweak.lock)
 
-``metrics.json`` keys: ``method, seed, epochs, classes, miou, mf1, oa, per_class_iou, per_class_f1,
-absent_classes, n_pixels, checkpoint`` (path of the best checkpoint relative to the run directory),
-``prop_mae, presence_f1, train_seconds, best_epoch`` (1-based), ``run_dir`` and what ran:
-``optimizer_steps`` (optimiser steps taken), ``steps_per_epoch`` (training batches per epoch after
-``trainer.limit_train_batches``), ``epoch_length`` (batches in one full pass of the training loader),
-``data_passes`` (``optimizer_steps / epoch_length``: a run capped by ``limit_train_batches`` or
-``max_steps`` shows the fraction of the data it saw) and ``limit_train_batches``.
+``metrics.json`` keys: ``method, seed, epochs, steps, classes, miou, mf1, oa, per_class_iou,
+per_class_f1, absent_classes, n_pixels, n_patches, checkpoint`` (path of the best checkpoint relative
+to the run directory), ``prop_mae, presence_f1, val_loss, train_seconds, best_epoch`` (1-based),
+``run_dir`` and what ran: ``optimizer_steps`` (optimiser steps taken; the same number as ``steps``,
+both kept for readers of either name), ``steps_per_epoch`` (training batches per epoch after
+``trainer.limit_train_batches``), ``epoch_length`` (batches in one full pass of the training loader,
+per process), ``data_passes`` (``optimizer_steps / epoch_length``: a run capped by
+``limit_train_batches`` or ``max_steps`` shows the fraction of the data it saw) and
+``limit_train_batches``.
+
+The final metrics always cover every patch of the ``val`` subset, whatever
+``trainer.limit_val_batches`` says (that key only shortens the validations that pick the best
+checkpoint). When the best checkpoint is the last validated step and that validation saw the whole
+subset, its metrics are reused; otherwise ``best.ckpt`` is validated once more.
+
+Several processes (``trainer.strategy: ddp``): every rank runs this function; only rank 0 writes
+files, and every rank returns only once ``metrics.json`` exists.
 """
 
 from __future__ import annotations
@@ -39,9 +51,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from segweak.config import TrainConfig, dump_yaml
 from segweak.errors import SegweakError
 from segweak.io import atomic_write_json, atomic_write_text
+from segweak.lock import DirectoryLock
+from segweak.runtime import record_environment
+from segweak.train.budget import ValidateFinalStep, check_budget
 from segweak.train.checkpoint import AtomicCheckpointIO, check_classes, load_checkpoint, model_state_dict
 from segweak.train.datamodule import EpochReseed, SegDataModule, check_store_and_split
 from segweak.train.module import SegModule
+from segweak.train.preflight import check_trainer_hardware
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -72,10 +88,26 @@ def is_complete(run_dir: str | Path) -> bool:
     return True
 
 
-def _store_classes(store: str | Path) -> list[str]:
-    from segweak.data.store import Store
+def is_global_zero() -> bool:
+    """Whether this process is rank 0 (always true without ``trainer.strategy: ddp``).
 
-    return list(Store(store).classes)
+    Under DDP Lightning starts the other ranks as copies of the command; they know their rank from
+    the environment (``LOCAL_RANK``, ``RANK``) from the start, and Lightning's DDP strategy sets it
+    again when :func:`train` builds its trainer.
+    """
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def _store_classes(store: str | Path, in_channels: int) -> list[str]:
+    """Class names of the store; checks that its channels match ``model.in_channels`` first."""
+    from segweak.data.store import Store
+    from segweak.models.factory import check_in_channels
+
+    st = Store(store)
+    check_in_channels(in_channels, st.meta, str(store))
+    return list(st.classes)
 
 
 def _init_from_checkpoint(module: SegModule, cfg: TrainConfig) -> None:
@@ -123,7 +155,56 @@ def _trainer_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         limit_train_batches=tc.limit_train_batches,
         limit_val_batches=tc.limit_val_batches,
         enable_model_summary=False,
+        # SegDataModule shards the data per rank itself: an unpadded validation shard (Lightning's
+        # DistributedSampler repeats patches to even out the ranks) and the seeded epoch order.
+        use_distributed_sampler=False,
     )
+
+
+def _check_launcher(trainer: L.Trainer, strategy: str) -> None:
+    """Refuse strategies that run training in child processes and hand back only the weights."""
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        raise SegweakError(
+            f"trainer.strategy={strategy!r} trains in spawned/forked processes, whose history and metrics "
+            "do not come back to this one; use trainer.strategy=ddp"
+        )
+
+
+def _final_metrics(
+    trainer: L.Trainer, module: SegModule, datamodule: SegDataModule, best: Path, best_step: int
+) -> dict[str, Any]:
+    """Return the validation metrics of ``best`` over the whole validation subset.
+
+    Reuses the last validation of ``fit`` when it measured the best checkpoint's weights (same global
+    step) on every validation patch; otherwise validates ``best`` again, with
+    ``trainer.limit_val_batches`` lifted so that every patch counts.
+
+    Args:
+        trainer: The trainer that ran ``fit``.
+        module: Its module (``last_metrics`` / ``last_metrics_step`` of the last validation).
+        datamodule: Its datamodule.
+        best: The best checkpoint.
+        best_step: The global step ``best`` was saved at.
+
+    Raises:
+        SegweakError: When no validation metrics come out, or they do not cover the whole subset.
+    """
+    n_val = len(datamodule.val_dataset)
+    val = module.last_metrics
+    if val is None or module.last_metrics_step != best_step or val["n_patches"] != n_val:
+        # Lightning reads this attribute when the validation loop sets up its batches.
+        trainer.limit_val_batches = 1.0
+        trainer.validate(module, datamodule=datamodule, ckpt_path=str(best), weights_only=True, verbose=False)
+        val = module.last_metrics
+    if val is None:
+        raise SegweakError(f"validation of {best} produced no metrics")
+    if val["n_patches"] != n_val:
+        raise SegweakError(
+            f"the final validation of {best} covered {val['n_patches']} of {n_val} validation patches"
+        )
+    return val
 
 
 def _progress_bar() -> L.Callback:
@@ -151,12 +232,14 @@ def _history_csv(rows: list[dict[str, Any]]) -> str:
 
 
 # Lightning warnings that say nothing actionable about a segweak run: a deprecation inside Lightning
-# itself, the logging interval exceeding a small epoch, and the checkpoint folder being non-empty on
-# resume (which is how resuming works).
+# itself, the logging interval exceeding a small epoch, the checkpoint folder being non-empty on
+# resume (which is how resuming works), and, under DDP, advice to sync the validation metrics that
+# SegMetrics has already summed over all ranks.
 _KNOWN_NOISE = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
     r"The number of training batches \(\d+\) is smaller than the logging interval.*",
     r"Checkpoint directory .* exists and is not empty.*",
+    r"It is recommended to use `self\.log\('(val|test)/.*sync_dist=True.*",
 )
 
 
@@ -165,27 +248,45 @@ def _silence_known_lightning_noise() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig, callbacks: list[L.Callback] | None = None, *, wait: bool | None = None
+) -> dict[str, Any]:
     """Train one run of ``cfg.method`` and write the run directory (see the module docstring).
 
     With ``cfg.resume`` a completed run (``metrics.json`` present) is not retrained: its metrics are
-    returned; an interrupted one continues from ``checkpoints/last.ckpt``.
+    returned; an interrupted one continues from ``checkpoints/last.ckpt``. The run directory is locked
+    for the whole call (:mod:`segweak.lock`), so a second process cannot train into it at the same time.
 
     Args:
         cfg: The run's configuration.
         callbacks: Extra Lightning callbacks (e.g. for monitoring or tests).
+        wait: When another process holds the run directory, wait for it instead of refusing;
+            ``None``: the default of the enclosing :func:`segweak.lock.waiting` block (refuse).
 
     Returns:
         The metrics dict written to ``metrics.json``.
 
     Raises:
         SegweakError: Invalid config (unknown method or option), missing store/split/checkpoint,
-            class-count or model mismatch, or a run directory that already holds a run while
-            ``resume`` is false.
+            class-count or model mismatch, a run directory that already holds a run while ``resume``
+            is false, or one that another segweak process is using.
     """
     from segweak.methods import check_config
 
     cfg = check_config(cfg)
+    check_budget(cfg.trainer)
+    if not (cfg.resume and is_complete(cfg.run_dir)):
+        # Before the lock creates the run directory: a missing GPU, store, split or a band mismatch
+        # would otherwise leave an empty run directory behind or surface as a Lightning traceback.
+        check_trainer_hardware(cfg.trainer)
+        check_store_and_split(cfg.data.store, cfg.data.split)
+        _store_classes(cfg.data.store, cfg.model.in_channels)
+    with DirectoryLock(cfg.run_dir, "run directory", wait=wait):
+        return _train_locked(cfg, callbacks)
+
+
+def _train_locked(cfg: TrainConfig, callbacks: list[L.Callback] | None) -> dict[str, Any]:
+    """:func:`train` while holding the run directory's lock (``cfg`` already checked)."""
     run_dir = cfg.run_dir
     if cfg.resume and is_complete(run_dir):
         return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
@@ -197,12 +298,7 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
             f"run directory {run_dir} already holds a run; set resume=true to continue/reuse it, "
             "choose another run_name, or delete the directory"
         )
-    check_store_and_split(cfg.data.store, cfg.data.split)
-    if cfg.trainer.limit_val_batches == 0:
-        raise SegweakError(
-            "trainer.limit_val_batches=0 disables validation, but the best checkpoint is chosen on it"
-        )
-    classes = _store_classes(cfg.data.store)
+    classes = _store_classes(cfg.data.store, cfg.model.in_channels)  # store checked by train()
     if resume_from is not None:
         # Refuse non-weights-only content with a clear message before Lightning reads it.
         saved = load_checkpoint(resume_from)
@@ -215,14 +311,6 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
         del saved
 
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-
-    module = SegModule(cfg, len(classes), classes, build_weights=resume_from is None)
-    if cfg.init.checkpoint and resume_from is None:
-        _init_from_checkpoint(module, cfg)
-    datamodule = SegDataModule(cfg, module.needs)
-
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     loggers = [
@@ -249,6 +337,7 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
         checkpoint,
         last_checkpoint,
         EpochReseed(cfg.trainer.seed),
+        ValidateFinalStep(),
         *(callbacks or []),
     ]
     if cfg.trainer.progress_bar:
@@ -256,6 +345,7 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
     # Lightning's "GPU available but not used" style notices are noise in logs of CPU runs.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     _silence_known_lightning_noise()
+    # The trainer is built before anything is written: it knows this process's rank.
     trainer = L.Trainer(
         logger=loggers,
         callbacks=all_callbacks,
@@ -263,40 +353,49 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
         plugins=[AtomicCheckpointIO()],
         **_trainer_kwargs(cfg),
     )
+    _check_launcher(trainer, cfg.trainer.strategy)
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+
+    module = SegModule(cfg, len(classes), classes, build_weights=resume_from is None)
+    if cfg.init.checkpoint and resume_from is None:
+        _init_from_checkpoint(module, cfg)
+    datamodule = SegDataModule(cfg, module.needs)
+    datamodule.check_world_size(trainer.world_size)
+
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     fit_seconds = time.perf_counter() - t0
     if trainer.interrupted:
         raise SegweakError(f"training of {run_dir} was interrupted; rerun with resume=true to continue")
-    # What ran (before validate() below restores the best checkpoint's state).
-    optimizer_steps = int(trainer.global_step)
+    if trainer.is_global_zero:
+        record_environment(run_dir)  # library versions, CPU/GPU, threads, commit: what fixes the digits
+    # What ran (before the final validation restores the best checkpoint's state).
     steps_per_epoch = trainer.num_training_batches
     epoch_length = datamodule.epoch_length(trainer.world_size)
 
-    # trainer.validate below restores the best checkpoint (and its older history): keep the final ones.
+    # Validating the best checkpoint below restores its older history: keep the final one.
     history = [dict(r) for r in module.history]
     train_seconds = float(module.train_seconds)
+    epochs, steps = int(trainer.current_epoch), int(trainer.global_step)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else ckpt_dir / "best.ckpt"
     if not best.is_file():
-        raise SegweakError(
-            f"no best checkpoint was written in {ckpt_dir}; did validation run (trainer.limit_val_batches)?"
-        )
+        # ValidateFinalStep validates the last step of every budget, so this is not a config problem.
+        raise SegweakError(f"no best checkpoint was written in {ckpt_dir}: training ended without validating")
     best_ckpt = load_checkpoint(best)
-    best_epoch = int(best_ckpt.get("epoch", -1)) + 1
+    best_epoch, best_step = int(best_ckpt.get("epoch", -1)) + 1, int(best_ckpt.get("global_step", -1))
     del best_ckpt
-    # Evaluate the best weights on the whole val subset with the same metric code as validation.
-    trainer.validate(module, datamodule=datamodule, ckpt_path=str(best), weights_only=True, verbose=False)
-    val = module.last_metrics
-    if val is None:
-        raise SegweakError(f"validation of {best} produced no metrics")
+    val = _final_metrics(trainer, module, datamodule, best, best_step)
     metrics: dict[str, Any] = {
         "method": cfg.method,
         "seed": cfg.trainer.seed,
-        "epochs": int(trainer.current_epoch),
-        "optimizer_steps": optimizer_steps,
+        "epochs": epochs,
+        "steps": steps,
+        "optimizer_steps": steps,
         "steps_per_epoch": int(steps_per_epoch) if math.isfinite(steps_per_epoch) else None,
         "epoch_length": epoch_length,
-        "data_passes": round(optimizer_steps / epoch_length, 4) if epoch_length else None,
+        "data_passes": round(steps / epoch_length, 4) if epoch_length else None,
         "limit_train_batches": cfg.trainer.limit_train_batches,
         "classes": list(classes),
         **{k: v for k, v in val.items() if k != "loss"},
@@ -309,6 +408,8 @@ def train(cfg: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[s
     if trainer.is_global_zero:
         atomic_write_text(run_dir / "history.csv", _history_csv(history))
         atomic_write_json(run_dir / "metrics.json", metrics)
+    # Other ranks return only once the run is complete on disk (segweak run checks it next).
+    trainer.strategy.barrier("segweak-metrics-written")
     return metrics
 
 

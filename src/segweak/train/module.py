@@ -183,7 +183,10 @@ class SegModule(L.LightningModule):
         # resumed run keeps them.
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
+        # Metrics of the latest validation/test pass, and the global step whose weights a validation
+        # during fit measured (None after a validate/test call), so the engine can reuse it.
         self.last_metrics: dict[str, Any] | None = None
+        self.last_metrics_step: int | None = None
         self._epoch_t0: float | None = None
         # Last: a method may build state from the network (e.g. a teacher copy) here.
         self.method.setup(self)
@@ -257,9 +260,14 @@ class SegModule(L.LightningModule):
             loss = term if loss is None else loss + term
         assert loss is not None
         bsz = sum(int(sub["image"].shape[0]) for sub in batches.values())
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bsz)
+        # sync_dist: under DDP the logged loss is the mean over the ranks, not rank 0's share.
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bsz, sync_dist=True
+        )
         for name, term in terms.items():
-            self.log(f"train/{name}", term.detach(), on_step=True, on_epoch=True, batch_size=bsz)
+            self.log(
+                f"train/{name}", term.detach(), on_step=True, on_epoch=True, batch_size=bsz, sync_dist=True
+            )
         if self._train_acc is None:
             self._term_names = list(terms)
         elif self._term_names != list(terms):
@@ -360,6 +368,7 @@ class SegModule(L.LightningModule):
         loss = self.trainer.callback_metrics.get(f"{phase}/loss")
         result["loss"] = float(loss) if loss is not None else None
         self.last_metrics = result
+        self.last_metrics_step = self.trainer.global_step if self.trainer.state.fn == "fit" else None
         scalars = {f"{phase}/{k}": result[k] for k in ("miou", "mf1", "oa", "prop_mae", "presence_f1")}
         for name, iou in result["per_class_iou"].items():
             if iou is not None:

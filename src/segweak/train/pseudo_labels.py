@@ -256,8 +256,11 @@ def make_pseudo_labels(
     from segweak.data.dataset import SegweakDataset
     from segweak.data.store import Store
     from segweak.evaluate.evaluate import class_names
+    from segweak.io import check_disjoint
+    from segweak.models.factory import check_in_channels
     from segweak.train.checkpoint import build_model_from_checkpoint, check_classes, load_checkpoint
     from segweak.train.datamodule import check_store_and_split
+    from segweak.train.preflight import check_device, check_positive
     from segweak.weak.pseudo import assign_sinkhorn, assign_topk
 
     log = log or (lambda _msg: None)
@@ -265,14 +268,15 @@ def make_pseudo_labels(
         raise SegweakError(f"assignment: {assignment!r} is not valid; choose one of {', '.join(ASSIGNMENTS)}")
     if not 0.0 < float(keep) <= 1.0:
         raise SegweakError(f"keep must be in (0, 1] (the fraction of pixels labelled), got {keep}")
-    if batch_size < 1:
-        raise SegweakError(f"batch size must be >= 1, got {batch_size}")
+    check_positive(batch_size, "batch size")
+    dev = check_device(device, "device")
     teacher_path, out = Path(teacher_ckpt), Path(out_dir)
     check_store_and_split(store, split)
     if not teacher_path.is_file():
         raise SegweakError(
             f"teacher checkpoint {teacher_path} not found; give a .ckpt written by segweak train"
         )
+    check_disjoint(out, [store, teacher_path], "output directory")
     st = Store(store)
     dataset = SegweakDataset(st, split, SUBSET, with_mask=False, with_valid=False, with_weak=True)
     request: dict[str, Any] = {
@@ -304,14 +308,8 @@ def make_pseudo_labels(
     del ckpt
     store_classes = class_names(st)
     check_classes(classes, store_classes, teacher_path, f"store {store}")
-    channels = int(st.meta.get("channels", cfg.model.in_channels))
-    if cfg.model.in_channels != channels:
-        raise SegweakError(
-            f"teacher {teacher_path} takes {cfg.model.in_channels} bands, store {store} has {channels}; "
-            "use a teacher trained on this store"
-        )
+    check_in_channels(cfg.model.in_channels, st.meta, str(store), str(teacher_path))
     k, patch, n = len(classes), int(st.meta["patch"]), len(dataset)
-    dev = torch.device(device)
     model.to(dev)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     counts = np.zeros(k, dtype=np.int64)
