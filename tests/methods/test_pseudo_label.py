@@ -127,10 +127,15 @@ def test_rerun_reuses_and_other_requests_are_refused(teacher, tiny_store, tmp_pa
     for kwargs, match in [
         ({"keep": 0.0}, "keep must be in"),
         ({"assignment": "argmax"}, "assignment: 'argmax'"),
+        ({"batch_size": 0}, "batch size must be >= 1"),
+        ({"device": "gpu0"}, "device 'gpu0' is not a torch device"),
     ]:
         with pytest.raises(SegweakError, match=match):
             make_pseudo_labels(teacher, tiny_store, "default", tmp_path / "x", **kwargs)
     assert not (tmp_path / "x").exists()
+    # An output inside the store (or equal to it) would swallow an input.
+    with pytest.raises(SegweakError, match="contains the input|is the input"):
+        make_pseudo_labels(teacher, tiny_store, "default", tiny_store)
 
 
 @pytest.fixture

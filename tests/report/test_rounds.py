@@ -172,3 +172,32 @@ def test_run_with_pseudo_label_rounds_end_to_end(tmp_path, tiny_store, monkeypat
     )
     with pytest.raises(SegweakError, match="holds pseudo-labels of another request .*teacher.sha256"):
         ex.run_experiment(cfg, make_report=False)
+
+
+def test_other_ddp_ranks_wait_for_rank_zero_to_write_the_artefact(tmp_path, monkeypatch):
+    import threading
+
+    from segweak.methods.pseudo_label import PseudoLabel
+    from segweak.train import engine
+
+    cfg = _cfg(tmp_path, tmp_path / "store")
+    (run,) = [r for r in ex.plan_runs(cfg, tmp_path / "store") if r.round == 1]
+    artefact = Path(run.artefact)
+
+    def not_on_this_rank(*args):
+        raise AssertionError("only rank 0 writes the artefact")
+
+    monkeypatch.setattr(engine, "is_global_zero", lambda: False)
+    monkeypatch.setattr(PseudoLabel, "prepare", classmethod(not_on_this_rank))
+    monkeypatch.setattr(ex, "ARTEFACT_POLL_S", 0.01)
+    # Rank 0 renames the complete artefact into place a moment later; the teacher is not needed here.
+    writer = threading.Timer(0.2, lambda: artefact.mkdir(parents=True))
+    writer.start()
+    ex._prepare_artefact(run, "[1/1]", print)
+    writer.join()
+    assert artefact.is_dir()
+    # Rank 0 never writes it: the other ranks give up with one line instead of hanging.
+    (run2,) = [r for r in ex.plan_runs(cfg, tmp_path / "store") if r.round == 2]
+    monkeypatch.setattr(ex, "ARTEFACT_WAIT_S", 0.05)
+    with pytest.raises(SegweakError, match=r"waited 0 s for rank 0 to write .*round2; see rank 0's output"):
+        ex._prepare_artefact(run2, "[1/1]", print)
