@@ -201,3 +201,26 @@ def test_other_ddp_ranks_wait_for_rank_zero_to_write_the_artefact(tmp_path, monk
     monkeypatch.setattr(ex, "ARTEFACT_WAIT_S", 0.05)
     with pytest.raises(SegweakError, match=r"waited 0 s for rank 0 to write .*round2; see rank 0's output"):
         ex._prepare_artefact(run2, "[1/1]", print)
+
+
+def test_more_rounds_reuse_finished_ones_but_other_settings_do_not(tmp_path):
+    from segweak.config import dump_yaml
+
+    two = {r.cfg.run_dir.name: r for r in ex.plan_runs(_cfg(tmp_path, tmp_path / "store"), "s")}
+    for run in two.values():  # as if every run had finished with rounds: 2
+        run.cfg.run_dir.mkdir(parents=True)
+        (run.cfg.run_dir / "config.yaml").write_text(dump_yaml(run.cfg))
+
+    def planned(**options):
+        train = {**TINY_TRAIN, "methods": {"pseudo_label": options}}
+        return {
+            r.cfg.run_dir.name: r for r in ex.plan_runs(_cfg(tmp_path, tmp_path / "store", train=train), "s")
+        }
+
+    three = planned(rounds=3)
+    assert list(three)[-1] == "pseudo_label-split0-seed0-round3"
+    for name in two:
+        ex._check_same_config(three[name])  # rounds 1 and 2 are reused
+    changed = planned(rounds=2, keep=0.5)
+    with pytest.raises(SegweakError, match=r"differs at: methods\.pseudo_label\.keep"):
+        ex._check_same_config(changed["pseudo_label-split0-seed0-round1"])

@@ -142,6 +142,8 @@ class TrainingMethod(nn.Module):
         artefact_option: Option naming the artefact a round reads (a method with
             :meth:`depends_on`): ``segweak run`` sets ``methods.<name>.<artefact_option>`` to the
             directory :meth:`prepare` writes, so a user's ``train`` section leaves it unset.
+        planning_options: Options only ``segweak run`` reads to plan rows (e.g. ``rounds``): they do
+            not change what one run trains, so a finished run whose recorded value differs is reused.
     """
 
     name: ClassVar[str] = ""
@@ -149,6 +151,7 @@ class TrainingMethod(nn.Module):
     pretrain: ClassVar[bool] = False
     requires_init: ClassVar[bool] = False
     artefact_option: ClassVar[str] = ""
+    planning_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Any, cfg: TrainConfig, num_classes: int) -> None:
         super().__init__()

@@ -91,6 +91,7 @@ class PseudoLabel(TrainingMethod):
     Options = PseudoLabelOptions
     pretrain = False
     artefact_option = "labels"
+    planning_options = ("rounds",)
 
     def needs(self) -> dict[str, Need]:  # noqa: D102
         if self.options.labels is None:

@@ -484,10 +484,13 @@ def _comparable(train_cfg: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     d = copy.deepcopy(to_dict(train_cfg) if not isinstance(train_cfg, dict) else train_cfg)
     for keys in _IGNORED_FOR_MATCH:
         _pop(d, keys)
-    # The artefact a round reads is a path the experiment sets, like init.checkpoint.
+    # The artefact a round reads is a path the experiment sets, like init.checkpoint; planning options
+    # (more rounds) do not change a finished round.
     cls = METHODS.get(str(d.get("method")))
-    if cls is not None and cls.artefact_option:
-        _pop(d, ("methods", cls.name, cls.artefact_option))
+    if cls is not None:
+        for option in (cls.artefact_option, *cls.planning_options):
+            if option:
+                _pop(d, ("methods", cls.name, option))
     return d
 
 
