@@ -171,16 +171,7 @@ def test_results_rows_carry_arm_step_kind_and_role(tmp_path, tiny_store, fake_en
         ("joint", "", "joint", "train", "method"),
         ("full", "", "full", "train", "full"),
     ]
-    assert results["columns"][:8] == [
-        "stage",
-        "method",
-        "arm",
-        "step_kind",
-        "role",
-        "split_seed",
-        "seed",
-        "train_method",
-    ]
+    assert results["columns"][:7] == ["stage", "method", "arm", "step_kind", "role", "split_seed", "seed"]
     header = (exp / "results.csv").read_text().splitlines()[0]
     assert header.startswith("stage,method,arm,step_kind,role,split_seed")
 

@@ -424,7 +424,7 @@ def test_curves_of_pretraining_arms_continue_over_optimiser_steps(tmp_path):
     series, starts = plots.loss_term_series(loaded)
     assert set(series["proportion"]) == {("pretrain", "proportion"), ("finetune", "pixel")}
     (x, y), *_ = series["proportion"][("finetune", "pixel")]
-    assert x[0] == 101 and x[-1] == 131 and starts["proportion"] == [100.0] * 3
+    assert x[0] == 101 and x[-1] == 131 and starts["proportion"] == [[100.0]] * 3
     assert "baseline" not in starts
     rep.report(exp)
     md = (exp / "report.md").read_text()
@@ -432,12 +432,15 @@ def test_curves_of_pretraining_arms_continue_over_optimiser_steps(tmp_path):
 
 
 def test_arm_of_several_runs_per_seed_counts_all_its_steps_and_ranks_its_last(tmp_path):
+    from segweak.report import plots
+
     rows = []
     for s in range(2):
         rows.append(_arm_row("baseline", s, BASE[s], steps=40))
-        # Two runs of one arm per seed (rounds), in training order: the last is the arm's result.
+        # Two rounds of one arm per seed, in training order: the last is the arm's result.
         first, last = _arm_row("rounds", s, 0.2, steps=60), _arm_row("rounds", s, BASE[s] + 0.1, steps=60)
-        last["run_dir"] += "-r2"
+        first["round"], last["round"] = 1, 2
+        last["run_dir"] += "-round2"
         rows += [first, last]
     exp = _make_exp(tmp_path, rows, methods=("rounds",))
     rep.report(exp)
@@ -445,3 +448,14 @@ def test_arm_of_several_runs_per_seed_counts_all_its_steps_and_ranks_its_last(tm
     by_arm = {r[1].strip("*"): dict(zip(header, r, strict=True)) for r in table}
     assert by_arm["rounds"]["optimiser steps"] == "120" and by_arm["rounds"]["train time"] == "20 s"
     assert by_arm["rounds"]["Δ vs baseline"].startswith("+0.100")
+    # Each round is a segment of the arm's curves, the second after the first's 60 steps.
+    loaded = rep.load_experiment(exp)
+    for r in rows:
+        (exp / r["run_dir"] / "history.csv").write_text(f"epoch,step,val_miou\n1,60,{r['miou']}\n")
+        _write_step_log(exp / r["run_dir"], 0, [9, 59], {"pixel": 0.5, "pseudo": 0.2})
+    _, curves = plots.learning_curve_series(loaded)
+    assert list(curves["rounds"]) == ["train round 1", "train round 2"]
+    assert [x.tolist() for x, _ in curves["rounds"]["train round 2"]] == [[120.0]] * 2
+    series, starts = plots.loss_term_series(loaded)
+    (x, _), _ = series["rounds"][("train round 2", "pseudo")]
+    assert x.tolist() == [70.0, 120.0] and starts["rounds"] == [[60.0]] * 2

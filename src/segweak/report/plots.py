@@ -146,6 +146,18 @@ _KIND_ORDER = {"pretrain": 0, "finetune": 1, "train": 2}
 _KIND_STYLE = {"pretrain": "--", "finetune": "-", "train": "-"}
 
 
+def _segment(row: dict[str, Any]) -> str:
+    """Part of an arm a run is: its step kind, and its round for a method with rounds (``train round 2``)."""
+    from segweak.report.report import row_step_kind
+
+    rnd = row.get("round")
+    return row_step_kind(row) + ("" if rnd in (None, "") else f" round {int(rnd)}")
+
+
+def _style(segment: str) -> str:
+    return _KIND_STYLE.get(segment.split()[0], "-")
+
+
 def _arm_pairs(exp: Experiment, arm: str) -> list[list[dict[str, Any]]]:
     """Rows of ``arm`` per (split seed, seed), pre-training before fine-tuning."""
     from segweak.report.report import row_step_kind
@@ -195,10 +207,10 @@ def learning_curve_series(
     it has taken in all. Runs written before histories recorded ``step`` are placed over epochs.
 
     Returns:
-        ``(unit, {arm: {step kind: [(x, val_miou), one per seed]}})`` with unit ``step`` or ``epoch``.
+        ``(unit, {arm: {segment: [(x, val_miou), one per seed]}})`` with unit ``step`` or ``epoch``;
+        a segment is a run's step kind (``pretrain``, ``finetune``, ``train``), with its round for a
+        method with rounds (``train round 2``), in training order.
     """
-    from segweak.report.report import row_step_kind
-
     histories = {id(r): _history(exp, r) for r in exp.rows}
     found = [h for h in histories.values() if h]
     unit = "step" if found and all(any("step" in row for row in h) for h in found) else "epoch"
@@ -211,7 +223,7 @@ def learning_curve_series(
                 pts = [(h[unit] + offset, h["val_miou"]) for h in hist if unit in h and "val_miou" in h]
                 if pts:
                     x, y = (np.asarray(v, dtype=float) for v in zip(*pts, strict=True))
-                    series.setdefault(arm, {}).setdefault(row_step_kind(r), []).append((x, y))
+                    series.setdefault(arm, {}).setdefault(_segment(r), []).append((x, y))
                 offset += _run_length(r, hist, unit)
     return unit, series
 
@@ -232,8 +244,8 @@ def plot_learning_curves(exp: Experiment, path: Path) -> bool:
     for i, arm in enumerate(exp.arms()):
         color = _TAB10[i % len(_TAB10)]
         label: str | None = arm
-        for kind, curves in sorted(series.get(arm, {}).items(), key=lambda kv: _KIND_ORDER.get(kv[0], 9)):
-            style = _KIND_STYLE.get(kind, "-")
+        for segment, curves in series.get(arm, {}).items():
+            style = _style(segment)
             for x, y in curves:
                 ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8, linestyle=style)
             mean = _mean_curve(curves)
@@ -289,33 +301,32 @@ def loss_term_series(
     fine-tuning is offset by the pre-training run's optimiser steps.
 
     Returns:
-        ``({arm: {(step kind, term): [(steps, values), one per seed]}}, {arm: [step where fine-tuning
-        starts, one per seed]})``.
+        ``({arm: {(segment, term): [(steps, values), one per seed]}}, {arm: [[step where each next
+        run starts (fine-tuning, the next round)], one list per seed]})``, segments as in
+        :func:`learning_curve_series`.
     """
-    from segweak.report.report import row_step_kind
-
     series: dict[str, dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]]] = {}
-    starts: dict[str, list[float]] = {}
+    starts: dict[str, list[list[float]]] = {}
     for arm in exp.arms():
         for rows in _arm_pairs(exp, arm):
-            offset = 0.0
-            for r in rows:
+            offset, boundaries = 0.0, []
+            for i, r in enumerate(rows):
                 hist = _history(exp, r)
                 for term, (x, y) in _run_terms(exp, r, hist).items():
-                    series.setdefault(arm, {}).setdefault((row_step_kind(r), term), []).append(
-                        (x + offset, y)
-                    )
-                if row_step_kind(r) == "pretrain":
-                    offset += _run_length(r, hist, "step")
-                    starts.setdefault(arm, []).append(offset)
+                    series.setdefault(arm, {}).setdefault((_segment(r), term), []).append((x + offset, y))
+                offset += _run_length(r, hist, "step")
+                if i < len(rows) - 1:
+                    boundaries.append(offset)
+            if boundaries:
+                starts.setdefault(arm, []).append(boundaries)
     return series, starts
 
 
 def plot_loss_terms(exp: Experiment, path: Path) -> bool:
     """Draw each arm's training loss terms over its optimiser steps, one panel per arm.
 
-    Data: :func:`loss_term_series`. Thin: each seed; thick: the mean over seeds; dotted: fine-tuning
-    starts.
+    Data: :func:`loss_term_series`. Thin: each seed; thick: the mean over seeds; dotted: where the
+    next run (fine-tuning, the next round) starts.
 
     Returns:
         Whether any run had loss terms (nothing is written otherwise).
@@ -332,7 +343,7 @@ def plot_loss_terms(exp: Experiment, path: Path) -> bool:
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for ax, arm in zip(axes, arms, strict=False):
         labelled: set[str] = set()
-        for (_, term), curves in sorted(panels[arm].items(), key=lambda kv: _KIND_ORDER.get(kv[0][0], 9)):
+        for (_, term), curves in panels[arm].items():
             color = colors[term]
             for x, y in curves:
                 ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
@@ -340,8 +351,9 @@ def plot_loss_terms(exp: Experiment, path: Path) -> bool:
             if mean is not None:
                 ax.plot(*mean, color=color, linewidth=1.8, label=None if term in labelled else term)
                 labelled.add(term)
-        if arm in starts:
-            ax.axvline(float(np.mean(starts[arm])), color="black", linestyle=":", linewidth=1.0)
+        for i in range(max((len(b) for b in starts.get(arm, [])), default=0)):
+            at = np.mean([b[i] for b in starts[arm] if len(b) > i])
+            ax.axvline(float(at), color="black", linestyle=":", linewidth=1.0)
         ax.set_title(arm + (" (control)" if exp.arm_role(arm) == "control" else ""), fontsize=9)
         ax.set_xlabel("optimiser steps", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -350,7 +362,7 @@ def plot_loss_terms(exp: Experiment, path: Path) -> bool:
     for ax in axes[len(arms) :]:
         ax.set_visible(False)
     fig.suptitle(
-        "Training loss terms per arm (thick: mean over seeds, thin: each seed; dotted: fine-tuning starts)",
+        "Training loss terms per arm (thick: mean over seeds, thin: each seed; dotted: the next run starts)",
         fontsize=10,
     )
     _save(fig, path)
@@ -444,6 +456,7 @@ def plot_samples(exp: Experiment, path: Path, n: int, sample_seed: int) -> str |
     """
     from segweak.data.splits import load_split
     from segweak.data.store import Store
+    from segweak.report.report import row_group
 
     store_rel = exp.results.get("store")
     if not store_rel:
@@ -470,9 +483,7 @@ def plot_samples(exp: Experiment, path: Path, n: int, sample_seed: int) -> str |
             (
                 r
                 for r in exp.rows
-                if (r["stage"], r.get("method") or "") == g
-                and int(r["seed"]) == seed
-                and int(r["split_seed"]) == k
+                if row_group(r) == g and int(r["seed"]) == seed and int(r["split_seed"]) == k
             ),
             None,
         )
