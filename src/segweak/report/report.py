@@ -669,13 +669,16 @@ def read_step_log(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
                 if step in (None, ""):
                     continue
                 for key, value in rec.items():
-                    if key and key.startswith("train/") and key.endswith("_step") and value not in (None, ""):
-                        try:
-                            values.setdefault(key[len("train/") : -len("_step")], {})[int(step) + 1] = float(
-                                value
-                            )
-                        except ValueError:
-                            continue
+                    if not (key and key.startswith("train/") and key.endswith("_step")) or value in (
+                        None,
+                        "",
+                    ):
+                        continue
+                    term = key[len("train/") : -len("_step")]
+                    try:
+                        values.setdefault(term, {})[int(step) + 1] = float(value)
+                    except ValueError:
+                        continue
     return {term: sorted(points.items()) for term, points in values.items()}
 
 
@@ -751,9 +754,9 @@ def ranking_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
     """Arms ranked by mean mIoU of their final rows, with paired Δ against each reference arm.
 
     An arm is the baseline, full supervision or a compared method; its final row is the fine-tuning of
-    a pre-training method, else its single run. Δ columns: the baseline and ``report.references``
-    (default ``shuffled``, ``semi_supervised``) when present; each is a paired mean over the seeds
-    both ran, with the paired t-test p-value.
+    a pre-training method, the last round of a method with rounds, else its single run. Δ columns:
+    the baseline and ``report.references`` (default ``shuffled``, ``semi_supervised``) when present;
+    each is a paired mean over the seeds both ran, with the paired t-test p-value.
 
     Returns:
         ``(header, rows)`` of formatted cells, best arm first.
@@ -874,11 +877,12 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
     doc.table(header, rows)
     refs = ", ".join(f"`{r}`" for r in exp.references())
     doc.p(
-        "Each arm's final row (the fine-tuning of a pre-training method, else its one run), ranked by "
-        f"mean validation mIoU over seeds. Δ: paired mean difference against {refs} over the seeds both "
-        "ran, with the two-sided paired t-test p-value. Roles: `control` arms remove one ingredient of "
-        "the weak-label methods (docs/methods.md). Optimiser steps and training time are per seed, "
-        "pre-training + fine-tuning summed.",
+        "Each arm's final row (the fine-tuning of a pre-training method, the last round of a method with "
+        "rounds, else its one run), ranked by mean validation mIoU over seeds. Δ: paired mean difference "
+        f"against {refs} over the seeds both ran, with the two-sided paired t-test p-value. Roles: "
+        "`control` arms remove one ingredient of the weak-label methods (docs/methods.md). Optimiser "
+        "steps and training time are per seed, summed over the arm's own runs (pre-training + "
+        "fine-tuning, every round); a teacher from another row (pseudo_label) is that row's cost.",
         "note",
     )
 
