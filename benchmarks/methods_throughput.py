@@ -17,7 +17,8 @@ without an artefact or a checkpoint (e.g. ``pseudo_label`` without ``methods.pse
 training-config overrides to every method (e.g. ``--set methods.pseudo_label.labels=DIR``).
 
 On a machine shared with other busy processes the numbers are not meaningful; the load average is
-printed before and after. Prefer ``--threads 1`` on a loaded CPU.
+printed before and after. Threads follow segweak's defaults (:mod:`segweak.runtime`: passive OpenMP
+waiting, ``SEGWEAK_THREADS`` / ``OMP_NUM_THREADS``); prefer ``--threads 1`` on a loaded CPU.
 
 Usage::
 
@@ -187,6 +188,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     import logging
 
+    from segweak import runtime
+
+    # Before torch loads OpenMP: segweak's thread defaults (passive waiting), as the CLI sets them.
+    runtime.configure_threads()
     import torch
 
     from segweak.errors import SegweakError
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     size = "store " + str(args.store) if args.store else f"{args.patch} px"
     print(
         f"FPN + {encoder}, {size}, data.batch_size {args.batch}, {args.device}, "
-        f"torch threads {torch.get_num_threads()}, {args.steps} timed steps after {args.warmup}, "
+        f"{runtime.thread_summary().split(';')[0]}, {args.steps} timed steps after {args.warmup}, "
         f"median of {args.rounds} round(s); load average {load0[0]:.1f} -> {load1[0]:.1f}"
     )
     rows = []
