@@ -10,8 +10,15 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "methods_throughput.py"
 
 
-@pytest.fixture(scope="module")
-def bench():
+@pytest.fixture
+def bench(monkeypatch):
+    """The benchmark module; the thread settings it makes (environment, policy) end with the test."""
+    import os
+
+    from segweak import runtime
+
+    monkeypatch.setattr(os, "environ", os.environ.copy())
+    monkeypatch.setattr(runtime, "_POLICY", runtime._POLICY)
     spec = importlib.util.spec_from_file_location("methods_throughput", BENCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
