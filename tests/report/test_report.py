@@ -266,3 +266,32 @@ def test_report_of_old_runs_states_the_valid_area(tmp_path):
     assert "**valid (non-ignore) pixels** only" in md and "whole patch" not in md
     assert "| weak | proportion |" in md and "loss ce" in md
     assert not (exp / "plots" / "loss_terms.png").exists()  # no step / term columns in old histories
+
+
+def test_report_says_where_the_weak_labels_came_from(tmp_path):
+    rows = []
+    for s in range(3):
+        rows.append(_row("baseline", s, BASE[s]))
+        rows.append(_row("joint", s, FINE[s]))
+    for r in rows:
+        r.update(train_method="supervised" if r["stage"] == "baseline" else "joint")
+    exp = _make_exp(tmp_path, rows, methods=("joint",))
+    prov = {
+        "kind": "imported",
+        "name": "fields",
+        "file": "/data/fields.csv",
+        "sha256": "ab" * 32,
+        "bags_used": 7,
+    }
+    for r in rows:
+        if r["stage"] == "joint":
+            _write_run(
+                exp, r, {"method": "joint", "weak": {"area": "patch", "labels": "fields"}}, {"pixel": 1.0}
+            )
+            (exp / r["run_dir"] / "metrics.json").write_text(json.dumps({"weak_labels": prov}))
+        else:
+            _write_run(exp, r, {"method": "supervised", "weak": {"area": "patch"}}, {"pixel": 1.0})
+    rep.report(exp)
+    md = (exp / "report.md").read_text()
+    assert "Weak labels: " in md
+    assert "imported set `fields` from `/data/fields.csv` (sha256 `abababababab`, 7 bag(s) used)" in md
