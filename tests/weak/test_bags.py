@@ -152,7 +152,7 @@ def test_proportion_trains_on_imported_bags(tiny_store: Path, tmp_path: Path):
     ]
     spy = Spy()
     metrics = train(load_config(TrainConfig, None, sets), callbacks=[spy])
-    assert metrics["weak_labels"]["kind"] == "imported"
+    assert metrics["weak_labels"]["kind"] == "imported" and metrics["weak_labels"]["used"] is True
     assert metrics["weak_labels"]["sha256"] == file_sha256(table)
     assert (
         metrics["weak_labels"]["bags_used"] == len(data["bags"])

@@ -24,7 +24,7 @@ per process), ``data_passes`` (``optimizer_steps / epoch_length``: a run capped 
 ``limit_train_batches`` or ``max_steps`` shows the fraction of the data it saw) and
 ``limit_train_batches``; ``weak_labels``: where the weak labels came from (``kind: computed`` from
 the masks, or ``kind: imported`` with the set's ``name``, table ``file`` and ``sha256``, ``bags``,
-``patches``, ``bags_used``, ``bags_left_out``).
+``patches``, ``bags_used``, ``bags_left_out``) and ``used`` (whether the method read weak labels).
 
 The final metrics always cover every patch of the ``val`` subset, whatever
 ``trainer.limit_val_batches`` says (that key only shortens the validations that pick the best
@@ -293,7 +293,8 @@ def _weak_provenance(cfg: TrainConfig, datamodule: SegDataModule | None = None) 
 
     Returns:
         ``{kind: computed, from}`` or ``{kind: imported, name, file, sha256, bags, patches}``; with the
-        datamodule of an imported set also ``bags_used`` and ``bags_left_out`` (cut by the split).
+        datamodule also ``used`` (the method read weak labels) and, for an imported set,
+        ``bags_used`` and ``bags_left_out`` (cut by the split).
 
     Raises:
         SegweakError: When ``weak.labels`` names a set the store does not have.
@@ -302,7 +303,11 @@ def _weak_provenance(cfg: TrainConfig, datamodule: SegDataModule | None = None) 
     from segweak.weak.table import provenance
 
     out = provenance(open_store(cfg.data.store), cfg.weak.labels)
-    for dataset in datamodule.train_datasets.values() if datamodule is not None else ():
+    if datamodule is None:
+        return out
+    # A method without weak sub-batches (supervised) ran with the setting but never read a label.
+    out["used"] = any(need.labels == "weak" for need in datamodule.needs.values())
+    for dataset in datamodule.train_datasets.values():
         if getattr(dataset, "bags", None) is not None:
             out["bags_used"] = len(set(dataset.bags.tolist()))
             out["bags_left_out"] = int(dataset.bags_dropped)
