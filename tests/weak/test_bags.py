@@ -180,3 +180,32 @@ def test_proportion_trains_on_imported_bags(tiny_store: Path, tmp_path: Path):
     with pytest.raises(SegweakError, match="weak.labels: no weak-label set 'nope'"):
         train(load_config(TrainConfig, None, [*sets, "weak.labels=nope", "run_name=x"]))
     assert not (tmp_path / "runs" / "x").exists()
+
+
+def test_joint_trains_on_imported_bags(tiny_store: Path, tmp_path: Path):
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    table, _ = _bag_table(store, "default", tmp_path / "regions.csv")
+    import_table(table, store, "regions")
+    sets = [
+        f"data.store={store}",
+        f"out_dir={tmp_path / 'runs'}",
+        "model.encoder=tu-test_efficientnet",
+        "model.weights=none",
+        "trainer.progress_bar=false",
+        "method=joint",
+        "trainer.max_steps=3",
+        "data.batch_sizes.strong=2",
+        "data.batch_sizes.weak=6",
+        "weak.labels=regions",
+    ]
+    spy = []
+
+    class Keys(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            spy.append((set(batch["strong"]), set(batch["weak"])))
+
+    metrics = train(load_config(TrainConfig, None, sets), callbacks=[Keys()])
+    assert metrics["optimizer_steps"] == 3 and metrics["weak_labels"]["used"] is True
+    for strong, weak in spy:
+        assert "bag" in weak and "mask" not in weak and "bag" not in strong
