@@ -559,6 +559,42 @@ def predict_cmd(
         )
 
 
+@app.command("pseudo-label")
+def pseudo_label_cmd(
+    checkpoint: Path = typer.Argument(..., help="Teacher checkpoint (.ckpt) written by segweak train."),
+    store: Path = typer.Option(..., "--store", help="Prepared store directory."),
+    split: str = typer.Option("default", "--split", help="Split name; its weak subset is labelled."),
+    out: Path = typer.Option(..., "--out", help="Artefact directory to write (must not exist)."),
+    assignment: str = typer.Option("topk", "--assignment", help="topk or sinkhorn."),
+    keep: float = typer.Option(
+        1.0, "--keep", help="Fraction in (0, 1] of each patch's pixels labelled (most confident)."
+    ),
+    batch_size: int = typer.Option(16, "--batch-size", help="Patches per teacher forward pass."),
+    device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
+) -> None:
+    """Label the weak patches with a teacher under their class proportions (for method pseudo_label)."""
+    from segweak.train.pseudo_labels import PseudoLabels, make_pseudo_labels
+
+    path = make_pseudo_labels(
+        checkpoint,
+        store,
+        split,
+        out,
+        assignment=assignment,
+        keep=keep,
+        batch_size=batch_size,
+        device=device,
+        log=typer.echo,
+    )
+    stats = PseudoLabels(path).meta["stats"]
+    agreement = stats["teacher_agreement"]
+    typer.echo(
+        f"{path}: {stats['labelled']} of {stats['pixels']} pixels labelled; teacher argmax kept on "
+        f"{'n/a' if agreement is None else f'{agreement:.1%}'} of them"
+    )
+    typer.echo(f"train a student with --set method=pseudo_label --set methods.pseudo_label.labels={path}")
+
+
 # ---- experiment commands (run, report, demo) ------------------------------------------------------
 
 

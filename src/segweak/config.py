@@ -19,6 +19,7 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from segweak.errors import SegweakError
+from segweak.io import yaml_error_summary
 
 T = TypeVar("T")
 
@@ -615,13 +616,15 @@ class ExperimentConfig:
                 raise SegweakError(
                     f"dataset.dsm_range: expected [low, high] in metres, got {self.dataset.dsm_range}"
                 )
-            from segweak.data.dsm import DsmNormalisation
-
+            # The same rules as segweak.data.dsm.DsmNormalisation, restated so the config stays a leaf
+            # that imports no data code.
             rng = self.dataset.dsm_range
-            try:  # the rule checks its own range and window
-                DsmNormalisation(self.dataset.dsm, tuple(rng) if rng else None, self.dataset.dsm_window)
-            except SegweakError as exc:
-                raise SegweakError(f"dataset.dsm_range / dataset.dsm_window: {exc}") from None
+            if self.dataset.dsm == "range" and rng is None:
+                raise SegweakError("dataset.dsm_range: dsm 'range' needs [low, high] in metres")
+            if rng is not None and not rng[1] > rng[0]:
+                raise SegweakError(f"dataset.dsm_range: high must be above low, got {rng}")
+            if not self.dataset.dsm_window > 0:
+                raise SegweakError(f"dataset.dsm_window: must be > 0 metres, got {self.dataset.dsm_window}")
         if self.dataset.patch < 1:
             raise SegweakError(f"dataset.patch must be >= 1, got {self.dataset.patch}")
         if self.dataset.source in ("vaihingen", "potsdam") and not self.dataset.root:
@@ -792,21 +795,6 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
-
-
-def yaml_error_summary(exc: yaml.YAMLError) -> str:
-    """One line describing a YAML parse error: the problem and where (PyYAML's own text spans lines).
-
-    Args:
-        exc: The error raised by ``yaml.safe_load``.
-
-    Returns:
-        E.g. ``"mapping values are not allowed here (line 3, column 8)"``.
-    """
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    mark = getattr(exc, "problem_mark", None)
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    return f"{problem}{where}"
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

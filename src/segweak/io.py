@@ -387,3 +387,18 @@ def atomic_directory(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def yaml_error_summary(exc: Exception) -> str:
+    """One line describing a YAML parse error: the problem and where (PyYAML's own text spans lines).
+
+    Args:
+        exc: The error raised by ``yaml.safe_load``.
+
+    Returns:
+        E.g. ``"mapping values are not allowed here (line 3, column 8)"``.
+    """
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem}{where}"

@@ -10,6 +10,9 @@ Design decisions:
   carry it (it adds nothing to the mask); weak items only when ``with_valid=True`` is asked for
   (``weak.area: valid``), so the default weak item reveals nothing about its pixels.
 * ``with_weak=False`` gives unlabelled items (image, id, index): the weak labels are not even computed.
+* ``masks`` replaces the store's masks by others indexed by store patch index (e.g. the pseudo-labels
+  of :class:`~segweak.train.pseudo_labels.PseudoLabels`); the store's masks are then never read, and
+  the replacement goes through the same transform as the image, so flips and rotations stay aligned.
 * The dataset holds a :class:`~segweak.data.store.Store`, whose memmaps are opened lazily in each
   process, so it can be pickled to DataLoader workers.
 """
@@ -54,6 +57,8 @@ class SegweakDataset(Dataset):
         weak_set: An imported weak-label set (:func:`segweak.weak.table.load_set`): the subset is
             restricted to the bags whose patches all lie in it, every item carries its bag's
             proportions and ``bag`` (int, the bag's position in the set). Needs ``with_weak``.
+        masks: Masks to use instead of the store's: ``masks[index]`` is the uint8 ``(P, P)`` mask of
+            store patch ``index`` (255 = ignore). ``mask`` and ``valid`` then come from it.
 
     Items (dict):
         ``image``: float32 ``(C, P, P)``, ``(x - mean) / std`` per channel with the store's
@@ -79,6 +84,7 @@ class SegweakDataset(Dataset):
         with_valid: bool | None = None,
         with_weak: bool = True,
         weak_set: dict[str, Any] | None = None,
+        masks: Any = None,
     ) -> None:
         self.store = open_store(store)
         if subset not in SUBSET_CHOICES:
@@ -97,6 +103,7 @@ class SegweakDataset(Dataset):
         self.with_mask = _MASK_DEFAULT[subset] if with_mask is None else bool(with_mask)
         self.with_valid = self.with_mask if with_valid is None else bool(with_valid)
         self.with_weak = bool(with_weak)
+        self.masks = masks
         thr = self.split.get("presence_threshold", 0.0) if presence_threshold is None else presence_threshold
         self.presence_threshold = float(thr)
         self.weak: np.ndarray | None = None
@@ -161,7 +168,7 @@ class SegweakDataset(Dataset):
         index = int(self.indices[i])
         image = np.asarray(self.store.images[index])
         if self.with_mask or self.with_valid:
-            mask = np.asarray(self.store.masks[index])
+            mask = np.asarray((self.store.masks if self.masks is None else self.masks)[index])
         else:
             # The mask is not read when nothing returned derives from it; a blank one keeps the
             # transform's contract (and its random draws) the same.
@@ -187,5 +194,6 @@ class SegweakDataset(Dataset):
         return (
             f"SegweakDataset(store={str(self.store.path)!r}, split={self.split['name']!r}, "
             f"subset={self.subset!r}, n={len(self)}, with_mask={self.with_mask}, "
-            f"with_valid={self.with_valid}, with_weak={self.with_weak})"
+            f"with_valid={self.with_valid}, with_weak={self.with_weak}, "
+            f"masks={'store' if self.masks is None else type(self.masks).__name__})"
         )

@@ -346,7 +346,7 @@ class Palette:
         """Load a palette YAML file (format in the module docstring and ``docs/palette.md``)."""
         import yaml
 
-        from segweak.config import yaml_error_summary
+        from segweak.io import yaml_error_summary
 
         path = Path(path)
         try:

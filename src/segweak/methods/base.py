@@ -15,7 +15,9 @@ A method
   unlabelled images whose proportions are never loaded) and how many views of a patch it uses;
 * declares what it depends on: :attr:`TrainingMethod.requires_init` (a checkpoint to start from,
   ``init.checkpoint``); artefacts such as a teacher checkpoint are options of the method, checked by
-  its ``Options.validate``;
+  its ``Options.validate``. In an experiment, a method may also depend on another row's final
+  checkpoint (:meth:`TrainingMethod.depends_on`), run in rounds (:meth:`TrainingMethod.rounds`) and
+  write the artefact each round reads before it trains (:meth:`TrainingMethod.prepare`);
 * computes a step, :meth:`TrainingMethod.training_step`: named sub-batches in, a dict of named loss
   terms out. Their sum is optimised; every term is logged (``train/<term>``, ``history.csv`` column
   ``train_<term>``) and plotted in the report.
@@ -45,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor, nn
@@ -69,15 +72,20 @@ class Need:
 
     Attributes:
         subset: ``strong``, ``weak`` or ``full`` (strong ∪ weak).
-        labels: ``mask`` (``mask`` (B, H, W) int64, 255 = ignore; not allowed on ``weak``: weak patches
-            never give pixel labels), ``weak`` (``weak`` and ``presence`` (B, K); ``valid`` (B, H, W)
-            only with ``weak.area: valid``) or ``none`` (only ``image``, ``id``, ``index``).
+        labels: ``mask`` (``mask`` (B, H, W) int64, 255 = ignore, and ``valid``; on ``weak`` only
+            with ``masks_from``: the weak patches' own pixel labels are never read for training),
+            ``weak`` (``weak`` and ``presence`` (B, K); ``valid`` (B, H, W) only with
+            ``weak.area: valid``) or ``none`` (only ``image``, ``id``, ``index``).
         views: Views of each patch the method uses. The loader delivers one (``image``, with the
             dataset's flips/rotations); for ``views > 1`` the task calls
             :meth:`TrainingMethod.make_views` on the device and puts all views, the loaded one first,
             in the sub-batch's ``views`` list. Pixel positions correspond between views.
         batch_size: Default batch size of this sub-batch; ``data.batch_sizes.<name>`` overrides it,
             ``None`` uses ``data.batch_size``.
+        masks_from: Directory of a mask artefact (:mod:`segweak.train.pseudo_labels`, written by
+            ``segweak pseudo-label``) whose masks replace the store's for this sub-batch; needs
+            ``labels: mask``. The datamodule opens it before training and refuses one made for
+            another store, split or subset. The store's masks of the subset are then never read.
 
     Raises:
         SegweakError: For an invalid choice (a method's programming error, reported clearly).
@@ -87,6 +95,7 @@ class Need:
     labels: str
     views: int = 1
     batch_size: int | None = None
+    masks_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.subset not in SUBSETS:
@@ -97,8 +106,13 @@ class Need:
             raise SegweakError(
                 f"Need.labels: {self.labels!r} is not valid; choose one of {', '.join(LABELS)}"
             )
-        if self.subset == "weak" and self.labels == "mask":
-            raise SegweakError("Need: the weak subset has no pixel labels for training (labels 'mask')")
+        if self.masks_from is not None and self.labels != "mask":
+            raise SegweakError(f"Need.masks_from needs labels 'mask', got labels {self.labels!r}")
+        if self.subset == "weak" and self.labels == "mask" and self.masks_from is None:
+            raise SegweakError(
+                "Need: the weak subset has no pixel labels for training (labels 'mask'); give masks "
+                "from an artefact with masks_from"
+            )
         if self.views < 1:
             raise SegweakError(f"Need.views must be >= 1, got {self.views}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -125,12 +139,19 @@ class TrainingMethod(nn.Module):
             strong subset (``weak`` + ``finetune`` rows of an experiment). False: one run is the
             whole method (e.g. ``supervised``, ``joint``).
         requires_init: Starts from a checkpoint: ``init.checkpoint`` must be set.
+        artefact_option: Option naming the artefact a round reads (a method with
+            :meth:`depends_on`): ``segweak run`` sets ``methods.<name>.<artefact_option>`` to the
+            directory :meth:`prepare` writes, so a user's ``train`` section leaves it unset.
+        planning_options: Options only ``segweak run`` reads to plan rows (e.g. ``rounds``): they do
+            not change what one run trains, so a finished run whose recorded value differs is reused.
     """
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     pretrain: ClassVar[bool] = False
     requires_init: ClassVar[bool] = False
+    artefact_option: ClassVar[str] = ""
+    planning_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Any, cfg: TrainConfig, num_classes: int) -> None:
         super().__init__()
@@ -191,6 +212,47 @@ class TrainingMethod(nn.Module):
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"name={self.name!r}, options={self.options!r}"
+
+    # -- experiment protocol (``segweak run``): dependencies between rows -------------------------------
+
+    @classmethod
+    def depends_on(cls, options: Any) -> str | None:
+        """Row of the experiment whose final checkpoint teaches this method's first round.
+
+        ``baseline`` or the name of another compared method (its ``finetune`` row for a
+        pre-training method, its last round otherwise), of the same split and seed; ``None``: the
+        method depends on no other row (the default). A method that returns a row also implements
+        :meth:`prepare` and sets :attr:`artefact_option`.
+        """
+        return None
+
+    @classmethod
+    def rounds(cls, options: Any) -> int:
+        """Return how many runs this method has per split x seed (round ``r + 1`` taught by round ``r``)."""
+        return 1
+
+    @classmethod
+    def prepare(cls, cfg: TrainConfig, teacher: Path, out: Path, log: Callable[[str], None]) -> bool:
+        """Write the artefact one round reads into directory ``out``, from its teacher checkpoint.
+
+        Called by ``segweak run`` before a round trains (never for a finished round; under DDP on
+        rank 0 only, the other ranks wait until ``out`` exists). Must write atomically (``out``
+        appears only when complete), and be a no-op when ``out`` already holds the artefact this
+        request makes.
+
+        Args:
+            cfg: The round's resolved training config (store, split, options, accelerator).
+            teacher: The teacher's ``best.ckpt``.
+            out: Directory to write (``methods.<name>.<artefact_option>`` of ``cfg``).
+            log: Progress messages, among them what was written or reused (the caller adds nothing).
+
+        Returns:
+            True when written, False when ``out`` was complete already.
+
+        Raises:
+            SegweakError: When ``out`` holds something else (another request, not an artefact).
+        """
+        raise NotImplementedError(f"method {cls.name!r} depends on another row but has no prepare()")
 
 
 METHODS: dict[str, type[TrainingMethod]] = {}

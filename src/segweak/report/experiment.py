@@ -8,17 +8,22 @@ training method, :mod:`segweak.methods`):
   subset only),
 * ``finetune``: ``supervised`` on the strong subset from the same split/seed/method's weak
   ``best.ckpt`` (``init.checkpoint``),
-* one row per other method of ``methods`` (e.g. ``joint``), named after the method,
+* one row per other method of ``methods`` (e.g. ``joint``), named after the method; a method that
+  depends on another row (:meth:`~segweak.methods.TrainingMethod.depends_on`, e.g. ``pseudo_label``
+  taught by ``finetune-proportion``) gives one run per round, each preceded by the artefact it reads
+  (:meth:`~segweak.methods.TrainingMethod.prepare`, written under ``EXP/pseudo/``),
 * ``full``: ``supervised`` on strong + weak pixel labels (the upper bound).
 
 Each run lives in ``EXP/runs/<stage>[-<method>]-split<k>-seed<s>/`` (a single-run method's row:
-``<method>-split<k>-seed<s>``). A run whose results exist
+``<method>-split<k>-seed<s>``; a round of a method with rounds: ``<method>-split<k>-seed<s>-round<r>``,
+its artefact in ``EXP/pseudo/`` under the same name). A run whose results exist
 (:func:`segweak.train.engine.is_complete`) is skipped, an interrupted one resumes from its last
 checkpoint, so rerunning the same command after a crash continues where it stopped. A completed run
 whose recorded config differs from what the experiment now asks for is an error (never silently
 mixed into the results).
 
-Results (``results.json`` / ``results.csv``) have one row per stage x method x split seed x seed; see
+Results (``results.json`` / ``results.csv``) have one row per stage x method x split seed x seed (x
+round); see
 :data:`RESULT_COLUMNS` and ``docs/config.md``.
 """
 
@@ -53,6 +58,14 @@ from segweak.errors import SegweakError
 from segweak.io import atomic_write_json, atomic_write_text
 
 RESULTS_FORMAT_VERSION = 1
+
+ARTEFACTS_DIR = "pseudo"
+"""Experiment subdirectory of the artefacts rounds read (``EXP/pseudo/<run name>/``)."""
+
+ARTEFACT_WAIT_S = 1800.0
+"""How long another DDP rank waits for rank 0 to write a round's artefact (torch's default
+process-group timeout), polling every :data:`ARTEFACT_POLL_S` seconds."""
+ARTEFACT_POLL_S = 0.5
 
 #: Supervised subset of each supervised protocol stage (``methods.supervised.subset``).
 SUPERVISED_STAGES = {"baseline": "strong", "finetune": "strong", "full": "full"}
@@ -91,6 +104,7 @@ RESULT_COLUMNS = (
     "method",
     "split_seed",
     "seed",
+    "round",
     "train_method",
     "miou",
     "mf1",
@@ -125,6 +139,10 @@ class PlannedRun:
         seed: Training seed.
         cfg: Resolved training config.
         note: Human-readable remark stored in the results row.
+        round: Round (1-based) of a method that depends on another row, else ``None``.
+        teacher: ``best.ckpt`` of the run that teaches this round (a method with rounds).
+        artefact: Directory of the artefact the round reads, written from ``teacher`` before it
+            trains (:meth:`~segweak.methods.TrainingMethod.prepare`).
     """
 
     stage: str
@@ -134,17 +152,22 @@ class PlannedRun:
     seed: int
     cfg: TrainConfig
     note: str = ""
+    round: int | None = None
+    teacher: str | None = None
+    artefact: str | None = None
 
     @property
-    def key(self) -> tuple[str, str, int, int]:
-        """``(stage, method, split_seed, seed)``."""
-        return (self.stage, self.method, self.split_seed, self.seed)
+    def key(self) -> tuple[Any, ...]:
+        """``(stage, method, split_seed, seed)``, plus ``round`` for a round of a method with rounds."""
+        key = (self.stage, self.method, self.split_seed, self.seed)
+        return key if self.round is None else (*key, self.round)
 
     @property
     def label(self) -> str:
         """Short description for progress output."""
         name = f"{self.stage}:{self.method}" if self.method else self.stage
-        return f"{name} split{self.split_seed} seed{self.seed}"
+        rnd = f" round{self.round}" if self.round is not None else ""
+        return f"{name} split{self.split_seed} seed{self.seed}{rnd}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,6 +272,54 @@ def check_train_sections(cfg: ExperimentConfig) -> None:
                 f"methods[{i}]: {m!r} pre-trains on weak labels and is then fine-tuned: add 'weak' "
                 "(and 'finetune') to stages, or remove it from methods"
             )
+    _check_dependencies(cfg)
+
+
+def _arm_options(cfg: ExperimentConfig, method: str) -> Any:
+    """Options of a single-run method's row: ``train`` <- ``stage_overrides.<method>``, resolved."""
+    from segweak.methods import method_options
+
+    data = deep_merge(cfg.train, cfg.stage_overrides.get(method, {}))
+    return method_options(from_dict(TrainConfig, data), method)
+
+
+def teacher_rows(cfg: ExperimentConfig, upto: str) -> list[str]:
+    """Rows whose final checkpoint a method can depend on: those trained before ``upto``'s row.
+
+    ``baseline`` (when a stage), each pre-training method (its ``finetune`` row, when a stage) and
+    the single-run methods listed before ``upto``. Never ``full``: it reads the weak pixel labels.
+    """
+    rows = ["baseline"] if "baseline" in cfg.stages else []
+    methods = methods_of(cfg)
+    if "finetune" in cfg.stages:
+        rows += [m for m in methods if _pretrains(m)]
+    return rows + [m for m in methods[: methods.index(upto)] if not _pretrains(m)]
+
+
+def _check_dependencies(cfg: ExperimentConfig) -> None:
+    """Check that every method depending on a row finds it trained earlier; its artefact option unset."""
+    from segweak.methods import method_class
+
+    for i, m in enumerate(methods_of(cfg)):
+        cls = method_class(m)
+        if cls.pretrain:
+            continue
+        options = _arm_options(cfg, m)
+        row = cls.depends_on(options)
+        if row is None:
+            continue
+        rows = teacher_rows(cfg, m)
+        if row not in rows:
+            raise SegweakError(
+                f"methods[{i}]: {m!r} starts from the final checkpoint of row {row!r}, which this experiment "
+                f"does not train before it (it can use: {', '.join(rows) or 'none'}); add that row (a "
+                f"method before {m!r} in methods, or its stages) or choose another in methods.{m}"
+            )
+        if getattr(options, cls.artefact_option, None) is not None:
+            raise SegweakError(
+                f"methods.{m}.{cls.artefact_option}: the experiment sets it for every round (to "
+                f"<out_dir>/{ARTEFACTS_DIR}/...); remove it"
+            )
 
 
 def _source_bands(cfg: ExperimentConfig) -> tuple[int, str] | None:
@@ -331,10 +402,11 @@ def _pretrains(method: str) -> bool:
     return method_class(method).pretrain
 
 
-def run_name(stage: str, method: str, split_seed: int, seed: int) -> str:
-    """Run directory name ``<stage>[-<method>]-split<k>-seed<s>``."""
+def run_name(stage: str, method: str, split_seed: int, seed: int, round: int | None = None) -> str:
+    """Run directory name ``<stage>[-<method>]-split<k>-seed<s>[-round<r>]``."""
     middle = f"-{method}" if method else ""
-    return f"{stage}{middle}-split{split_seed}-seed{seed}"
+    suffix = f"-round{round}" if round is not None else ""
+    return f"{stage}{middle}-split{split_seed}-seed{seed}{suffix}"
 
 
 def split_name(cfg: ExperimentConfig, split_seed: int) -> str:
@@ -353,6 +425,8 @@ def resolve_train_config(
     seed: int,
     store: str | Path,
     init_from: str | None = None,
+    round: int | None = None,
+    artefact: str | None = None,
 ) -> TrainConfig:
     """Resolve one run's TrainConfig: defaults <- ``train`` <- ``stage_overrides`` <- experiment keys.
 
@@ -370,6 +444,8 @@ def resolve_train_config(
         seed: Training seed.
         store: Prepared store path.
         init_from: ``init.checkpoint`` of a ``finetune`` row.
+        round: Round of a method with rounds (part of the run's name).
+        artefact: The round's artefact directory, set as the method's ``artefact_option``.
     """
     from segweak.methods import check_config
 
@@ -379,7 +455,7 @@ def resolve_train_config(
         data = deep_merge(data, copy.deepcopy(cfg.stage_overrides.get(layer, {})))
     forced: dict[str, Any] = {
         "out_dir": str(Path(cfg.out_dir) / "runs"),
-        "run_name": run_name(stage, method, split_seed, seed),
+        "run_name": run_name(stage, method, split_seed, seed, round),
         "resume": True,
         "data": {"store": str(store), "split": split_name(cfg, split_seed)},
         "trainer": {"seed": seed},
@@ -391,6 +467,10 @@ def resolve_train_config(
         forced["method"] = method or stage
     if init_from is not None:
         forced["init"] = {"checkpoint": init_from}
+    if artefact is not None:
+        from segweak.methods import method_class
+
+        forced["methods"] = {forced["method"]: {method_class(forced["method"]).artefact_option: artefact}}
     data = deep_merge(data, forced)
     try:
         return check_config(from_dict(TrainConfig, data))
@@ -399,9 +479,18 @@ def resolve_train_config(
 
 
 def _comparable(train_cfg: TrainConfig | dict[str, Any]) -> dict[str, Any]:
+    from segweak.methods import METHODS
+
     d = copy.deepcopy(to_dict(train_cfg) if not isinstance(train_cfg, dict) else train_cfg)
     for keys in _IGNORED_FOR_MATCH:
         _pop(d, keys)
+    # The artefact a round reads is a path the experiment sets, like init.checkpoint; planning options
+    # (more rounds) do not change a finished round.
+    cls = METHODS.get(str(d.get("method")))
+    if cls is not None:
+        for option in (cls.artefact_option, *cls.planning_options):
+            if option:
+                _pop(d, ("methods", cls.name, option))
     return d
 
 
@@ -409,7 +498,8 @@ def plan_runs(cfg: ExperimentConfig, store: str | Path) -> list[PlannedRun]:
     """Every run of the protocol, in the order they must train (weak before finetune).
 
     Per split seed x seed: ``baseline``; ``weak`` then ``finetune`` for each pre-training method;
-    one row per single-run method; ``full``.
+    one row per single-run method (one run per round for a method that depends on another row:
+    round 1 taught by that row's final ``best.ckpt``, round r + 1 by round r's); ``full``.
 
     Args:
         cfg: Validated experiment config.
@@ -418,30 +508,64 @@ def plan_runs(cfg: ExperimentConfig, store: str | Path) -> list[PlannedRun]:
     Returns:
         Planned runs.
     """
-    methods = methods_of(cfg)
-    pretrain = [m for m in methods if _pretrains(m)]
-    single = [m for m in methods if not _pretrains(m)]
     runs: list[PlannedRun] = []
     for k in cfg.split.seeds:
-        sname = split_name(cfg, k)
         for s in cfg.seeds:
-            rows: list[tuple[str, str, str | None]] = []  # (stage, method, init.checkpoint)
-            if "baseline" in cfg.stages:
-                rows.append(("baseline", "", None))
-            if "weak" in cfg.stages:
-                rows += [("weak", m, None) for m in pretrain]
-            if "finetune" in cfg.stages:
-                for m in pretrain:
-                    weak_dir = Path(cfg.out_dir) / "runs" / run_name("weak", m, k, s)
-                    rows.append(("finetune", m, str(weak_dir / "checkpoints" / "best.ckpt")))
-            rows += [(m, "", None) for m in single]
-            if "full" in cfg.stages:
-                rows.append(("full", "", None))
-            for stage, method, init in rows:
-                tc = resolve_train_config(
-                    cfg, stage, method=method, split_seed=k, seed=s, store=store, init_from=init
-                )
-                runs.append(PlannedRun(stage, method, k, sname, s, tc))
+            runs += _plan_split_seed(cfg, store, k, s)
+    return runs
+
+
+def _plan_split_seed(cfg: ExperimentConfig, store: str | Path, k: int, s: int) -> list[PlannedRun]:
+    """Plan the runs of split seed ``k`` x training seed ``s`` (see :func:`plan_runs`)."""
+    from segweak.methods import method_class
+
+    methods = methods_of(cfg)
+    runs: list[PlannedRun] = []
+    final: dict[str, str] = {}  # row -> best.ckpt of its last run (what a dependant starts from)
+
+    def add(
+        stage: str,
+        method: str = "",
+        *,
+        init_from: str | None = None,
+        round: int | None = None,
+        teacher: str | None = None,
+        artefact: str | None = None,
+    ) -> str:
+        """Plan one run; return its best.ckpt path."""
+        tc = resolve_train_config(
+            cfg, stage, method=method, split_seed=k, seed=s, store=store, init_from=init_from,
+            round=round, artefact=artefact,
+        )  # fmt: skip
+        sname = split_name(cfg, k)
+        run = PlannedRun(stage, method, k, sname, s, tc, round=round, teacher=teacher, artefact=artefact)
+        runs.append(run)
+        return str(tc.run_dir / "checkpoints" / "best.ckpt")
+
+    if "baseline" in cfg.stages:
+        final["baseline"] = add("baseline")
+    pretrain = [m for m in methods if _pretrains(m)]
+    if "weak" in cfg.stages:
+        for m in pretrain:
+            add("weak", m)
+    if "finetune" in cfg.stages:
+        for m in pretrain:
+            weak_dir = Path(cfg.out_dir) / "runs" / run_name("weak", m, k, s)
+            final[m] = add("finetune", m, init_from=str(weak_dir / "checkpoints" / "best.ckpt"))
+    for m in (m for m in methods if not _pretrains(m)):
+        cls = method_class(m)
+        options = _arm_options(cfg, m)
+        row = cls.depends_on(options)
+        if row is None:
+            final[m] = add(m)
+            continue
+        teacher = final[row]  # present: check_train_sections checked the dependency
+        for r in range(1, cls.rounds(options) + 1):
+            artefact = str(Path(cfg.out_dir) / ARTEFACTS_DIR / run_name(m, "", k, s, r))
+            teacher = add(m, round=r, artefact=artefact, teacher=teacher)
+        final[m] = teacher
+    if "full" in cfg.stages:
+        add("full")
     return runs
 
 
@@ -719,6 +843,7 @@ def result_row(run: PlannedRun, metrics: dict[str, Any], exp_dir: Path, run_dir:
         "method": run.method,
         "split_seed": run.split_seed,
         "seed": run.seed,
+        "round": run.round,
         "train_method": run.cfg.method,
         "miou": metrics.get("miou"),
         "mf1": metrics.get("mf1"),
@@ -879,7 +1004,7 @@ def _run_experiment_locked(
         f"{len(runs)} runs planned ({len(cfg.split.seeds)} split seed(s) x {len(cfg.seeds)} seed(s) x stages)"
     )
 
-    done: dict[tuple[str, str, int, int], tuple[dict[str, Any], Path]] = {}
+    done: dict[tuple[Any, ...], tuple[dict[str, Any], Path]] = {}
     rows: list[dict[str, Any]] = []
     trained = skipped = 0
     for i, run in enumerate(runs, 1):
@@ -897,6 +1022,8 @@ def _run_experiment_locked(
                         f"{prefix}: the checkpoint {init} it starts from is missing although the run "
                         "that writes it is complete; delete that run directory and rerun"
                     )
+            if run.artefact is not None:
+                _prepare_artefact(run, prefix, log)
             resumed = (rdir / "checkpoints" / "last.ckpt").is_file()
             log(f"{prefix}: {'resuming' if resumed else 'training'} -> {rdir}")
             engine.train(run.cfg)
@@ -939,6 +1066,43 @@ def _run_experiment_locked(
         path = report(exp_dir)
         log(f"report: {path}")
     return exp_dir
+
+
+def _prepare_artefact(run: PlannedRun, prefix: str, log: Callable[[str], None]) -> None:
+    """Write the artefact a round reads from its teacher (skipped when complete for that teacher).
+
+    Under ``trainer.strategy: ddp`` the other ranks run this command too: only rank 0 writes, the
+    others wait until the artefact exists (``prepare`` renames it into place only when complete).
+
+    Raises:
+        SegweakError: Missing teacher checkpoint, an artefact ``prepare`` refuses, or (another rank)
+            no artefact after :data:`ARTEFACT_WAIT_S` seconds.
+    """
+    import time
+
+    from segweak.methods import method_class
+    from segweak.train import engine
+
+    assert run.teacher is not None and run.artefact is not None
+    teacher, artefact = Path(run.teacher), Path(run.artefact)
+    if not engine.is_global_zero():
+        deadline = time.monotonic() + ARTEFACT_WAIT_S
+        while not artefact.exists():
+            if time.monotonic() > deadline:
+                raise SegweakError(
+                    f"{prefix}: waited {ARTEFACT_WAIT_S:.0f} s for rank 0 to write {artefact}; see rank 0's "
+                    "output for why it did not"
+                )
+            time.sleep(ARTEFACT_POLL_S)
+        return
+    if not teacher.is_file():
+        raise SegweakError(
+            f"{prefix}: its teacher checkpoint {teacher} is missing although the run that writes it is "
+            "complete; delete that run directory and rerun"
+        )
+    # prepare() reports what it wrote or reused through the log.
+    cls = method_class(run.cfg.method)
+    cls.prepare(run.cfg, teacher, artefact, lambda msg: log(f"{prefix}: {msg}"))
 
 
 def _fmt(v: Any) -> str:

@@ -144,12 +144,12 @@ def plot_learning_curves(exp: Experiment, path: Path) -> bool:
     Returns:
         Whether any history was found (nothing is written otherwise).
     """
-    from segweak.report.report import read_history
+    from segweak.report.report import read_history, row_group
 
     groups = exp.groups()
     curves: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = {}
     for r in exp.rows:
-        g = (r["stage"], r.get("method") or "")
+        g = row_group(r)
         hist = read_history(exp.path / r.get("run_dir", "") / "history.csv")
         pts = [(h["epoch"], h["val_miou"]) for h in hist if "epoch" in h and "val_miou" in h]
         if pts:
@@ -199,11 +199,11 @@ def plot_loss_terms(exp: Experiment, path: Path) -> bool:
     Returns:
         Whether any run had them (nothing is written otherwise).
     """
-    from segweak.report.report import read_history
+    from segweak.report.report import read_history, row_group
 
     series: dict[tuple[str, str], dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
     for r in exp.rows:
-        g = (r["stage"], r.get("method") or "")
+        g = row_group(r)
         hist = [h for h in read_history(exp.path / r.get("run_dir", "") / "history.csv") if "step" in h]
         terms = [k for k in (hist[0] if hist else {}) if k.startswith("train_") and k != "train_loss"]
         for term in terms:
@@ -326,6 +326,7 @@ def plot_samples(exp: Experiment, path: Path, n: int, sample_seed: int) -> str |
     """
     from segweak.data.splits import load_split
     from segweak.data.store import Store
+    from segweak.report.report import row_group
 
     store_rel = exp.results.get("store")
     if not store_rel:
@@ -352,9 +353,7 @@ def plot_samples(exp: Experiment, path: Path, n: int, sample_seed: int) -> str |
             (
                 r
                 for r in exp.rows
-                if (r["stage"], r.get("method") or "") == g
-                and int(r["seed"]) == seed
-                and int(r["split_seed"]) == k
+                if row_group(r) == g and int(r["seed"]) == seed and int(r["split_seed"]) == k
             ),
             None,
         )

@@ -358,6 +358,18 @@ def render_html(doc: Doc, base: Path, title: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def row_group(row: dict[str, Any]) -> tuple[str, str]:
+    """``(stage, method)`` group of a results row; each round of a method with rounds is its own row.
+
+    A round's stage reads ``<stage> round <r>`` (e.g. ``pseudo_label round 2``), so rounds are never
+    averaged together as if they were seeds.
+    """
+    stage, rnd = str(row["stage"]), row.get("round")
+    if rnd not in (None, ""):
+        stage = f"{stage} round {int(rnd)}"
+    return (stage, row.get("method") or "")
+
+
 @dataclass
 class Experiment:
     """What the report reads from an experiment directory.
@@ -383,13 +395,19 @@ class Experiment:
         return list(self.results.get("classes", []))
 
     def groups(self) -> list[tuple[str, str]]:
-        """``(stage, method)`` pairs present, in protocol order."""
+        """``(stage, method)`` groups present (:func:`row_group`), in protocol order.
+
+        Protocol stages first, then the rows of single-run methods in the order of ``methods``, the
+        rounds of a method in turn.
+        """
         order = {s: i for i, s in enumerate(STAGE_TITLES)}
-        seen = {(r["stage"], r.get("method") or "") for r in self.rows}
         methods = list(self.results.get("methods") or [])
-        return sorted(
-            seen, key=lambda g: (order.get(g[0], 99), methods.index(g[1]) if g[1] in methods else -1, g[1])
-        )
+        rank: dict[tuple[str, str], tuple[int, int, int]] = {}
+        for r in self.rows:
+            arm = r.get("method") or r["stage"]
+            position = methods.index(arm) if arm in methods else -1
+            rank.setdefault(row_group(r), (order.get(r["stage"], 99), position, int(r.get("round") or 0)))
+        return sorted(rank, key=lambda g: (rank[g], g))
 
     def label(self, group: tuple[str, str]) -> str:
         """Display name of a ``(stage, method)`` group."""
@@ -400,9 +418,7 @@ class Experiment:
     def values(self, group: tuple[str, str], key: str) -> dict[tuple[int, int], float | None]:
         """``{(split_seed, seed): row[key]}`` of one group."""
         return {
-            (int(r["split_seed"]), int(r["seed"])): r.get(key)
-            for r in self.rows
-            if (r["stage"], r.get("method") or "") == group
+            (int(r["split_seed"]), int(r["seed"])): r.get(key) for r in self.rows if row_group(r) == group
         }
 
 
@@ -542,7 +558,7 @@ def _run_configs(exp: Experiment) -> dict[tuple[str, str], dict[str, Any]]:
 
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for r in exp.rows:
-        g = (r["stage"], r.get("method") or "")
+        g = row_group(r)
         if g in out:
             continue
         path = exp.path / r["run_dir"] / "config.yaml"
@@ -783,7 +799,7 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
     for r in exp.rows:
         rows.append(
             [
-                exp.label((r["stage"], r.get("method") or "")),
+                exp.label(row_group(r)),
                 str(r["split_seed"]),
                 str(r["seed"]),
                 "–" if r.get("miou") is None else f"{r['miou']:.4f}",
@@ -906,7 +922,7 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
             items.append(
                 "Runs differ in weak.area: " + ", ".join(f"{exp.label(g)} `{areas[g]}`" for g in weak_groups)
             )
-        first = {g: next(r for r in exp.rows if (r["stage"], r.get("method") or "") == g) for g in cfgs}
+        first = {g: next(r for r in exp.rows if row_group(r) == g) for g in cfgs}
         sources = {g: _weak_source(exp, first[g], cfgs[g]) for g in weak_groups}
         if sources:
             items.append("Weak labels: " + "; ".join(f"{exp.label(g)} {text}" for g, text in sources.items()))

@@ -12,8 +12,11 @@ sub-batch per :class:`~segweak.methods.Need` (a subset of the split and what is 
 
 What a sub-batch carries follows ``Need.labels``: ``mask`` (pixel masks, with ``valid``), ``weak``
 (proportions and presence; ``valid`` only with ``weak.area: valid``), ``none`` (images only; weak
-labels are not even computed). Validation always uses the ``val`` subset with pixel masks (and its
-``valid`` map and weak labels, for the weak metrics). Augmentations apply to training data only.
+labels are not even computed). A need with ``masks_from`` reads its masks from that artefact
+(:class:`~segweak.train.pseudo_labels.PseudoLabels`) instead of the store; the artefact is opened and
+checked against the store, split and subset when the datamodule is built, before training starts.
+Validation always uses the ``val`` subset with pixel masks (and its ``valid`` map and weak labels, for
+the weak metrics). Augmentations apply to training data only.
 
 Reproducibility: :class:`EpochReseed` reseeds every RNG at the start of each epoch from
 ``(seed, epoch)`` and gives each training set a freshly seeded augmentation pipeline, so a run
@@ -272,6 +275,11 @@ class SegDataModule(L.LightningDataModule):
             name: cfg.data.batch_sizes.get(name, need.batch_size or cfg.data.batch_size)
             for name, need in self.needs.items()
         }
+        # Mask artefacts of needs with masks_from, opened and checked now: a mismatch stops the run
+        # before any training work.
+        self.mask_sources = {
+            name: self._open_masks(need) for name, need in self.needs.items() if need.masks_from is not None
+        }
         self.train_datasets: dict[str, Any] = {}
         self.val_dataset: Any = None
         self.store: Any = None
@@ -280,6 +288,15 @@ class SegDataModule(L.LightningDataModule):
         # not shift the random numbers the model's dropout and the augmentations see.
         self.loader_generator = torch.Generator()
         self.loader_generator.manual_seed(cfg.trainer.seed)
+
+    def _open_masks(self, need: Need) -> Any:
+        from segweak.train.pseudo_labels import PseudoLabels
+
+        check_store_and_split(self.cfg.data.store, self.cfg.data.split)
+        assert need.masks_from is not None
+        masks = PseudoLabels(need.masks_from)
+        masks.check(self.cfg.data.store, self.cfg.data.split, need.subset)
+        return masks
 
     def _open(self) -> None:
         if self.store is not None:
@@ -318,6 +335,7 @@ class SegDataModule(L.LightningDataModule):
             with_valid=need.labels == "mask" or (need.labels == "weak" and self.cfg.weak.area == "valid"),
             with_weak=need.labels == "weak",
             weak_set=weak_set,
+            masks=self.mask_sources.get(name),
         )
         if weak_set is not None and len(dataset) == 0:
             raise SegweakError(

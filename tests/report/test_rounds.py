@@ -1,0 +1,226 @@
+"""Rows that depend on another row (``pseudo_label``): planning, artefacts before rounds, resuming."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from segweak.config import ExperimentConfig, from_dict
+from segweak.errors import SegweakError
+from segweak.report import experiment as ex
+from segweak.report.report import load_experiment, row_group, summary_table
+from segweak.train.pseudo_labels import PseudoLabels
+
+TINY_TRAIN = {
+    "model": {"encoder": "tu-test_efficientnet", "weights": "none"},
+    "optim": {"lr": 0.01},
+    "data": {"batch_size": 4},
+    "trainer": {"max_epochs": 1},
+}
+
+
+def _cfg(tmp_path: Path, store: Path, **over) -> ExperimentConfig:
+    data = {
+        "name": "rounds",
+        "out_dir": str(tmp_path / "exp"),
+        "dataset": {"source": "store", "store": str(store), "patch": 32},
+        "split": {"name": "default", "fractions": [0.1, 0.7, 0.2], "seeds": [0]},
+        "seeds": [0],
+        "stages": ["baseline", "weak", "finetune"],
+        "methods": ["proportion", "pseudo_label"],
+        "train": {**TINY_TRAIN, "methods": {"pseudo_label": {"rounds": 2}}},
+        "report": {"samples": 0},
+    }
+    data.update(over)
+    return from_dict(ExperimentConfig, data).validate()
+
+
+def test_plan_rounds_chain_teachers_and_artefacts(tmp_path):
+    cfg = _cfg(tmp_path, tmp_path / "store", seeds=[0, 1])
+    ex.check_train_sections(cfg)
+    runs = ex.plan_runs(cfg, tmp_path / "store")
+    exp = tmp_path / "exp"
+    names = [r.cfg.run_dir.name for r in runs if r.seed == 1]
+    assert names == [
+        "baseline-split0-seed1",
+        "weak-proportion-split0-seed1",
+        "finetune-proportion-split0-seed1",
+        "pseudo_label-split0-seed1-round1",
+        "pseudo_label-split0-seed1-round2",
+    ]
+    r1, r2 = (r for r in runs if r.seed == 1 and r.round)
+    assert (r1.round, r2.round) == (1, 2) and r1.stage == "pseudo_label" and r1.method == ""
+    assert r1.teacher == str(exp / "runs" / "finetune-proportion-split0-seed1" / "checkpoints" / "best.ckpt")
+    assert r2.teacher == str(r1.cfg.run_dir / "checkpoints" / "best.ckpt")
+    assert r1.artefact == str(exp / "pseudo" / "pseudo_label-split0-seed1-round1")
+    assert r2.cfg.methods["pseudo_label"]["labels"] == r2.artefact
+    assert r2.cfg.methods["pseudo_label"]["rounds"] == 2 and r2.cfg.init.checkpoint is None
+    assert r1.key == ("pseudo_label", "", 0, 1, 1) and runs[0].key == ("baseline", "", 0, 0)
+    assert "round2" in r2.label
+    # Taught by the baseline instead.
+    base = _cfg(
+        tmp_path,
+        tmp_path / "store",
+        train={**TINY_TRAIN, "methods": {"pseudo_label": {"teacher": "baseline"}}},
+    )
+    ex.check_train_sections(base)
+    (only,) = [r for r in ex.plan_runs(base, "s") if r.round]
+    assert only.teacher == str(exp / "runs" / "baseline-split0-seed0" / "checkpoints" / "best.ckpt")
+
+
+@pytest.mark.parametrize(
+    ("over", "match"),
+    [
+        ({"methods": ["pseudo_label", "joint"], "train": {"methods": {"pseudo_label": {"teacher": "joint"}}}},
+         r"methods\[0\]: 'pseudo_label' starts from the final checkpoint of row 'joint'.*can use: baseline"),
+        ({"train": {"methods": {"pseudo_label": {"teacher": "full"}}},
+          "stages": ["baseline", "weak", "finetune", "full"]},
+         "row 'full', which this experiment does not train before it"),
+        ({"stages": ["baseline", "weak"]}, r"row 'proportion'.*\(it can use: baseline\)"),
+        ({"train": {"methods": {"pseudo_label": {"labels": "x"}}}},
+         "methods.pseudo_label.labels: the experiment sets it for every round"),
+        ({"train": {"methods": {"pseudo_label": {"rounds": 0}}}}, "methods.pseudo_label.rounds must be >= 1"),
+    ],
+)  # fmt: skip
+def test_dependency_errors_name_the_row(tmp_path, over, match):
+    with pytest.raises(SegweakError, match=match) as err:
+        ex.check_train_sections(_cfg(tmp_path, tmp_path / "store", **over))
+    assert "\n" not in str(err.value)
+
+
+def test_a_later_method_can_teach_from_an_earlier_single_run_method(tmp_path):
+    cfg = _cfg(
+        tmp_path, tmp_path / "store", methods=["joint", "pseudo_label"],
+        train={**TINY_TRAIN, "methods": {"pseudo_label": {"teacher": "joint"}}},
+    )  # fmt: skip
+    ex.check_train_sections(cfg)
+    (rnd,) = [r for r in ex.plan_runs(cfg, "s") if r.round]
+    assert rnd.teacher.endswith("joint-split0-seed0/checkpoints/best.ckpt")
+
+
+def test_run_with_pseudo_label_rounds_end_to_end(tmp_path, tiny_store, monkeypatch):
+    from segweak.train import engine
+
+    cfg = _cfg(tmp_path, tiny_store)
+    exp = ex.run_experiment(cfg, make_report=False)
+    results = json.loads((exp / "results.json").read_text())
+    rows = results["rows"]
+    assert [(r["stage"], r["method"], r["round"], r["train_method"]) for r in rows] == [
+        ("baseline", "", None, "supervised"),
+        ("weak", "proportion", None, "proportion"),
+        ("finetune", "proportion", None, "supervised"),
+        ("pseudo_label", "", 1, "pseudo_label"),
+        ("pseudo_label", "", 2, "pseudo_label"),
+    ]
+    assert rows[3]["run_dir"] == "runs/pseudo_label-split0-seed0-round1"
+    header = (exp / "results.csv").read_text().splitlines()
+    assert header[0].split(",")[:6] == ["stage", "method", "split_seed", "seed", "round", "train_method"]
+    assert header[4].split(",")[4] == "1" and header[1].split(",")[4] == ""
+    # Round 1 is taught by finetune-proportion, round 2 by round 1's student.
+    art1, art2 = (PseudoLabels(exp / "pseudo" / f"pseudo_label-split0-seed0-round{r}") for r in (1, 2))
+    assert art1.meta["teacher"]["checkpoint"].endswith(
+        "finetune-proportion-split0-seed0/checkpoints/best.ckpt"
+    )
+    assert art2.meta["teacher"]["checkpoint"].endswith(
+        "pseudo_label-split0-seed0-round1/checkpoints/best.ckpt"
+    )
+    run2 = exp / "runs" / "pseudo_label-split0-seed0-round2"
+    recorded = yaml.safe_load((run2 / "config.yaml").read_text())
+    assert recorded["methods"]["pseudo_label"]["labels"] == str(art2.path)
+    # The report keeps rounds apart (never averaged as if they were seeds).
+    groups = load_experiment(exp).groups()
+    assert groups[-2:] == [("pseudo_label round 1", ""), ("pseudo_label round 2", "")]
+    assert [row[0] for row in summary_table(load_experiment(exp))[1]][-2:] == [
+        "pseudo_label round 1",
+        "pseudo_label round 2",
+    ]
+    assert row_group(rows[0]) == ("baseline", "")
+
+    # A rerun trains nothing and rewrites no artefact.
+    stamps = {p: p.stat().st_mtime_ns for p in (exp / "pseudo").glob("*/pseudo.json")}
+    snapshot = (exp / "results.json").read_bytes()
+
+    def no_training(cfg):
+        raise AssertionError(f"retrained {cfg.run_dir}")
+
+    monkeypatch.setattr(engine, "train", no_training)
+    ex.run_experiment(cfg, make_report=False)
+    assert (exp / "results.json").read_bytes() == snapshot
+    assert stamps == {p: p.stat().st_mtime_ns for p in (exp / "pseudo").glob("*/pseudo.json")}
+    monkeypatch.undo()
+
+    # Round 2 lost: it retrains from its (complete, reused) artefact; a lost artefact is remade.
+    shutil.rmtree(run2)
+    ex.run_experiment(cfg, make_report=False)
+    assert (run2 / "metrics.json").is_file() and stamps == {
+        p: p.stat().st_mtime_ns for p in (exp / "pseudo").glob("*/pseudo.json")
+    }
+    shutil.rmtree(run2)
+    shutil.rmtree(art2.path)
+    ex.run_experiment(cfg, make_report=False)
+    assert PseudoLabels(art2.path).meta["teacher"]["sha256"] == art2.meta["teacher"]["sha256"]
+
+    # A teacher retrained since its artefact was written: the artefact is refused, not mixed in.
+    shutil.rmtree(run2)
+    first = exp / "runs" / "pseudo_label-split0-seed0-round1"
+    (first / "checkpoints" / "best.ckpt").write_bytes(
+        (first / "checkpoints" / "last.ckpt").read_bytes() + b"x"
+    )
+    with pytest.raises(SegweakError, match="holds pseudo-labels of another request .*teacher.sha256"):
+        ex.run_experiment(cfg, make_report=False)
+
+
+def test_other_ddp_ranks_wait_for_rank_zero_to_write_the_artefact(tmp_path, monkeypatch):
+    import threading
+
+    from segweak.methods.pseudo_label import PseudoLabel
+    from segweak.train import engine
+
+    cfg = _cfg(tmp_path, tmp_path / "store")
+    (run,) = [r for r in ex.plan_runs(cfg, tmp_path / "store") if r.round == 1]
+    artefact = Path(run.artefact)
+
+    def not_on_this_rank(*args):
+        raise AssertionError("only rank 0 writes the artefact")
+
+    monkeypatch.setattr(engine, "is_global_zero", lambda: False)
+    monkeypatch.setattr(PseudoLabel, "prepare", classmethod(not_on_this_rank))
+    monkeypatch.setattr(ex, "ARTEFACT_POLL_S", 0.01)
+    # Rank 0 renames the complete artefact into place a moment later; the teacher is not needed here.
+    writer = threading.Timer(0.2, lambda: artefact.mkdir(parents=True))
+    writer.start()
+    ex._prepare_artefact(run, "[1/1]", print)
+    writer.join()
+    assert artefact.is_dir()
+    # Rank 0 never writes it: the other ranks give up with one line instead of hanging.
+    (run2,) = [r for r in ex.plan_runs(cfg, tmp_path / "store") if r.round == 2]
+    monkeypatch.setattr(ex, "ARTEFACT_WAIT_S", 0.05)
+    with pytest.raises(SegweakError, match=r"waited 0 s for rank 0 to write .*round2; see rank 0's output"):
+        ex._prepare_artefact(run2, "[1/1]", print)
+
+
+def test_more_rounds_reuse_finished_ones_but_other_settings_do_not(tmp_path):
+    from segweak.config import dump_yaml
+
+    two = {r.cfg.run_dir.name: r for r in ex.plan_runs(_cfg(tmp_path, tmp_path / "store"), "s")}
+    for run in two.values():  # as if every run had finished with rounds: 2
+        run.cfg.run_dir.mkdir(parents=True)
+        (run.cfg.run_dir / "config.yaml").write_text(dump_yaml(run.cfg))
+
+    def planned(**options):
+        train = {**TINY_TRAIN, "methods": {"pseudo_label": options}}
+        return {
+            r.cfg.run_dir.name: r for r in ex.plan_runs(_cfg(tmp_path, tmp_path / "store", train=train), "s")
+        }
+
+    three = planned(rounds=3)
+    assert list(three)[-1] == "pseudo_label-split0-seed0-round3"
+    for name in two:
+        ex._check_same_config(three[name])  # rounds 1 and 2 are reused
+    changed = planned(rounds=2, keep=0.5)
+    with pytest.raises(SegweakError, match=r"differs at: methods\.pseudo_label\.keep"):
+        ex._check_same_config(changed["pseudo_label-split0-seed0-round1"])
