@@ -209,3 +209,27 @@ def test_joint_trains_on_imported_bags(tiny_store: Path, tmp_path: Path):
     assert metrics["optimizer_steps"] == 3 and metrics["weak_labels"]["used"] is True
     for strong, weak in spy:
         assert "bag" in weak and "mask" not in weak and "bag" not in strong
+
+
+def test_a_method_without_bag_support_refuses_imported_labels():
+    from segweak.methods import check_config
+
+    cfg = TrainConfig(method="pseudo_label", weak=WeakConfig(labels="fields"), methods={})
+    cfg.data.store = "unused"
+    with pytest.raises(
+        SegweakError, match="weak.labels: method 'pseudo_label' cannot use imported weak labels"
+    ):
+        check_config(cfg)
+
+
+def test_mean_teacher_proportion_term_is_bag_aware():
+    method = build_method(TrainConfig(method="mean_teacher", weak=WeakConfig(area="patch")), K)
+    logits, batch = _batch(b=3)
+    p = batch["weak"].clone()
+    p[1] = p[0]
+    with_bags = method.weak_terms(logits, {**batch, "weak": p, "bag": torch.tensor([0, 0, 1])})
+    proportion = _make("proportion", "patch")
+    assert torch.equal(
+        with_bags["proportion"],
+        proportion.weak_terms(logits, {**batch, "weak": p, "bag": torch.tensor([0, 0, 1])})["proportion"],
+    )

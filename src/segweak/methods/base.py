@@ -144,12 +144,16 @@ class TrainingMethod(nn.Module):
             directory :meth:`prepare` writes, so a user's ``train`` section leaves it unset.
         planning_options: Options only ``segweak run`` reads to plan rows (e.g. ``rounds``): they do
             not change what one run trains, so a finished run whose recorded value differs is reused.
+        imported_weak_labels: Can train with imported weak labels (``weak.labels: NAME``, bags of
+            patches): its weak terms are :class:`~segweak.methods.proportion.WeakLabelMethod`'s
+            bag-aware terms, or it reads no weak labels. False refuses such a config up front.
     """
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     pretrain: ClassVar[bool] = False
     requires_init: ClassVar[bool] = False
+    imported_weak_labels: ClassVar[bool] = True
     artefact_option: ClassVar[str] = ""
     planning_options: ClassVar[tuple[str, ...]] = ()
 
@@ -357,6 +361,11 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     check_architecture(cfg.model.arch)
     cls = method_class(cfg.method)
     check_method_sections(cfg)
+    if cfg.weak.labels != "computed" and not cls.imported_weak_labels:
+        raise SegweakError(
+            f"weak.labels: method {cfg.method!r} cannot use imported weak labels yet ({cfg.weak.labels!r}); "
+            "set weak.labels=computed for it"
+        )
     if cls.requires_init and not cfg.init.checkpoint:
         raise SegweakError(
             f"method {cfg.method!r} starts from a checkpoint: set init.checkpoint "
