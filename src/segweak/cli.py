@@ -391,6 +391,8 @@ def info_cmd(
                 f"{s['pixel_fraction']:.3f}",
             )
         console.print(t)
+        # The split's statistics always describe the computed labels; imported sets are listed above.
+        console.print("weak labels of the split: computed from the masks")
         w = Table(title="mean weak label per subset")
         w.add_column("class")
         for sub in order:

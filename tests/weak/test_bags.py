@@ -233,3 +233,35 @@ def test_mean_teacher_proportion_term_is_bag_aware():
         with_bags["proportion"],
         proportion.weak_terms(logits, {**batch, "weak": p, "bag": torch.tensor([0, 0, 1])})["proportion"],
     )
+
+
+def test_lightning_sets_the_bag_samplers_epoch(tiny_store: Path, tmp_path: Path):
+    """Each epoch's batches are the sampler's batches of that epoch (what resuming relies on)."""
+    from segweak.data.dataset import SegweakDataset
+    from segweak.weak.table import load_set
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    table, _ = _bag_table(store, "default", tmp_path / "regions.csv")
+    import_table(table, store, "regions")
+    sets = [
+        f"data.store={store}",
+        f"out_dir={tmp_path / 'runs'}",
+        "model.encoder=tu-test_efficientnet",
+        "model.weights=none",
+        "trainer.progress_bar=false",
+        "method=proportion",
+        "trainer.max_epochs=2",
+        "data.batch_size=6",
+        "data.augment=false",
+        "weak.labels=regions",
+    ]
+    spy = Spy()
+    train(load_config(TrainConfig, None, sets), callbacks=[spy])
+    ds = SegweakDataset(store, "default", "weak", weak_set=load_set(Store(store), "regions"))
+    sampler = BagBatchSampler(ds.bags, 6, seed=0)
+    expected = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        expected += [ds.indices[b].tolist() for b in sampler]
+    assert [b["index"] for b in spy.batches] == expected
