@@ -56,6 +56,7 @@ def test_split_and_info(cli_store, capsys):
     assert main(["info", str(cli_store), "--split", "g"]) == 0
     text = capsys.readouterr().out
     assert "weak" in text and "impervious" in text
+    assert "computed from the masks" in text  # where the split's weak labels come from
 
 
 @pytest.mark.parametrize(

@@ -356,6 +356,14 @@ def info_cmd(
         table.add_row(str(i), c, "-" if f is None else f"{f:.3f}")
     console.print(table)
     console.print(f"splits: {', '.join(data['splits']) or '(none)'}")
+    for w in data["weak_labels"]:
+        if "error" in w:
+            console.print(f"weak labels {w['name']!r}: [red]{w['error']}[/red]")
+        else:
+            console.print(
+                f"weak labels {w['name']!r}: imported from {w['file']} (sha256 {w['sha256'][:12]}…), "
+                f"{w['bags']} bag(s), {w['patches']} patch(es)"
+            )
     if "verified" in data:
         console.print(
             "verified (SHA-256 as recorded at prepare): "
@@ -383,6 +391,8 @@ def info_cmd(
                 f"{s['pixel_fraction']:.3f}",
             )
         console.print(t)
+        # The split's statistics always describe the computed labels; imported sets are listed above.
+        console.print("weak labels of the split: computed from the masks")
         w = Table(title="mean weak label per subset")
         w.add_column("class")
         for sub in order:
@@ -394,6 +404,40 @@ def info_cmd(
         n_ex = sp["excluded"].get("no_valid_pixels", 0)
         if n_ex:
             console.print(f"excluded: {n_ex} patch(es) without valid pixels")
+
+
+weak_app = typer.Typer(help="Weak labels brought from outside the store.", no_args_is_help=True)
+app.add_typer(weak_app, name="weak")
+
+
+@weak_app.command("import")
+def weak_import_cmd(
+    table: Path = typer.Argument(
+        ..., help="CSV table: image[, x0, y0, x1, y1][, bag], one column per class."
+    ),
+    store: Path = typer.Option(..., "--store", help="Prepared store directory."),
+    name: str = typer.Option(..., "--name", help="Weak-label set name (STORE/weak/NAME.json)."),
+    tolerance: float = typer.Option(0.01, "--tolerance", help="Largest accepted |sum - 1| of a row."),
+    normalise: bool = typer.Option(False, "--normalise", help="Rescale rows whose sum is off (warns)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set of that name."),
+) -> None:
+    """Import class proportions per image or pixel window as bags of patches (docs/store.md)."""
+    from segweak.weak.table import import_table
+
+    data = import_table(table, store, name, tolerance=tolerance, normalise=normalise, overwrite=overwrite)
+    if data["normalised_rows"]:
+        typer.secho(
+            f"warning: {data['normalised_rows']} row(s) did not sum to 1 within {tolerance} and were "
+            "normalised (--normalise)",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    sizes = sorted(len(b["patches"]) for b in data["bags"])
+    typer.echo(
+        f"weak labels {name!r}: {len(sizes)} bag(s), {data['n_patches']} patch(es), patches per bag "
+        f"{sizes[0]}..{sizes[-1]}, from {table} (sha256 {data['source']['sha256'][:12]}…) -> "
+        f"{Path(store) / 'weak' / (name + '.json')}"
+    )
 
 
 # -- end prepare / split / info --

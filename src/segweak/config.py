@@ -125,10 +125,15 @@ class WeakConfig:
             not give (opt-in; the behaviour before this option existed).
         presence_threshold: A class is predicted *present* (metrics) when its share of argmax pixels
             exceeds this value.
+        labels: Where the weak labels of training sub-batches come from: ``computed`` (default: per
+            patch, from the store's masks) or the name of a set imported with ``segweak weak import``
+            (``STORE/weak/NAME.json``): proportions per bag of patches; weak patches in no bag are
+            then unlabelled. Validation metrics always use the masks.
     """
 
     area: str = "patch"
     presence_threshold: float = 0.0
+    labels: str = "computed"
 
 
 @dataclass
@@ -232,6 +237,10 @@ class TrainConfig:
         _choice("optim.optimizer", self.optim.optimizer, ("adamw", "adam", "sgd"))
         _choice("optim.scheduler", self.optim.scheduler, ("cosine", "none"))
         _choice("weak.area", self.weak.area, WEAK_AREAS)
+        if self.weak.labels != "computed":
+            from segweak.weak.table import check_set_name
+
+            check_set_name(self.weak.labels, "weak.labels")
         _choice("data.epoch", self.data.epoch, ("longest", "shortest"))
         if not self.data.store:
             raise SegweakError(

@@ -79,3 +79,15 @@ def test_presence_end_to_end(tiny_store, tmp_path):
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert all(float(r["train_presence"]) >= 0 for r in rows)
     assert float(rows[0]["train_loss"]) == pytest.approx(float(rows[0]["train_presence"]))
+
+
+def test_presence_with_bags_uses_the_bag_classes_per_patch():
+    # Imported labels: both patches of bag 0 carry the bag's presence (classes 0 and 1), although
+    # patch 1 shows only class 1. The per-patch loss is unchanged by the bag ids.
+    method = _presence_method()
+    logits = torch.zeros(2, 3, 2, 2)
+    logits[1, 1] = 20.0
+    presence = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    plain = method.weak_terms(logits, {"presence": presence})["presence"]
+    bagged = method.weak_terms(logits, {"presence": presence, "bag": torch.tensor([0, 0])})["presence"]
+    assert float(bagged) == pytest.approx(float(plain)) == pytest.approx(-np.log(2 / 3) / 2, rel=1e-4)

@@ -15,7 +15,7 @@ import torch
 from segweak.config import TrainConfig, load_config
 from segweak.data.dataset import SegweakDataset
 from segweak.errors import SegweakError
-from segweak.methods import METHODS, Need, build_method
+from segweak.methods import METHODS, Need, build_method, check_config
 from segweak.methods.shuffled import RECORD, permutation_seed, shuffled_labels
 from segweak.train.engine import train
 
@@ -39,6 +39,12 @@ def test_shuffled_is_a_registered_pretraining_control():
     assert method.needs() == {"weak": Need(subset="weak", labels="weak")}
     with pytest.raises(SegweakError, match=r"methods\.shuffled\.seed must be >= 0"):
         build_method(TrainConfig(method="shuffled", methods={"shuffled": {"seed": -1}}), 5)
+    # Imported weak labels come in bags; the permutation is over patches: refused up front.
+    imported = load_config(TrainConfig, None, ["method=shuffled", "data.store=s", "weak.labels=survey"])
+    with pytest.raises(
+        SegweakError, match=r"weak\.labels: method 'shuffled' cannot use imported weak labels"
+    ):
+        check_config(imported)
 
 
 def test_shuffled_labels_are_a_derangement_of_the_weak_labels(tiny_store):

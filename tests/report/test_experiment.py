@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -448,3 +449,16 @@ def test_experiment_written_before_methods_resumes(tmp_path, tiny_store, monkeyp
     default = _cfg(tmp_path, store=tiny_store, seeds=[0])
     with pytest.raises(SegweakError, match=r"differs at: weak\.area.*--set train\.weak\.area=valid"):
         ex.run_experiment(default, make_report=False)
+
+
+def test_missing_imported_weak_labels_fail_before_the_first_run(tmp_path, tiny_store, fake_engine):
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    cfg = _cfg(
+        tmp_path,
+        store,
+        train={"model": {"encoder": "resnet18", "weights": "none"}, "weak": {"labels": "fields"}},
+    )
+    with pytest.raises(SegweakError, match="stage baseline: weak.labels: no weak-label set 'fields'"):
+        ex.run_experiment(cfg, make_report=False)
+    assert fake_engine.calls == []

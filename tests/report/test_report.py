@@ -459,3 +459,32 @@ def test_arm_of_several_runs_per_seed_counts_all_its_steps_and_ranks_its_last(tm
     series, starts = plots.loss_term_series(loaded)
     (x, _), _ = series["rounds"][("train round 2", "pseudo")]
     assert x.tolist() == [70.0, 120.0] and starts["rounds"] == [[60.0]] * 2
+
+
+def test_report_says_where_the_weak_labels_came_from(tmp_path):
+    rows = []
+    for s in range(3):
+        rows.append(_row("baseline", s, BASE[s]))
+        rows.append(_row("joint", s, FINE[s]))
+    for r in rows:
+        r.update(train_method="supervised" if r["stage"] == "baseline" else "joint")
+    exp = _make_exp(tmp_path, rows, methods=("joint",))
+    prov = {
+        "kind": "imported",
+        "name": "fields",
+        "file": "/data/fields.csv",
+        "sha256": "ab" * 32,
+        "bags_used": 7,
+    }
+    for r in rows:
+        if r["stage"] == "joint":
+            _write_run(
+                exp, r, {"method": "joint", "weak": {"area": "patch", "labels": "fields"}}, {"pixel": 1.0}
+            )
+            (exp / r["run_dir"] / "metrics.json").write_text(json.dumps({"weak_labels": prov}))
+        else:
+            _write_run(exp, r, {"method": "supervised", "weak": {"area": "patch"}}, {"pixel": 1.0})
+    rep.report(exp)
+    md = (exp / "report.md").read_text()
+    assert "Weak labels: " in md
+    assert "imported set `fields` from `/data/fields.csv` (sha256 `abababababab`, 7 bag(s) used)" in md

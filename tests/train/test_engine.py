@@ -201,6 +201,7 @@ def test_finetune_loads_weights_and_resets_head(weak_run, tmp_path):
     )
     metrics = train(cfg, callbacks=[Capture()])
     assert metrics["method"] == "supervised"
+    assert metrics["weak_labels"]["kind"] == "computed" and metrics["weak_labels"]["used"] is False
     assert all(torch.equal(captured["state"][k], v) for k, v in saved.items())
 
     cfg = make_cfg(

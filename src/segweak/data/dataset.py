@@ -54,6 +54,9 @@ class SegweakDataset(Dataset):
         with_valid: Return ``valid``; ``None`` = the same as ``with_mask``.
         with_weak: Return the weak labels ``weak`` and ``presence``; False also never computes them
             (masks are read only when ``with_mask`` or ``with_valid`` asks for them).
+        weak_set: An imported weak-label set (:func:`segweak.weak.table.load_set`): the subset is
+            restricted to the bags whose patches all lie in it, every item carries its bag's
+            proportions and ``bag`` (int, the bag's position in the set). Needs ``with_weak``.
         masks: Masks to use instead of the store's: ``masks[index]`` is the uint8 ``(P, P)`` mask of
             store patch ``index`` (255 = ignore). ``mask`` and ``valid`` then come from it.
 
@@ -63,7 +66,11 @@ class SegweakDataset(Dataset):
         returned); ``valid``: float32 ``(P, P)`` (only with ``with_valid``); ``weak``: float32
         ``(K,)`` class proportions over valid pixels (sum 1) and ``presence``: float32 ``(K,)`` 1.0
         where the proportion exceeds the threshold (only with ``with_weak``); ``id``: str;
-        ``index``: int patch index in the store.
+        ``index``: int patch index in the store; ``bag``: int (only with ``weak_set``).
+
+    Attributes:
+        bags: ``(n,)`` int64 bag of each item (only with ``weak_set``, else None).
+        bags_dropped: Bags of ``weak_set`` left out because some of their patches are not in the subset.
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class SegweakDataset(Dataset):
         presence_threshold: float | None = None,
         with_valid: bool | None = None,
         with_weak: bool = True,
+        weak_set: dict[str, Any] | None = None,
         masks: Any = None,
     ) -> None:
         self.store = open_store(store)
@@ -100,7 +108,13 @@ class SegweakDataset(Dataset):
         self.presence_threshold = float(thr)
         self.weak: np.ndarray | None = None
         self.presence: np.ndarray | None = None
-        if self.with_weak:
+        self.bags: np.ndarray | None = None
+        self.bags_dropped = 0
+        if weak_set is not None:
+            if not self.with_weak:
+                raise ValueError("weak_set needs with_weak=True")
+            self._use_bags(weak_set)
+        elif self.with_weak:
             counts = self.store.counts[self.indices] if len(self.indices) else np.zeros((0, self.num_classes))
             props = proportions(counts)
             self.weak = props.astype(np.float32)
@@ -108,6 +122,25 @@ class SegweakDataset(Dataset):
         self.mean = self.store.mean
         self.std = self.store.std
         self._lut = normalization_lut(self.mean, self.std)  # (C, 256) float32
+
+    def _use_bags(self, weak_set: dict[str, Any]) -> None:
+        """Keep the subset's patches that are in whole bags and label them with their bag."""
+        members = set(self.indices.tolist())
+        index, bag, props = [], [], []
+        for b, rec in enumerate(weak_set["bags"]):
+            # A bag's proportion describes all its patches together: a bag cut by the split (some patches
+            # strong or val) would pair that proportion with part of the region, so it is left out.
+            if not all(i in members for i in rec["patches"]):
+                self.bags_dropped += 1
+                continue
+            index += rec["patches"]
+            bag += [b] * len(rec["patches"])
+            props += [rec["proportions"]] * len(rec["patches"])
+        order = np.argsort(np.asarray(index, dtype=np.int64), kind="stable")
+        self.indices = np.asarray(index, dtype=np.int64)[order]
+        self.bags = np.asarray(bag, dtype=np.int64)[order]
+        self.weak = np.asarray(props, dtype=np.float32).reshape(-1, self.num_classes)[order]
+        self.presence = presence(self.weak, self.presence_threshold).astype(np.float32)
 
     @property
     def classes(self) -> list[str]:
@@ -151,6 +184,8 @@ class SegweakDataset(Dataset):
             item["presence"] = torch.from_numpy(self.presence[i].copy())
         item["id"] = self.store.ids[index]
         item["index"] = index
+        if self.bags is not None:
+            item["bag"] = int(self.bags[i])
         if self.with_mask:
             item["mask"] = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
         return item

@@ -705,12 +705,14 @@ def info(
 
     Keys (documented in ``docs/store.md``): ``path, format_version, tool_version, created, source,
     classes, num_classes, patch, stride, channels, band_order, bands, n_tiles, n_patches, n_valid_pixels,
-    class_pixel_fraction {class: f}, image_stats, splits [names]`` and, with ``split``, ``split``:
+    class_pixel_fraction {class: f}, image_stats, splits [names], weak_labels [{name, kind, file, sha256,
+    bags, patches}]`` and, with ``split``, ``split``:
     ``{name, by, seed, fractions, presence_threshold, excluded, subsets: {subset: {patches,
     patch_fraction, pixels, pixel_fraction, mean_weak {class: f}, presence_rate {class: f}}}}``.
     """
     from segweak.data.splits import load_split
     from segweak.weak.labels import presence, proportions
+    from segweak.weak.table import summary as weak_summary
 
     st = open_store(store_path)
     verified = st.verify() if verify else None
@@ -738,6 +740,7 @@ def info(
         },
         "image_stats": {"mean": m["image_stats"]["mean"], "std": m["image_stats"]["std"]},
         "splits": st.split_names(),
+        "weak_labels": weak_summary(st),
         "verifiable": bool(m.get("files")),
     }
     if verified is not None:

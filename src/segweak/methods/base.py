@@ -148,6 +148,9 @@ class TrainingMethod(nn.Module):
             ingredient of the weak-label methods (e.g. the link between weak labels and images) to
             show what that ingredient contributes. Experiments record it in the ``role`` column and
             reports mark it; it trains like any other method.
+        imported_weak_labels: Can train with imported weak labels (``weak.labels: NAME``, bags of
+            patches): its weak terms are :class:`~segweak.methods.proportion.WeakLabelMethod`'s
+            bag-aware terms, or it reads no weak labels. False refuses such a config up front.
     """
 
     name: ClassVar[str] = ""
@@ -155,6 +158,7 @@ class TrainingMethod(nn.Module):
     pretrain: ClassVar[bool] = False
     requires_init: ClassVar[bool] = False
     control: ClassVar[bool] = False
+    imported_weak_labels: ClassVar[bool] = True
     artefact_option: ClassVar[str] = ""
     planning_options: ClassVar[tuple[str, ...]] = ()
 
@@ -362,6 +366,11 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     check_architecture(cfg.model.arch)
     cls = method_class(cfg.method)
     check_method_sections(cfg)
+    if cfg.weak.labels != "computed" and not cls.imported_weak_labels:
+        raise SegweakError(
+            f"weak.labels: method {cfg.method!r} cannot use imported weak labels yet ({cfg.weak.labels!r}); "
+            "set weak.labels=computed for it"
+        )
     if cls.requires_init and not cfg.init.checkpoint:
         raise SegweakError(
             f"method {cfg.method!r} starts from a checkpoint: set init.checkpoint "

@@ -12,6 +12,10 @@ likelihood of Jin & Ghahramani ("Learning with multiple labels", NeurIPS 2002) w
 present classes as each pixel's candidates, the supervision of the closest published protocol, which
 used class presence instead of proportions. Compared with ``proportion`` it shows what the *amounts*
 in a weak label add to knowing which classes occur.
+
+With imported weak labels (``weak.labels: NAME``, bags of patches) every patch of a bag carries the
+bag's presence: the classes present somewhere in the bag, a set that still contains every class of
+each of its patches, so the loss stays true per patch (only less tight).
 """
 
 from __future__ import annotations

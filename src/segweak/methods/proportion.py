@@ -23,6 +23,7 @@ from torch import Tensor
 
 from segweak.errors import SegweakError
 from segweak.methods.base import Need, TrainingMethod, register
+from segweak.weak.bags import bag_inverse, bag_max, bag_mean, bag_sum
 from segweak.weak.losses import PROPORTION_LOSSES, proportion_loss_rows
 from segweak.weak.pooling import area_mask, lse_pool, max_pool, soft_proportions
 
@@ -193,32 +194,83 @@ class WeakLabelMethod(TrainingMethod):
     def proportion_term(
         self, logits: Tensor, batch: Mapping[str, Any], valid: Tensor | None, loss: str, eps: float
     ) -> Tensor:
-        """Mean over kept patches of the proportion loss ``loss``(p̂ over the area, p)."""
+        """Mean over kept patches (or bags) of the proportion loss ``loss``(p̂ over the area, p).
+
+        With ``bag`` in the batch (imported weak labels) the loss is taken per bag, between the bag's
+        proportions and the area-weighted mean p̂ of its patches, and averaged over bags.
+        """
         p = self.target(batch, "weak", logits)
-        keep = self.keep(valid, logits)
-        p_hat = soft_proportions(logits, valid)
+        if "bag" in batch:
+            p_hat, p, keep = self.bag_proportions(logits, batch, valid, p)
+        else:
+            keep = self.keep(valid, logits)
+            p_hat = soft_proportions(logits, valid)
         # Dropped patches get a finite stand-in target, so neither value nor gradient can be NaN there.
         p = torch.where(keep[:, None] > 0, p, p_hat.detach())
         rows = proportion_loss_rows(loss)(p_hat, p, eps)
         return self.masked_mean(rows, keep)
 
+    @staticmethod
+    def bag_proportions(
+        logits: Tensor, batch: Mapping[str, Any], valid: Tensor | None, p: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-bag predicted and target proportions of a batch with ``bag`` ids.
+
+        Args:
+            logits: (B, K, H, W) pixel logits.
+            batch: Has ``bag`` (B,) int64.
+            valid: (B, H, W) area or None (whole patch).
+            p: (B, K) targets (equal within a bag).
+
+        Returns:
+            ``(p_hat, p, keep)``: (G, K) Σ v q / Σ v over each bag's pixels (uniform for a bag with an
+            empty area), (G, K) the bag's targets and (G,) float 0/1, 1 where the bag's area is not
+            empty. For one-patch bags these equal the per-patch values exactly.
+        """
+        inverse, g = bag_inverse(batch["bag"].to(logits.device))
+        v = area_mask(logits, valid)
+        q = torch.softmax(logits.float(), dim=1)
+        num = bag_sum((q * v[:, None]).sum(dim=(2, 3)), inverse, g)  # (G, K)
+        den = bag_sum(v.sum(dim=(1, 2)), inverse, g)  # (G,)
+        keep = (den > 0).float()
+        p_hat = torch.where(
+            keep[:, None] > 0, num / den.clamp_min(1.0)[:, None], torch.full_like(num, 1.0 / num.shape[1])
+        )
+        return p_hat, bag_mean(p, inverse, g), keep
+
     def interval_term(
         self, logits: Tensor, batch: Mapping[str, Any], valid: Tensor | None, tau: float
     ) -> Tensor:
-        """Mean over kept patches of the size-interval loss (``weak.constraints.interval_loss_mean``).
+        """Mean over kept patches (or bags) of the size-interval loss (``interval_loss_mean``).
 
         A patch with an empty area has NaN proportions (nothing to count them over); the constraint
-        leaves it out, but NaN × 0 is NaN, so it gets a finite stand-in target first.
+        leaves it out, but NaN × 0 is NaN, so it gets a finite stand-in target first. With ``bag`` in
+        the batch the interval applies to each bag's area-weighted shares.
         """
-        from segweak.weak.constraints import interval_loss_mean
+        from segweak.weak.area import masked_patch_mean
+        from segweak.weak.constraints import interval_loss_mean, interval_penalty
 
         p = self.target(batch, "weak", logits)
+        if "bag" in batch:
+            p_hat, p, keep = self.bag_proportions(logits, batch, valid, p)
+            p = torch.where(keep[:, None] > 0, p, torch.zeros_like(p))
+            return masked_patch_mean(interval_penalty(p_hat, p, tau), keep)
         p = torch.where(self.keep(valid, logits)[:, None] > 0, p, torch.zeros_like(p))
         return interval_loss_mean(logits, p, tau, valid)
 
     def presence_term(self, scores: Tensor, batch: Mapping[str, Any], keep: Tensor, logits: Tensor) -> Tensor:
-        """Mean over kept patches of BCE-with-logits(pooled class scores, presence), mean over classes."""
+        """Mean over kept patches of BCE-with-logits(pooled class scores, presence), mean over classes.
+
+        With ``bag`` in the batch a bag's class score is the maximum of its patches' pooled scores
+        (multiple-instance rule: a class is present in a bag when it is present in some patch) and the
+        mean is over bags.
+        """
         y = self.target(batch, "presence", logits)
+        if "bag" in batch:
+            inverse, g = bag_inverse(batch["bag"].to(logits.device))
+            scores = bag_max(scores.float(), inverse, g)
+            y = bag_mean(y, inverse, g)
+            keep = bag_max(keep[:, None], inverse, g)[:, 0]
         rows = F.binary_cross_entropy_with_logits(scores, y, reduction="none").mean(dim=1)
         return self.masked_mean(rows, keep)
 

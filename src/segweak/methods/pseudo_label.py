@@ -90,6 +90,8 @@ class PseudoLabel(TrainingMethod):
 
     Options = PseudoLabelOptions
     pretrain = False
+    # Its pseudo-labels are made per patch from the computed proportions (segweak pseudo-label).
+    imported_weak_labels = False
     artefact_option = "labels"
     planning_options = ("rounds",)
 

@@ -14,7 +14,9 @@ and ``shuffled`` − ``baseline`` what the extra pre-training steps and images d
 training seed and the split name (so every training seed of an experiment gets its own π). It is
 written to ``RUN/shuffle.json`` when training starts. The permuted labels are looked up by patch index
 (the batch's ``index``) in a (N_store, K) table built from the store when training starts; validation
-metrics and ``val/weak_loss`` use the true labels of the validation patches.
+metrics and ``val/weak_loss`` use the true labels of the validation patches. Imported weak labels
+(``weak.labels: NAME``, bags of patches) are refused: the permutation is over patches and their
+computed proportions.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ class Shuffled(Proportion):
 
     Options = ShuffledOptions
     control = True
+    # The permutation is over patches and their computed proportions; imported labels come in bags.
+    imported_weak_labels = False
 
     def setup(self, task: Any) -> None:
         """Create the label tables (empty until training starts; not saved: π is re-derived)."""

@@ -1014,11 +1014,15 @@ def _run_experiment_locked(
     runs = plan_runs(cfg, store_path)
     from segweak.data.store import Store
     from segweak.models.factory import check_in_channels
+    from segweak.weak.table import COMPUTED, load_set
 
-    meta = Store(store_path).meta
+    store = Store(store_path)
+    meta = store.meta
     for run in runs:  # a folder source's bands are known only now; fail before the first run trains
         try:
             check_in_channels(run.cfg.model.in_channels, meta, str(store_path))
+            if run.cfg.weak.labels != COMPUTED:
+                load_set(store, run.cfg.weak.labels)  # an imported weak-label set the store lacks
         except SegweakError as exc:
             raise SegweakError(f"stage {run.stage}: {exc}") from None
     log(

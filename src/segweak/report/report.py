@@ -594,6 +594,24 @@ def _store_info(exp: Experiment) -> tuple[dict[str, Any] | None, dict[str, dict[
     return base, splits
 
 
+def _weak_source(exp: Experiment, row: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """Where a run's weak labels came from, for the report (its ``metrics.json`` ``weak_labels``)."""
+    labels = (cfg.get("weak") or {}).get("labels", "computed")
+    rec: dict[str, Any] = {}
+    path = exp.path / row["run_dir"] / "metrics.json"
+    if path.is_file():
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8")).get("weak_labels") or {}
+        except (OSError, json.JSONDecodeError):
+            rec = {}
+    if labels == "computed":
+        return "computed per patch from the masks"
+    if not rec:
+        return f"imported set `{labels}` (no provenance recorded)"
+    used = f", {rec['bags_used']} bag(s) used" if "bags_used" in rec else ""
+    return f"imported set `{labels}` from `{rec.get('file')}` (sha256 `{str(rec.get('sha256'))[:12]}`{used})"
+
+
 def _run_configs(exp: Experiment) -> dict[tuple[str, str], dict[str, Any]]:
     """Return the recorded TrainConfig (run ``config.yaml``) of the first run of every group.
 
@@ -1107,6 +1125,9 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
                 "Runs differ in weak.area: " + ", ".join(f"{exp.label(g)} `{areas[g]}`" for g in weak_groups)
             )
         first = {g: next(r for r in exp.rows if row_group(r) == g) for g in cfgs}
+        sources = {g: _weak_source(exp, first[g], cfgs[g]) for g in weak_groups}
+        if sources:
+            items.append("Weak labels: " + "; ".join(f"{exp.label(g)} {text}" for g, text in sources.items()))
         budget = [
             f"{exp.label(g)} {_ran(first[g])}" for g in cfgs if first[g].get("optimizer_steps") is not None
         ]

@@ -133,6 +133,96 @@ class EpochSampler(Sampler[int]):
         return math.ceil(self.n / self.world_size)
 
 
+class BagBatchSampler(Sampler[list[int]]):
+    """Batches of whole bags (imported weak labels), a seeded new composition and order every epoch.
+
+    Rule (``docs/methods.md``): a bag with more patches than ``batch_size`` is capped to a random
+    ``batch_size`` of them (a new draw every epoch); the (capped) bags are packed first-fit in order
+    of decreasing size, ties in a random order, into batches of at most ``batch_size`` patches; the
+    batches are then shuffled. The number of batches depends only on the bag sizes, so every epoch
+    has the same length, and no patch of a bag ever lands in another batch than its bag-mates.
+    Several processes: the batch list is padded by repeating its first batches to a multiple of
+    ``world_size`` and rank ``r`` takes every ``world_size``-th batch from ``r`` on.
+
+    Lightning calls ``set_epoch`` on ``batch_sampler.sampler``: that is this object itself.
+
+    Args:
+        bags: ``(n,)`` bag of each dataset item.
+        batch_size: Most patches per batch.
+        seed: Run seed.
+        stream: Index of the sub-batch.
+        rank: This process's global rank.
+        world_size: Number of processes.
+    """
+
+    def __init__(
+        self,
+        bags: np.ndarray,
+        batch_size: int,
+        seed: int,
+        stream: int = 0,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
+        bags = np.asarray(bags, dtype=np.int64)
+        self.members = [np.flatnonzero(bags == b) for b in np.unique(bags)]
+        self.batch_size = int(batch_size)
+        self.order = EpochSampler(len(self.members), seed, stream, rank=0, world_size=1)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.sampler = self
+        sizes = [min(len(m), self.batch_size) for m in self.members]
+        self.n_batches = len(self._pack(sorted(range(len(sizes)), key=lambda b: -sizes[b]), sizes))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the compositions and orders of ``epoch``."""
+        self.order.set_epoch(epoch)
+
+    def _pack(self, order: list[int], sizes: list[int]) -> list[list[int]]:
+        """First-fit packing of bags (in ``order``) into bins of ``batch_size`` patches."""
+        bins: list[list[int]] = []
+        free: list[int] = []
+        for b in order:
+            slot = next((j for j, f in enumerate(free) if f >= sizes[b]), None)
+            if slot is None:
+                bins.append([])
+                free.append(self.batch_size)
+                slot = len(bins) - 1
+            bins[slot].append(b)
+            free[slot] -= sizes[b]
+        return bins
+
+    def __iter__(self) -> Iterator[list[int]]:  # noqa: D105
+        # The bag permutation of (seed, epoch, stream, pass) ranks the ties; a generator keyed the same
+        # way (plus a tag) draws the caps and the batch order.
+        o = self.order
+        key = [o.seed, o.epoch, o.stream, o.passes, 0xBA6]
+        perm = list(iter(o))
+        gen = torch.Generator()
+        gen.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+        chosen = []
+        for m in self.members:
+            if len(m) > self.batch_size:
+                pick = torch.randperm(len(m), generator=gen)[: self.batch_size].sort().values.numpy()
+                m = m[pick]
+            chosen.append(m)
+        sizes = [len(m) for m in chosen]
+        rank_of = {b: r for r, b in enumerate(perm)}
+        bins = self._pack(sorted(range(len(chosen)), key=lambda b: (-sizes[b], rank_of[b])), sizes)
+        shuffle = torch.randperm(len(bins), generator=gen).tolist()
+        batches = [sorted(i for b in bins[j] for i in chosen[b].tolist()) for j in shuffle]
+        if self.world_size > 1:
+            total = len(self) * self.world_size
+            batches = (batches * math.ceil(total / len(batches)))[:total][self.rank :: self.world_size]
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return math.ceil(self.n_batches / self.world_size)
+
+
 class ShardSampler(Sampler[int]):
     """Indices ``rank, rank + world_size, …`` of ``range(n)`` in order, without padding (evaluation).
 
@@ -224,9 +314,18 @@ class SegDataModule(L.LightningDataModule):
         # Stream 0 keeps the seed a single training set always had.
         return default_train_transform(seed=self.cfg.trainer.seed * 10_007 + epoch + 104_729 * stream)
 
+    def _weak_set(self) -> dict[str, Any] | None:
+        """Return the imported weak-label set of ``weak.labels`` (None for ``computed``)."""
+        from segweak.weak.table import COMPUTED, load_set
+
+        if self.cfg.weak.labels == COMPUTED:
+            return None
+        return load_set(self.store, self.cfg.weak.labels)
+
     def _train_dataset(self, name: str, need: Need, stream: int) -> Any:
         from segweak.data.dataset import SegweakDataset
 
+        weak_set = self._weak_set() if need.labels == "weak" else None
         dataset = SegweakDataset(
             self.store,
             self.cfg.data.split,
@@ -235,8 +334,15 @@ class SegDataModule(L.LightningDataModule):
             with_mask=need.labels == "mask",
             with_valid=need.labels == "mask" or (need.labels == "weak" and self.cfg.weak.area == "valid"),
             with_weak=need.labels == "weak",
+            weak_set=weak_set,
             masks=self.mask_sources.get(name),
         )
+        if weak_set is not None and len(dataset) == 0:
+            raise SegweakError(
+                f"weak.labels: none of the {len(weak_set['bags'])} bag(s) of {self.cfg.weak.labels!r} lies "
+                f"wholly in subset {need.subset!r} of split {self.cfg.data.split!r} (a bag cut by the split "
+                "is left out); split the store by group (`segweak split --by group`)"
+            )
         if len(dataset) == 0:
             raise SegweakError(
                 f"subset {need.subset!r} of split {self.cfg.data.split!r} in store {self.cfg.data.store} is "
@@ -296,6 +402,18 @@ class SegDataModule(L.LightningDataModule):
     def _loader(self, dataset: Any, batch_size: int, train: bool, stream: int = 0) -> DataLoader:
         rank, world = self._rank_and_world()
         sampler: Sampler[int]
+        bags = getattr(dataset, "bags", None)
+        if train and bags is not None:
+            return DataLoader(
+                dataset,
+                batch_sampler=BagBatchSampler(
+                    bags, batch_size, self.cfg.trainer.seed, stream, rank=rank, world_size=world
+                ),
+                num_workers=self.cfg.data.num_workers,
+                persistent_workers=False,
+                pin_memory=self.cfg.trainer.accelerator not in ("cpu",),
+                generator=self.loader_generator,
+            )
         if train:
             # Every sub-batch's loader gets its own rank-sharded stream.
             sampler = EpochSampler(len(dataset), self.cfg.trainer.seed, stream, rank=rank, world_size=world)
@@ -339,6 +457,10 @@ class SegDataModule(L.LightningDataModule):
         lengths = []
         for name in self.needs:
             n, bsz = len(self.train_datasets[name]), self.batch_sizes[name]
+            bags = getattr(self.train_datasets[name], "bags", None)
+            if bags is not None:
+                lengths.append(len(BagBatchSampler(bags, bsz, 0, world_size=max(1, world_size))))
+                continue
             per_rank = math.ceil(n / max(1, world_size))
             # As the loader: the incomplete last batch of a rank's share is dropped unless it is the only one.
             lengths.append(per_rank // bsz if per_rank > bsz else math.ceil(per_rank / bsz))

@@ -22,7 +22,9 @@ both kept for readers of either name), ``steps_per_epoch`` (training batches per
 ``trainer.limit_train_batches``), ``epoch_length`` (batches in one full pass of the training loader,
 per process), ``data_passes`` (``optimizer_steps / epoch_length``: a run capped by
 ``limit_train_batches`` or ``max_steps`` shows the fraction of the data it saw) and
-``limit_train_batches``.
+``limit_train_batches``; ``weak_labels``: where the weak labels came from (``kind: computed`` from
+the masks, or ``kind: imported`` with the set's ``name``, table ``file`` and ``sha256``, ``bags``,
+``patches``, ``bags_used``, ``bags_left_out``) and ``used`` (whether the method read weak labels).
 
 The final metrics always cover every patch of the ``val`` subset, whatever
 ``trainer.limit_val_batches`` says (that key only shortens the validations that pick the best
@@ -281,8 +283,35 @@ def train(
         check_trainer_hardware(cfg.trainer)
         check_store_and_split(cfg.data.store, cfg.data.split)
         _store_classes(cfg.data.store, cfg.model.in_channels)
+        _weak_provenance(cfg)  # an imported weak-label set that is missing fails here, before the lock
     with DirectoryLock(cfg.run_dir, "run directory", wait=wait):
         return _train_locked(cfg, callbacks)
+
+
+def _weak_provenance(cfg: TrainConfig, datamodule: SegDataModule | None = None) -> dict[str, Any]:
+    """Where the run's weak labels came from (``metrics.json`` ``weak_labels``).
+
+    Returns:
+        ``{kind: computed, from}`` or ``{kind: imported, name, file, sha256, bags, patches}``; with the
+        datamodule also ``used`` (the method read weak labels) and, for an imported set,
+        ``bags_used`` and ``bags_left_out`` (cut by the split).
+
+    Raises:
+        SegweakError: When ``weak.labels`` names a set the store does not have.
+    """
+    from segweak.data.store import open_store
+    from segweak.weak.table import provenance
+
+    out = provenance(open_store(cfg.data.store), cfg.weak.labels)
+    if datamodule is None:
+        return out
+    # A method without weak sub-batches (supervised) ran with the setting but never read a label.
+    out["used"] = any(need.labels == "weak" for need in datamodule.needs.values())
+    for dataset in datamodule.train_datasets.values():
+        if getattr(dataset, "bags", None) is not None:
+            out["bags_used"] = len(set(dataset.bags.tolist()))
+            out["bags_left_out"] = int(dataset.bags_dropped)
+    return out
 
 
 def _train_locked(cfg: TrainConfig, callbacks: list[L.Callback] | None) -> dict[str, Any]:
@@ -404,6 +433,7 @@ def _train_locked(cfg: TrainConfig, callbacks: list[L.Callback] | None) -> dict[
         "train_seconds": round(train_seconds if train_seconds > 0 else fit_seconds, 3),
         "best_epoch": best_epoch,
         "run_dir": str(run_dir),
+        "weak_labels": _weak_provenance(cfg, datamodule),
     }
     if trainer.is_global_zero:
         atomic_write_text(run_dir / "history.csv", _history_csv(history))

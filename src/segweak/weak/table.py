@@ -1,0 +1,420 @@
+"""Imported weak labels: class proportions from a table, per image or per region, as *bags* of patches.
+
+``segweak weak import TABLE --store S --name NAME`` reads a CSV table whose rows give the class
+proportions of a whole image (tile) or of a pixel window of it, maps each row to the store patches it
+covers (a *bag*), validates every row and writes the bags as ``STORE/weak/NAME.json`` (atomically;
+``docs/store.md`` describes the format). Training reads it with ``weak.labels: NAME``.
+
+Table columns (CSV, header row, UTF-8):
+
+* ``image`` (alias ``tile`` or ``scene``): the tile id in the store (``segweak info`` lists them via
+  ``patches.csv``'s ``tile`` column);
+* optional ``x0, y0, x1, y1``: a pixel window in the tile's pixel coordinates (x = column, y = row,
+  end-exclusive); all four or none; empty cells = the whole image;
+* optional ``bag``: a name for the row's bag (default ``row<N>``);
+* the proportions: one column per class name of the store (missing class columns count as 0), or
+  one ``proportions`` column with K numbers in palette (class index) order, separated by spaces or
+  ``;``.
+
+Rules (documented in ``docs/store.md``):
+
+* A patch belongs to a row's bag when its whole window lies inside the row's region (partly covered
+  patches are left out: a proportion measured over the region says nothing exact about a patch that
+  also shows pixels outside it). A row whose region contains no whole patch is refused.
+* A patch may belong to one bag only (overlapping rows are refused, naming both rows).
+* Proportions must be finite, non-negative and sum to 1 within ``tolerance``; with ``normalise``
+  rows whose sum is off (but positive) are divided by their sum and the count is reported as a
+  warning.
+* Polygon regions (a ``geometry``/``wkt``/``polygon`` column) are not supported yet: refused with one
+  line (they need a geometry library that segweak does not depend on).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segweak.errors import SegweakError
+
+WEAK_DIR = "weak"
+FORMAT_VERSION = 1
+IMAGE_KEYS = ("image", "tile", "scene")
+WINDOW_KEYS = ("x0", "y0", "x1", "y1")
+POLYGON_KEYS = ("geometry", "wkt", "polygon", "geom")
+COMPUTED = "computed"
+"""``weak.labels`` value of the labels computed from the store's masks (the default)."""
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Bag:
+    """One labelled region: the patches it covers and their common class proportions.
+
+    Attributes:
+        id: Bag name (the table's ``bag`` cell or ``row<N>``).
+        row: 1-based data row of the table (header = row 0) it came from.
+        image: Tile id.
+        window: ``[x0, y0, x1, y1]`` pixel window, or None for the whole image.
+        patches: Store patch indices in the bag, sorted.
+        proportions: ``K`` class proportions summing to 1.
+    """
+
+    id: str
+    row: int
+    image: str
+    window: list[int] | None
+    patches: list[int]
+    proportions: list[float]
+
+
+def check_set_name(name: str, what: str = "--name") -> None:
+    """Refuse a weak-label set name that is not a plain file stem (or is the reserved ``computed``)."""
+    if not _NAME.match(name) or name == COMPUTED:
+        raise SegweakError(
+            f"{what}: {name!r} is not a valid weak-label set name; use letters, digits, '_', '-', '.' "
+            f"(not {COMPUTED!r})"
+        )
+
+
+def set_path(store_path: str | os.PathLike[str], name: str) -> Path:
+    """``STORE/weak/NAME.json``."""
+    return Path(store_path) / WEAK_DIR / f"{name}.json"
+
+
+def set_names(store_path: str | os.PathLike[str]) -> list[str]:
+    """Names of the imported weak-label sets of a store, sorted."""
+    d = Path(store_path) / WEAK_DIR
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.glob("*.json") if not p.name.startswith("."))
+
+
+def patches_in_window(
+    rows: np.ndarray, cols: np.ndarray, size: int, window: tuple[int, int, int, int]
+) -> np.ndarray:
+    """Boolean mask of the patches whose whole window lies inside ``window``.
+
+    Args:
+        rows: ``(N,)`` patch origin rows (y) in the tile.
+        cols: ``(N,)`` patch origin columns (x) in the tile.
+        size: Patch side ``P``.
+        window: ``(x0, y0, x1, y1)``, end-exclusive.
+
+    Returns:
+        ``(N,)`` bool.
+    """
+    x0, y0, x1, y1 = window
+    return (cols >= x0) & (rows >= y0) & (cols + size <= x1) & (rows + size <= y1)
+
+
+def _cell_float(table: Path, row: int, column: str, text: str) -> float:
+    text = text.strip()
+    if not text:
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        raise SegweakError(f"{table} row {row}: {column} {text!r} is not a number") from None
+
+
+def _cell_int(table: Path, row: int, column: str, text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise SegweakError(f"{table} row {row}: {column} {text!r} is not an integer pixel position") from None
+
+
+def read_table(
+    table: str | os.PathLike[str],
+    store: Any,
+    *,
+    tolerance: float = 0.01,
+    normalise: bool = False,
+) -> tuple[list[Bag], int]:
+    """Read and validate a weak-label table against a store.
+
+    Args:
+        table: CSV file (see the module docstring for its columns).
+        store: Open :class:`~segweak.data.store.Store`.
+        tolerance: Largest accepted ``|sum - 1|`` of a row's proportions.
+        normalise: Divide rows whose sum is off by their sum instead of refusing them.
+
+    Returns:
+        The bags in table order and the number of rows that were normalised.
+
+    Raises:
+        SegweakError: One line naming the table and the row (or column) at fault.
+    """
+    path = Path(table)
+    if not path.is_file():
+        raise SegweakError(f"{path}: weak-label table not found")
+    if path.suffix.lower() in (".parquet", ".pq", ".gpkg", ".geojson", ".json", ".shp"):
+        raise SegweakError(
+            f"{path}: only CSV weak-label tables are supported (no Parquet/GeoPackage/GeoJSON reader is "
+            "installed); export the table as CSV"
+        )
+    if not 0.0 <= tolerance < 1.0:
+        raise SegweakError(f"--tolerance must be in [0, 1), got {tolerance}")
+    classes = list(store.classes)
+    k = len(classes)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip() for h in next(reader, [])]
+            data = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SegweakError(f"{path}: cannot read the table as UTF-8 CSV: {exc}") from exc
+    if not header:
+        raise SegweakError(f"{path}: the table is empty (it needs a header row)")
+    lower = [h.lower() for h in header]
+    polygon = [h for h, lo in zip(header, lower, strict=True) if lo in POLYGON_KEYS]
+    if polygon:
+        raise SegweakError(
+            f"{path}: column {polygon[0]!r}: polygon regions are not supported yet; give pixel windows "
+            "x0,y0,x1,y1 in the image's pixel coordinates"
+        )
+    image_cols = [i for i, lo in enumerate(lower) if lo in IMAGE_KEYS]
+    if len(image_cols) != 1:
+        raise SegweakError(f"{path}: the header needs exactly one image column (image, tile or scene)")
+    image_col = image_cols[0]
+    win = [lower.index(key) if key in lower else None for key in WINDOW_KEYS]
+    if any(i is None for i in win) and any(i is not None for i in win):
+        raise SegweakError(f"{path}: a region needs all four columns x0, y0, x1, y1 (or none)")
+    bag_col = lower.index("bag") if "bag" in lower else None
+    list_col = lower.index("proportions") if "proportions" in lower else None
+    known = {image_col, bag_col, list_col, *(i for i in win if i is not None)}
+    class_cols: dict[int, int] = {}
+    for i, h in enumerate(header):
+        if i in known:
+            continue
+        if h not in classes:
+            raise SegweakError(
+                f"{path}: column {h!r} is not a class of the store ({', '.join(classes)}) nor a known "
+                "column (image, bag, x0, y0, x1, y1, proportions)"
+            )
+        class_cols[i] = classes.index(h)
+    if list_col is not None and class_cols:
+        raise SegweakError(f"{path}: give either a 'proportions' column or one column per class, not both")
+    if list_col is None and not class_cols:
+        raise SegweakError(f"{path}: no proportion columns; add one column per class ({', '.join(classes)})")
+
+    tiles = np.asarray(store.tiles)
+    size = int(store.patch)
+    tile_shapes = {t["id"]: t["shape"] for t in store.meta.get("tiles", []) if "id" in t}
+    owner = np.zeros(len(store), dtype=np.int64)  # data row that claimed each patch (0 = none)
+    bags: list[Bag] = []
+    seen_ids: dict[str, int] = {}
+    normalised = 0
+    for r, cells in enumerate(data, start=1):
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(header):
+            raise SegweakError(f"{path} row {r}: {len(cells)} cells for {len(header)} columns")
+        image = cells[image_col].strip()
+        on_tile = tiles == image
+        if not on_tile.any():
+            raise SegweakError(f"{path} row {r}: unknown image {image!r}; it is not a tile of the store")
+        window: list[int] | None = None
+        if win[0] is not None and any(cells[i].strip() for i in win if i is not None):
+            x0, y0, x1, y1 = (_cell_int(path, r, header[i], cells[i]) for i in win if i is not None)
+            window = [x0, y0, x1, y1]
+            shape = tile_shapes.get(image)
+            if x0 < 0 or y0 < 0 or x1 <= x0 or y1 <= y0:
+                raise SegweakError(f"{path} row {r}: window {window} must have 0 <= x0 < x1 and 0 <= y0 < y1")
+            if shape is not None and (y1 > shape[0] or x1 > shape[1]):
+                raise SegweakError(
+                    f"{path} row {r}: window {window} reaches outside image {image!r} "
+                    f"({shape[1]}x{shape[0]} px)"
+                )
+            inside = on_tile & patches_in_window(store.rows, store.cols, size, (x0, y0, x1, y1))
+        else:
+            inside = on_tile
+        idx = np.flatnonzero(inside)
+        if idx.size == 0:
+            raise SegweakError(
+                f"{path} row {r}: window {window} of image {image!r} contains no whole {size}x{size} patch "
+                "(patches partly inside a region are not in its bag)"
+            )
+        clash = owner[idx][owner[idx] > 0]
+        if clash.size:
+            raise SegweakError(
+                f"{path} row {r}: its patches are already in row {int(clash[0])}'s bag; a patch may be in "
+                "one bag only"
+            )
+        owner[idx] = r
+        props = np.zeros(k, dtype=np.float64)
+        if list_col is not None:
+            parts = [p for p in re.split(r"[;\s]+", cells[list_col].strip()) if p]
+            if len(parts) != k:
+                raise SegweakError(
+                    f"{path} row {r}: proportions has {len(parts)} values; the store has {k} classes "
+                    f"({', '.join(classes)})"
+                )
+            props[:] = [_cell_float(path, r, "proportions", p) for p in parts]
+        else:
+            for i, c in class_cols.items():
+                props[c] = _cell_float(path, r, header[i], cells[i])
+        if not np.isfinite(props).all() or (props < 0).any():
+            raise SegweakError(
+                f"{path} row {r}: proportions must be finite and non-negative, got {props.tolist()}"
+            )
+        total = float(props.sum())
+        if abs(total - 1.0) > tolerance:
+            if not normalise or total <= 0:
+                raise SegweakError(
+                    f"{path} row {r}: proportions sum to {total:.4g}, not 1 within {tolerance}; fix the row "
+                    "or pass --normalise"
+                )
+            normalised += 1
+        # Within tolerance rows are also rescaled, so every stored bag sums to 1 exactly (up to rounding).
+        props = props / total
+        bag_id = cells[bag_col].strip() if bag_col is not None and cells[bag_col].strip() else f"row{r}"
+        if bag_id in seen_ids:
+            raise SegweakError(f"{path} row {r}: bag {bag_id!r} is already row {seen_ids[bag_id]}")
+        seen_ids[bag_id] = r
+        bags.append(Bag(bag_id, r, image, window, idx.tolist(), props.tolist()))
+    if not bags:
+        raise SegweakError(f"{path}: the table has no data rows")
+    return bags, normalised
+
+
+def import_table(
+    table: str | os.PathLike[str],
+    store_path: str | os.PathLike[str],
+    name: str,
+    *,
+    tolerance: float = 0.01,
+    normalise: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Validate a weak-label table and write it as ``STORE/weak/NAME.json`` (atomically).
+
+    Args:
+        table: CSV table (module docstring).
+        store_path: Prepared store.
+        name: Name of the weak-label set (``weak.labels: NAME`` in a training config).
+        tolerance: Largest accepted ``|sum - 1|`` of a row.
+        normalise: Rescale rows whose sum is off instead of refusing them.
+        overwrite: Replace an existing set of that name.
+
+    Returns:
+        The written artefact (dict), with ``normalised_rows`` counting rescaled rows.
+
+    Raises:
+        SegweakError: Bad name, existing set without ``overwrite``, or a bad row (one line).
+    """
+    from segweak import __version__
+    from segweak.data.store import file_sha256, open_store
+    from segweak.io import atomic_write_json
+
+    check_set_name(name)
+    store = open_store(store_path)
+    out = set_path(store.path, name)
+    if out.exists() and not overwrite:
+        raise SegweakError(f"{out} exists; pass --overwrite to replace weak-label set {name!r}")
+    bags, normalised = read_table(table, store, tolerance=tolerance, normalise=normalise)
+    table = Path(table)
+    artefact = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "kind": "imported",
+        "source": {"file": str(table.resolve()), "sha256": file_sha256(table)},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "tool_version": __version__,
+        "classes": list(store.classes),
+        "tolerance": tolerance,
+        "normalise": normalise,
+        "normalised_rows": normalised,
+        "rule": "patch in bag when its whole window lies inside the region",
+        "n_patches": int(sum(len(b.patches) for b in bags)),
+        "bags": [
+            {
+                "id": b.id,
+                "row": b.row,
+                "image": b.image,
+                "window": b.window,
+                "patches": b.patches,
+                "proportions": b.proportions,
+            }
+            for b in bags
+        ],
+    }
+    out.parent.mkdir(exist_ok=True)
+    atomic_write_json(out, artefact)
+    return artefact
+
+
+def load_set(store: Any, name: str) -> dict[str, Any]:
+    """Read ``STORE/weak/NAME.json`` and check it against the store.
+
+    Args:
+        store: Open store.
+        name: Weak-label set name (``weak.labels``).
+
+    Raises:
+        SegweakError: Missing or unreadable set, or classes that differ from the store's.
+    """
+    path = set_path(store.path, name)
+    if not path.is_file():
+        have = set_names(store.path)
+        raise SegweakError(
+            f"weak.labels: no weak-label set {name!r} in store {store.path} "
+            f"(have: {', '.join(have) or 'none'}); "
+            "import one with `segweak weak import TABLE --store STORE --name NAME`"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SegweakError(f"cannot read {path}: {exc}") from exc
+    if data.get("format_version") != FORMAT_VERSION or data.get("classes") != list(store.classes):
+        raise SegweakError(f"{path} does not match this store or segweak version; re-import the table")
+    return data
+
+
+def provenance(store: Any, labels: str) -> dict[str, Any]:
+    """Where the weak labels of ``weak.labels: labels`` come from (for metrics.json and reports)."""
+    if labels == COMPUTED:
+        return {"kind": COMPUTED, "from": "masks (per-class pixel counts of patches.csv)"}
+    data = load_set(store, labels)
+    return {
+        "kind": "imported",
+        "name": labels,
+        "file": data["source"]["file"],
+        "sha256": data["source"]["sha256"],
+        "bags": len(data["bags"]),
+        "patches": data["n_patches"],
+    }
+
+
+def summary(store: Any) -> list[dict[str, Any]]:
+    """One record per imported set, for ``segweak info``: name, file, sha256, bags, patches."""
+    out = []
+    for name in set_names(store.path):
+        try:
+            rec = provenance(store, name)
+        except SegweakError as exc:
+            rec = {"name": name, "error": str(exc)}
+        out.append(rec)
+    return out
+
+
+__all__ = [
+    "COMPUTED",
+    "Bag",
+    "check_set_name",
+    "import_table",
+    "load_set",
+    "patches_in_window",
+    "provenance",
+    "read_table",
+    "set_names",
+    "summary",
+]
