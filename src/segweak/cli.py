@@ -454,18 +454,38 @@ app.add_typer(weak_app, name="weak")
 @weak_app.command("import")
 def weak_import_cmd(
     table: Path = typer.Argument(
-        ..., help="CSV table: image[, x0, y0, x1, y1][, bag], one column per class."
+        ...,
+        help="CSV or Parquet table (image[, x0, y0, x1, y1][, bag], one column per class), or GeoJSON / "
+        "GeoPackage polygons with those attributes.",
     ),
     store: Path = typer.Option(..., "--store", help="Prepared store directory."),
     name: str = typer.Option(..., "--name", help="Weak-label set name (STORE/weak/NAME.json)."),
     tolerance: float = typer.Option(0.01, "--tolerance", help="Largest accepted |sum - 1| of a row."),
     normalise: bool = typer.Option(False, "--normalise", help="Rescale rows whose sum is off (warns)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set of that name."),
+    region_crs: str = typer.Option(
+        "file",
+        "--region-crs",
+        help="Polygon coordinates: 'file' (the file's CRS, reprojected to each image's), 'pixel' (image "
+        "pixel columns/rows) or a CRS such as EPSG:25832 for a file that declares none.",
+    ),
+    min_cover: float = typer.Option(
+        1.0, "--min-cover", help="Polygons: smallest share of a patch's pixels inside it to join its bag."
+    ),
 ) -> None:
-    """Import class proportions per image or pixel window as bags of patches (docs/store.md)."""
+    """Import class proportions per image, pixel window or polygon as bags of patches (docs/store.md)."""
     from segweak.weak.table import import_table
 
-    data = import_table(table, store, name, tolerance=tolerance, normalise=normalise, overwrite=overwrite)
+    data = import_table(
+        table,
+        store,
+        name,
+        tolerance=tolerance,
+        normalise=normalise,
+        overwrite=overwrite,
+        region_crs=region_crs,
+        min_cover=min_cover,
+    )
     if data["normalised_rows"]:
         typer.secho(
             f"warning: {data['normalised_rows']} row(s) did not sum to 1 within {tolerance} and were "
