@@ -137,6 +137,22 @@ def _print_split_table(manifest: dict) -> None:
     excluded = manifest["excluded"]["no_valid_pixels"]
     if excluded:
         typer.echo(f"excluded {len(excluded)} patch(es) without valid pixels")
+    if manifest.get("weak_only"):
+        typer.echo(
+            f"weak also holds {len(manifest['weak_only'])} patch(es) of images without a mask, labelled only "
+            f"by weak-label set {manifest['weak_labels']!r}"
+        )
+    no_labels = manifest["excluded"].get("no_pixel_labels")
+    if no_labels:
+        typer.echo(
+            f"excluded {len(no_labels)} patch(es) of images without a mask"
+            + (
+                ""
+                if manifest.get("weak_labels")
+                else " (give --weak-labels NAME to use them as weak patches)"
+            )
+            + (" that no bag covers" if manifest.get("weak_labels") else "")
+        )
 
 
 def _prepared(out: Path) -> None:
@@ -144,6 +160,12 @@ def _prepared(out: Path) -> None:
 
     st = Store(out)
     typer.echo(f"wrote {out}: {len(st)} patches of {st.patch}x{st.patch} from {st.meta['n_tiles']} tiles")
+    unlabelled = st.meta.get("unlabelled_tiles") or []
+    if unlabelled:
+        typer.echo(
+            f"{len(unlabelled)} image(s) have no mask and were stored unlabelled (e.g. {unlabelled[0]}): "
+            "import their weak labels (`segweak weak import`) and split with --weak-labels NAME"
+        )
 
 
 _DSM_HELP = (
@@ -270,6 +292,12 @@ def prepare_folder_cmd(
         "--band-order",
         help="Image bands, e.g. RGB, IRRG, RGBIR or R,G,B,NIR (4 names: 4-band images).",
     ),
+    allow_missing_masks: bool = typer.Option(
+        False,
+        "--allow-missing-masks",
+        help="Keep images that have no mask, unlabelled (all ignore), for weak labels imported from a "
+        "table; without it an image without a mask is an error.",
+    ),
     overwrite: bool = typer.Option(
         False,
         "--overwrite",
@@ -281,7 +309,13 @@ def prepare_folder_cmd(
     from segweak.data.store import prepare
 
     source = FolderSource(
-        images, masks, palette, group_by=group_by, tolerance=tolerance, band_order=band_order
+        images,
+        masks,
+        palette,
+        group_by=group_by,
+        tolerance=tolerance,
+        band_order=band_order,
+        allow_missing_masks=allow_missing_masks,
     )
     _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite, inputs=[palette]))
 
@@ -299,6 +333,12 @@ def split_cmd(
         0.0, "--presence-threshold", help="A class is present when its proportion exceeds this."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing split of that name."),
+    weak_labels: str | None = typer.Option(
+        None,
+        "--weak-labels",
+        help="Imported weak-label set (segweak weak import): patches of images without a mask that its "
+        "bags cover become weak patches.",
+    ),
 ) -> None:
     """Split a store into strong / weak / val subsets and print the achieved fractions."""
     from segweak.data.splits import make_split
@@ -311,6 +351,7 @@ def split_cmd(
         seed=seed,
         presence_threshold=presence_threshold,
         overwrite=overwrite,
+        weak_labels=weak_labels,
     )
     _print_split_table(manifest)
 
@@ -413,18 +454,38 @@ app.add_typer(weak_app, name="weak")
 @weak_app.command("import")
 def weak_import_cmd(
     table: Path = typer.Argument(
-        ..., help="CSV table: image[, x0, y0, x1, y1][, bag], one column per class."
+        ...,
+        help="CSV or Parquet table (image[, x0, y0, x1, y1][, bag], one column per class), or GeoJSON / "
+        "GeoPackage polygons with those attributes.",
     ),
     store: Path = typer.Option(..., "--store", help="Prepared store directory."),
     name: str = typer.Option(..., "--name", help="Weak-label set name (STORE/weak/NAME.json)."),
     tolerance: float = typer.Option(0.01, "--tolerance", help="Largest accepted |sum - 1| of a row."),
     normalise: bool = typer.Option(False, "--normalise", help="Rescale rows whose sum is off (warns)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set of that name."),
+    region_crs: str = typer.Option(
+        "file",
+        "--region-crs",
+        help="Polygon coordinates: 'file' (the file's CRS, reprojected to each image's), 'pixel' (image "
+        "pixel columns/rows) or a CRS such as EPSG:25832 for a file that declares none.",
+    ),
+    min_cover: float = typer.Option(
+        1.0, "--min-cover", help="Polygons: smallest share of a patch's pixels inside it to join its bag."
+    ),
 ) -> None:
-    """Import class proportions per image or pixel window as bags of patches (docs/store.md)."""
+    """Import class proportions per image, pixel window or polygon as bags of patches (docs/store.md)."""
     from segweak.weak.table import import_table
 
-    data = import_table(table, store, name, tolerance=tolerance, normalise=normalise, overwrite=overwrite)
+    data = import_table(
+        table,
+        store,
+        name,
+        tolerance=tolerance,
+        normalise=normalise,
+        overwrite=overwrite,
+        region_crs=region_crs,
+        min_cover=min_cover,
+    )
     if data["normalised_rows"]:
         typer.secho(
             f"warning: {data['normalised_rows']} row(s) did not sum to 1 within {tolerance} and were "

@@ -17,6 +17,12 @@ Design decisions:
 * ``masks`` replaces the store's masks by others indexed by store patch index (e.g. the pseudo-labels
   of :class:`~segweak.train.pseudo_labels.PseudoLabels`); the store's masks are then never read, and
   the replacement goes through the same transform as the image, so flips and rotations stay aligned.
+* Patches of images stored without a pixel mask (``Store.unlabelled``; in the weak subset only when
+  the split was made with ``--weak-labels``) carry labels only through an imported ``weak_set``. A
+  dataset that reads pixel labels (``with_mask``, ``with_valid``, ``masks``) or computed weak labels
+  leaves them out (``dropped_no_pixel_labels`` counts them): their masks are all ignore, so they have
+  no pixel loss, no computed proportions and no valid area. ``weak.area: valid`` with an imported set
+  that covers such patches is refused (the area its proportions were measured over is unknown).
 * The dataset holds a :class:`~segweak.data.store.Store`, whose memmaps are opened lazily in each
   process, so it can be pickled to DataLoader workers.
 """
@@ -80,6 +86,7 @@ class SegweakDataset(Dataset):
         bags_dropped: Bags of ``weak_set`` left out because some of their patches are not in the subset.
         clean_weak: ``(n, K)`` float32 weak labels before ``noise`` (the same array as ``weak``
             without noise; None without weak labels).
+        dropped_no_pixel_labels: Patches of images without a pixel mask left out (module docstring).
     """
 
     def __init__(
@@ -122,6 +129,23 @@ class SegweakDataset(Dataset):
         self.presence: np.ndarray | None = None
         self.bags: np.ndarray | None = None
         self.bags_dropped = 0
+        self.dropped_no_pixel_labels = 0
+        maskless = self.store.unlabelled[self.indices]
+        if maskless.any():
+            if weak_set is not None and self.with_valid:
+                raise SegweakError(
+                    f"weak.area: valid needs pixel masks, but subset {subset!r} holds "
+                    f"{int(maskless.sum())} patch(es) of images without a mask (weak labels only); "
+                    "use weak.area: patch"
+                )
+            if (
+                self.with_mask
+                or self.with_valid
+                or masks is not None
+                or (self.with_weak and weak_set is None)
+            ):
+                self.dropped_no_pixel_labels = int(maskless.sum())
+                self.indices = self.indices[~maskless]
         if weak_set is not None:
             if not self.with_weak:
                 raise ValueError("weak_set needs with_weak=True")

@@ -30,6 +30,7 @@ import numpy as np
 from segweak.data.dsm import DsmChannel, DsmNormalisation
 from segweak.data.palette import (
     DEFAULT_TOLERANCE,
+    IGNORE_INDEX,
     ClassSet,
     Palette,
     SnapStats,
@@ -258,7 +259,8 @@ class Tile:
         group: Group key for group-wise splits.
         shape: (H, W), known from the headers.
         image_path: Path or zip locator of the image.
-        label_path: Path or zip locator of the full label.
+        label_path: Path or zip locator of the full label, or None for an image without a pixel mask
+            (``prepare folder --allow-missing-masks``): its mask is all ignore (255).
         georef: ``{"crs": wkt or None, "transform": [a, b, c, d, e, f]}`` or None.
         eroded_label_path: Path or locator of the label with eroded boundaries (``_noBoundary``), if any.
         palette: Palette that encodes the label (not part of equality or repr).
@@ -272,7 +274,7 @@ class Tile:
     group: str
     shape: tuple[int, int]
     image_path: str
-    label_path: str
+    label_path: str | None
     georef: dict[str, Any] | None = None
     eroded_label_path: str | None = None
     palette: Palette | None = field(default=None, repr=False, compare=False)
@@ -281,8 +283,8 @@ class Tile:
     extra: tuple[Any, ...] = ()
 
     @property
-    def active_label_path(self) -> str:
-        """The label file :meth:`read` decodes."""
+    def active_label_path(self) -> str | None:
+        """The label file :meth:`read` decodes (None: the tile has no pixel mask)."""
         if self.use_eroded:
             if self.eroded_label_path is None:
                 raise SegweakError(f"tile {self.id} has no eroded (_noBoundary) label")
@@ -307,9 +309,12 @@ class Tile:
 
     def read_mask(self) -> tuple[np.ndarray, SnapStats]:
         """Read and encode the label: (mask H×W uint8 with 0..K-1 and 255, snapping stats)."""
+        path = self.active_label_path
+        if path is None:
+            # An image brought without a mask (weak labels only): every pixel is unlabelled.
+            return np.full(tuple(self.shape), IGNORE_INDEX, dtype=np.uint8), SnapStats()
         if self.palette is None:
             raise SegweakError(f"tile {self.id} has no palette to encode its label")
-        path = self.active_label_path
         lab = read_label(path, self.palette.mode)
         if self.palette.mode == "rgb":
             lab = _select_bands(lab, 3, path, "label")
@@ -356,7 +361,7 @@ def tile_from_record(record: dict[str, Any], meta: dict[str, Any], palette: Pale
         group=str(record.get("group", record["id"])),
         shape=(int(record["shape"][0]), int(record["shape"][1])),
         image_path=str(record["image_path"]),
-        label_path=str(record["label_path"]),
+        label_path=record.get("label_path"),  # None: an image stored without a pixel mask
         georef=record.get("georef"),
         eroded_label_path=record.get("eroded_label_path"),
         palette=palette,
@@ -842,8 +847,13 @@ class FolderSource:
     An existing folder is always read as a folder, even when its name contains ``*?[`` or ``{``.
 
     An image without a mask is an error that gives the numbers of images and masks found, the first
-    unpaired images and the option that changes the rule. A file selected both as an image and as a
-    mask is refused (a photo must never be read as its own label).
+    unpaired images and the option that changes the rule. With ``allow_missing_masks`` such images
+    are kept *unlabelled* instead: stored with all-ignore masks and listed in ``describe()
+    ["unlabelled_tiles"]`` (``store.json`` ``unlabelled_tiles``), for images whose only labels are
+    weak labels imported from a table (``segweak weak import``; ``segweak split --weak-labels``). At
+    least one image must still have a mask (validation needs pixel labels), so a wrong ``--masks``
+    cannot silently give a store without any. A file selected both as an image and as a mask is
+    refused (a photo must never be read as its own label).
 
     Masks are colour images (``rgb`` palette; a palette-mode PNG is read through its own colour
     table) or single-band values (``index`` palette; a palette-mode PNG gives its indices).
@@ -859,6 +869,7 @@ class FolderSource:
         band_order: Names of the image bands, recorded in metadata (e.g. ``RGB``, ``IRRG``, ``RGBIR`` or
             ``R,G,B,NIR``). Three names accept 3-band images (or 4 with a constant alpha band); more
             names require exactly that many bands.
+        allow_missing_masks: Keep images without a mask as unlabelled tiles instead of refusing them.
     """
 
     kind = "folder"
@@ -871,6 +882,7 @@ class FolderSource:
         group_by: str = "image",
         tolerance: float | None = None,
         band_order: str = "RGB",
+        allow_missing_masks: bool = False,
     ) -> None:
         if group_by not in ("image", "parent", "top"):
             raise SegweakError(f"group_by (--group-by) must be 'image', 'parent' or 'top', got {group_by!r}")
@@ -887,8 +899,10 @@ class FolderSource:
         self.group_by = group_by
         self.band_order = band_order
         self.band_names = band_names(band_order)
+        self.allow_missing_masks = bool(allow_missing_masks)
         self._tiles: list[Tile] | None = None
         self._orphans: list[str] = []
+        self._unlabelled: list[str] = []
 
     def bands(self) -> list[dict[str, Any]]:
         """One ``store.json`` ``bands`` entry per image band."""
@@ -937,6 +951,15 @@ class FolderSource:
                 "--images a glob pattern that matches only the images (e.g. 'data/*/images/*.jpg')"
             )
         missing = [k for k in imgs if k not in masks]
+        if missing and self.allow_missing_masks:
+            if len(missing) == len(imgs):
+                raise SegweakError(
+                    f"none of the {len(imgs)} image(s) found by --images {self.images} has a mask "
+                    f"(--masks {self.masks}); --allow-missing-masks keeps images without a mask, but "
+                    "validation needs some with pixel masks: check --masks"
+                )
+            self._unlabelled = sorted(missing)
+            missing = []
         if missing:
             unpaired = [imgs[k].relative_to(root).as_posix() for k in missing]
             if self.template:
@@ -978,7 +1001,7 @@ class FolderSource:
         tiles: list[Tile] = []
         ids: dict[str, str] = {}
         for key in sorted(imgs):
-            img, msk = imgs[key], masks[key]
+            img, msk = imgs[key], masks.get(key)
             tid = key.replace("/", "__")
             if tid in ids:
                 raise SegweakError(f"images {ids[tid]} and {key} map to the same tile id {tid!r}; rename one")
@@ -987,21 +1010,22 @@ class FolderSource:
             _check_band_count(ih.count, str(img), "image", n_bands)
             if ih.dtype != "uint8":
                 raise SegweakError(f"image {img} has data type {ih.dtype}; segweak reads 8-bit images only")
-            mh = read_header(str(msk))
-            check_label_header(mh, str(msk), self.palette.mode)
-            if mh.shape != ih.shape:
-                raise SegweakError(
-                    f"mask {msk} is {mh.shape[1]}×{mh.shape[0]} px but image {img} is "
-                    f"{ih.shape[1]}×{ih.shape[0]} "
-                    "px; each mask must match its image"
-                )
+            if msk is not None:
+                mh = read_header(str(msk))
+                check_label_header(mh, str(msk), self.palette.mode)
+                if mh.shape != ih.shape:
+                    raise SegweakError(
+                        f"mask {msk} is {mh.shape[1]}×{mh.shape[0]} px but image {img} is "
+                        f"{ih.shape[1]}×{ih.shape[0]} "
+                        "px; each mask must match its image"
+                    )
             tiles.append(
                 Tile(
                     id=tid,
                     group=_group_key(key, self.group_by),
                     shape=ih.shape,
                     image_path=str(img),
-                    label_path=str(msk),
+                    label_path=None if msk is None else str(msk),
                     georef=ih.georef,
                     palette=self.palette,
                     bands=n_bands,
@@ -1027,6 +1051,8 @@ class FolderSource:
             "n_tiles": len(tiles),
             "tiles": [t.id for t in tiles],
             "orphan_masks": list(self._orphans),
+            "allow_missing_masks": self.allow_missing_masks,
+            "unlabelled_tiles": [t.id for t in tiles if t.label_path is None],
         }
 
 

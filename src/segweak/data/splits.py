@@ -9,6 +9,13 @@ Splits are deterministic: the same store, options and seed give a byte-identical
 Patches without a single valid pixel carry no label at all; they are excluded and listed under
 ``excluded.no_valid_pixels``.
 
+Patches of images stored without a pixel mask (``prepare folder --allow-missing-masks``;
+``store.json`` ``unlabelled_tiles``) never go to ``strong`` or ``val``. With ``weak_labels=NAME``
+(an imported weak-label set, ``segweak weak import``) those covered by one of its bags are added to
+``weak`` (listed again under ``weak_only``); the others, and all of them without ``weak_labels``,
+are excluded under ``excluded.no_pixel_labels``. The fractions and ``achieved`` statistics describe
+the patches with pixel labels only.
+
 ``by="patch"`` assigns patches independently (largest-remainder rounding of the target fractions).
 ``by="group"`` keeps every group (by default a source image) in one subset, so neighbouring,
 overlapping patches of one tile cannot leak between training and validation: groups are shuffled
@@ -137,6 +144,7 @@ def make_split(
     seed: int = 0,
     presence_threshold: float = 0.0,
     overwrite: bool = False,
+    weak_labels: str | None = None,
 ) -> dict[str, Any]:
     """Create the split manifest ``STORE/splits/NAME.json``.
 
@@ -149,6 +157,8 @@ def make_split(
         presence_threshold: Stored in the manifest; a class is present in a patch when its
             proportion exceeds it (used by the dataset's ``presence`` vector).
         overwrite: Replace an existing manifest of that name.
+        weak_labels: Name of an imported weak-label set whose bags make the patches of images
+            without pixel masks weak patches (module docstring).
 
     Returns:
         The manifest dict (format in ``docs/store.md``).
@@ -170,8 +180,10 @@ def make_split(
         )
 
     all_idx = np.arange(len(st), dtype=np.int64)
-    no_valid = all_idx[st.valid == 0]
-    eligible = all_idx[st.valid > 0]
+    maskless = st.unlabelled
+    weak_only, no_labels = _weak_only(st, weak_labels, all_idx[maskless])
+    no_valid = all_idx[(st.valid == 0) & ~maskless]
+    eligible = all_idx[(st.valid > 0) & ~maskless]
     if len(eligible) == 0:
         raise SegweakError(f"store {st.path} has no patch with valid (non-ignore) pixels; nothing to split")
     rng = np.random.default_rng(int(seed))
@@ -207,8 +219,36 @@ def make_split(
         manifest["groups"] = {
             s: sorted({st.groups[i] for i in idx}) for s, idx in zip(SUBSETS, parts, strict=True)
         }
+    if maskless.any() or weak_labels is not None:
+        # Added after the labelled patches were split, so the seeded assignment above is the same
+        # whether or not the store also holds images without masks.
+        manifest["subsets"]["weak"] = sorted(manifest["subsets"]["weak"] + [int(i) for i in weak_only])
+        manifest["weak_only"] = [int(i) for i in weak_only]
+        manifest["weak_labels"] = weak_labels
+        manifest["excluded"]["no_pixel_labels"] = [int(i) for i in no_labels]
     atomic_write_json(path, manifest)
     return manifest
+
+
+def _weak_only(st: Store, weak_labels: str | None, maskless: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split the patches of images without masks into (covered by a bag of ``weak_labels``, the rest).
+
+    Args:
+        st: The store.
+        weak_labels: Imported weak-label set name, or None (then no such patch is usable).
+        maskless: ``(M,)`` sorted indices of the patches of tiles stored without a pixel mask.
+
+    Returns:
+        Two sorted int64 index arrays partitioning ``maskless``.
+    """
+    if weak_labels is None:
+        return np.zeros(0, dtype=np.int64), maskless
+    from segweak.weak.table import check_set_name, load_set
+
+    check_set_name(weak_labels, "--weak-labels")
+    in_bags = np.asarray(sorted(i for b in load_set(st, weak_labels)["bags"] for i in b["patches"]), np.int64)
+    covered = np.isin(maskless, in_bags)
+    return maskless[covered], maskless[~covered]
 
 
 FRACTION_TOLERANCE = 0.05

@@ -109,14 +109,16 @@ def _tile_record(tile: Any) -> dict[str, Any]:
         "group": str(tile.group),
         "shape": [int(tile.shape[0]), int(tile.shape[1])],
         "image_path": str(tile.image_path),
-        "label_path": str(tile.label_path),
+        # None: an image stored without a pixel mask (all ignore; weak labels only).
+        "label_path": None if tile.label_path is None else str(tile.label_path),
         "georef": _jsonable(getattr(tile, "georef", None)),
     }
     eroded = getattr(tile, "eroded_label_path", None)
     if eroded:
         rec["eroded_label_path"] = str(eroded)
     # Which of the labels was actually read (Vaihingen: full or eroded), for provenance.
-    rec["read_label_path"] = str(getattr(tile, "active_label_path", tile.label_path))
+    read = getattr(tile, "active_label_path", tile.label_path)
+    rec["read_label_path"] = None if read is None else str(read)
     for channel in getattr(tile, "extra", ()):  # e.g. the DSM a channel was computed from
         rec.setdefault("extra_channel_paths", {})[str(channel.name)] = str(channel.path)
     return rec
@@ -469,6 +471,9 @@ def prepare(
             "n_patches": int(n_total),
             "n_tiles": len(tiles),
             "tiles": [_tile_record(t) for t in tiles],
+            # Tiles stored without a pixel mask (all ignore): their patches are used only through
+            # imported weak labels (``segweak split --weak-labels``), never as strong or val patches.
+            "unlabelled_tiles": [str(t.id) for t in tiles if t.label_path is None],
             "image_stats": {"mean": mean.tolist(), "std": np.sqrt(var).tolist(), "scale": "0..255"},
             "label_stats": {
                 "pixels": {n: int(tile_hist[i]) for i, n in enumerate(names)},
@@ -677,6 +682,12 @@ class Store:
             }
             for i in range(len(self))
         ]
+
+    @property
+    def unlabelled(self) -> np.ndarray:
+        """``(N,)`` bool: the patch comes from a tile stored without a pixel mask (``unlabelled_tiles``)."""
+        ids = set(self.meta.get("unlabelled_tiles") or [])
+        return np.fromiter((t in ids for t in self.tiles), dtype=bool, count=len(self.tiles))
 
     def split_names(self) -> list[str]:
         """Names of the split manifests in ``STORE/splits``, sorted."""

@@ -1,9 +1,15 @@
 """Imported weak labels: class proportions from a table, per image or per region, as *bags* of patches.
 
-``segweak weak import TABLE --store S --name NAME`` reads a CSV table whose rows give the class
-proportions of a whole image (tile) or of a pixel window of it, maps each row to the store patches it
-covers (a *bag*), validates every row and writes the bags as ``STORE/weak/NAME.json`` (atomically;
-``docs/store.md`` describes the format). Training reads it with ``weak.labels: NAME``.
+``segweak weak import TABLE --store S --name NAME`` reads a table whose rows give the class
+proportions of a whole image (tile), a pixel window of it or a polygon on it, maps each row to the
+store patches it covers (a *bag*), validates every row and writes the bags as
+``STORE/weak/NAME.json`` (atomically; ``docs/store.md`` describes the format). Training reads it with
+``weak.labels: NAME``.
+
+Formats: CSV (header row, UTF-8); Parquet (``.parquet``, same columns; needs pyarrow, ``pip install
+'segweak[tables]'``); GeoJSON (``.geojson``/``.json``) or GeoPackage (``.gpkg``, needs
+``segweak[geo]``) whose features' attributes are the columns below and whose polygons are the
+regions (:mod:`segweak.weak.polygons` gives the polygon -> patches rule and the CRS handling).
 
 Table columns (CSV, header row, UTF-8):
 
@@ -25,8 +31,9 @@ Rules (documented in ``docs/store.md``):
 * Proportions must be finite, non-negative and sum to 1 within ``tolerance``; with ``normalise``
   rows whose sum is off (but positive) are divided by their sum and the count is reported as a
   warning.
-* Polygon regions (a ``geometry``/``wkt``/``polygon`` column) are not supported yet: refused with one
-  line (they need a geometry library that segweak does not depend on).
+* A polygon's bag holds the patches with at least ``min_cover`` (default 1.0) of their pixels inside
+  it. A ``geometry``/``wkt`` column in a CSV or Parquet table is refused: polygons come from
+  GeoJSON/GeoPackage files.
 """
 
 from __future__ import annotations
@@ -38,17 +45,22 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segweak.errors import SegweakError
+
+if TYPE_CHECKING:
+    from segweak.weak.polygons import Polygons
 
 WEAK_DIR = "weak"
 FORMAT_VERSION = 1
 IMAGE_KEYS = ("image", "tile", "scene")
 WINDOW_KEYS = ("x0", "y0", "x1", "y1")
 POLYGON_KEYS = ("geometry", "wkt", "polygon", "geom")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+GEO_SUFFIXES = (".geojson", ".json", ".gpkg")
 COMPUTED = "computed"
 """``weak.labels`` value of the labels computed from the store's masks (the default)."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -132,20 +144,63 @@ def _cell_int(table: Path, row: int, column: str, text: str) -> int:
         raise SegweakError(f"{table} row {row}: {column} {text!r} is not an integer pixel position") from None
 
 
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and data rows (cells as text) of a UTF-8 CSV table."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip() for h in next(reader, [])]
+            return header, list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SegweakError(f"{path}: cannot read the table as UTF-8 CSV: {exc}") from exc
+
+
+def cell_text(value: Any) -> str:
+    """Return a typed cell (Parquet, GeoPackage attribute) as the text a CSV cell would hold (None -> '')."""
+    if isinstance(value, np.generic):  # GeoPackage attributes come as numpy scalars
+        value = value.item()
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _read_parquet(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and data rows (cells as text) of a Parquet table, read with pyarrow (extra ``tables``)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SegweakError(
+            f"{path}: reading Parquet needs pyarrow: pip install 'segweak[tables]' (or export the table "
+            "as CSV)"
+        ) from None
+    try:
+        columns = pq.read_table(path).to_pydict()
+    except Exception as exc:  # pyarrow raises several types (ArrowInvalid, OSError) for a bad file
+        raise SegweakError(f"{path}: cannot read the Parquet table: {exc}") from None
+    header = [str(h).strip() for h in columns]
+    n = len(next(iter(columns.values()), []))
+    return header, [[cell_text(columns[h][i]) for h in columns] for i in range(n)]
+
+
 def read_table(
     table: str | os.PathLike[str],
     store: Any,
     *,
     tolerance: float = 0.01,
     normalise: bool = False,
+    region_crs: str = "file",
+    min_cover: float = 1.0,
 ) -> tuple[list[Bag], int]:
     """Read and validate a weak-label table against a store.
 
     Args:
-        table: CSV file (see the module docstring for its columns).
+        table: CSV or Parquet table, or GeoJSON / GeoPackage polygons (module docstring).
         store: Open :class:`~segweak.data.store.Store`.
         tolerance: Largest accepted ``|sum - 1|`` of a row's proportions.
         normalise: Divide rows whose sum is off by their sum instead of refusing them.
+        region_crs: Coordinates of polygons: ``file`` (the file's CRS), ``pixel`` (image pixel
+            coordinates) or a CRS (``EPSG:25832``) for a file that declares none.
+        min_cover: Smallest share of a patch's pixels inside a polygon for the patch to join its bag.
 
     Returns:
         The bags in table order and the number of rows that were normalised.
@@ -156,30 +211,34 @@ def read_table(
     path = Path(table)
     if not path.is_file():
         raise SegweakError(f"{path}: weak-label table not found")
-    if path.suffix.lower() in (".parquet", ".pq", ".gpkg", ".geojson", ".json", ".shp"):
-        raise SegweakError(
-            f"{path}: only CSV weak-label tables are supported (no Parquet/GeoPackage/GeoJSON reader is "
-            "installed); export the table as CSV"
-        )
     if not 0.0 <= tolerance < 1.0:
         raise SegweakError(f"--tolerance must be in [0, 1), got {tolerance}")
+    if not 0.0 < min_cover <= 1.0:
+        raise SegweakError(f"--min-cover must be in (0, 1], got {min_cover}")
     classes = list(store.classes)
     k = len(classes)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = [h.strip() for h in next(reader, [])]
-            data = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise SegweakError(f"{path}: cannot read the table as UTF-8 CSV: {exc}") from exc
+    suffix = path.suffix.lower()
+    polygons: Polygons | None = None
+    if suffix in PARQUET_SUFFIXES:
+        header, data = _read_parquet(path)
+    elif suffix in GEO_SUFFIXES:
+        from segweak.weak.polygons import read_features
+
+        header, data, polygons = read_features(path, region_crs)
+    elif suffix == ".shp":
+        raise SegweakError(
+            f"{path}: Shapefiles are not read; save the layer as GeoPackage (.gpkg) or GeoJSON"
+        )
+    else:
+        header, data = _read_csv(path)
     if not header:
         raise SegweakError(f"{path}: the table is empty (it needs a header row)")
     lower = [h.lower() for h in header]
     polygon = [h for h, lo in zip(header, lower, strict=True) if lo in POLYGON_KEYS]
     if polygon:
         raise SegweakError(
-            f"{path}: column {polygon[0]!r}: polygon regions are not supported yet; give pixel windows "
-            "x0,y0,x1,y1 in the image's pixel coordinates"
+            f"{path}: column {polygon[0]!r}: polygons are read from GeoJSON or GeoPackage files (one "
+            "feature per row, the proportions as attributes), not from a table column"
         )
     image_cols = [i for i, lo in enumerate(lower) if lo in IMAGE_KEYS]
     if len(image_cols) != 1:
@@ -188,6 +247,8 @@ def read_table(
     win = [lower.index(key) if key in lower else None for key in WINDOW_KEYS]
     if any(i is None for i in win) and any(i is not None for i in win):
         raise SegweakError(f"{path}: a region needs all four columns x0, y0, x1, y1 (or none)")
+    if polygons is not None and any(i is not None for i in win):
+        raise SegweakError(f"{path}: a feature's region is its polygon; drop the x0, y0, x1, y1 attributes")
     bag_col = lower.index("bag") if "bag" in lower else None
     list_col = lower.index("proportions") if "proportions" in lower else None
     known = {image_col, bag_col, list_col, *(i for i in win if i is not None)}
@@ -223,7 +284,10 @@ def read_table(
         if not on_tile.any():
             raise SegweakError(f"{path} row {r}: unknown image {image!r}; it is not a tile of the store")
         window: list[int] | None = None
-        if win[0] is not None and any(cells[i].strip() for i in win if i is not None):
+        if polygons is not None:
+            window = None
+            inside = on_tile & polygons.cover(r, image, store, min_cover)
+        elif win[0] is not None and any(cells[i].strip() for i in win if i is not None):
             x0, y0, x1, y1 = (_cell_int(path, r, header[i], cells[i]) for i in win if i is not None)
             window = [x0, y0, x1, y1]
             shape = tile_shapes.get(image)
@@ -236,12 +300,18 @@ def read_table(
                 )
             inside = on_tile & patches_in_window(store.rows, store.cols, size, (x0, y0, x1, y1))
         else:
+            window = None
             inside = on_tile
         idx = np.flatnonzero(inside)
         if idx.size == 0:
+            what = f"polygon of feature {r}" if polygons is not None else f"window {window}"
+            rule = (
+                f"at least {min_cover:.0%} inside (--min-cover)"
+                if polygons is not None
+                else "whole: patches partly inside a region are not in its bag"
+            )
             raise SegweakError(
-                f"{path} row {r}: window {window} of image {image!r} contains no whole {size}x{size} patch "
-                "(patches partly inside a region are not in its bag)"
+                f"{path} row {r}: {what} of image {image!r} contains no {size}x{size} patch ({rule})"
             )
         clash = owner[idx][owner[idx] > 0]
         if clash.size:
@@ -294,6 +364,8 @@ def import_table(
     tolerance: float = 0.01,
     normalise: bool = False,
     overwrite: bool = False,
+    region_crs: str = "file",
+    min_cover: float = 1.0,
 ) -> dict[str, Any]:
     """Validate a weak-label table and write it as ``STORE/weak/NAME.json`` (atomically).
 
@@ -304,6 +376,8 @@ def import_table(
         tolerance: Largest accepted ``|sum - 1|`` of a row.
         normalise: Rescale rows whose sum is off instead of refusing them.
         overwrite: Replace an existing set of that name.
+        region_crs: Coordinates of polygons (:func:`read_table`).
+        min_cover: Smallest share of a patch inside a polygon for it to join the bag (:func:`read_table`).
 
     Returns:
         The written artefact (dict), with ``normalised_rows`` counting rescaled rows.
@@ -320,7 +394,10 @@ def import_table(
     out = set_path(store.path, name)
     if out.exists() and not overwrite:
         raise SegweakError(f"{out} exists; pass --overwrite to replace weak-label set {name!r}")
-    bags, normalised = read_table(table, store, tolerance=tolerance, normalise=normalise)
+    bags, normalised = read_table(
+        table, store, tolerance=tolerance, normalise=normalise, region_crs=region_crs, min_cover=min_cover
+    )
+    polygons = Path(table).suffix.lower() in GEO_SUFFIXES
     table = Path(table)
     artefact = {
         "format_version": FORMAT_VERSION,
@@ -333,7 +410,13 @@ def import_table(
         "tolerance": tolerance,
         "normalise": normalise,
         "normalised_rows": normalised,
-        "rule": "patch in bag when its whole window lies inside the region",
+        "region_crs": region_crs if polygons else None,
+        "rule": (
+            f"patch in bag when at least {min_cover:g} of its pixels (pixel centres) lie inside the polygon"
+            if polygons
+            else "patch in bag when its whole window lies inside the region"
+        ),
+        "region": ("polygon" if polygons else "window or image"),
         "n_patches": int(sum(len(b.patches) for b in bags)),
         "bags": [
             {
