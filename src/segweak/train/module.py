@@ -26,7 +26,10 @@ import lightning as L
 import torch
 
 from segweak.config import TrainConfig, from_dict, migrate_train_dict, to_dict
+from segweak.errors import SegweakError
+from segweak.methods import build_method
 from segweak.metrics import SegMetrics
+from segweak.models.factory import build_model, encoder_parameters, model_signature
 from segweak.models.losses import pixel_loss
 
 EVAL_PHASES = ("val", "test")
@@ -77,9 +80,6 @@ class SegModule(L.LightningModule):
         build_weights: bool = True,
     ) -> None:
         super().__init__()
-        from segweak.methods import build_method
-        from segweak.models.factory import build_model
-
         self.cfg = _as_config(cfg)
         if len(classes) != num_classes:
             raise ValueError(f"{len(classes)} class names given for num_classes={num_classes}")
@@ -97,8 +97,6 @@ class SegModule(L.LightningModule):
         self.needs = self.method.needs()
         weights = self.cfg.loss.class_weights
         if weights is not None and len(weights) != self.num_classes:
-            from segweak.errors import SegweakError
-
             raise SegweakError(
                 f"loss.class_weights has {len(weights)} values but the store has {self.num_classes} classes "
                 f"({', '.join(self.classes)}); give one weight per class"
@@ -332,8 +330,6 @@ class SegModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add segweak's metadata: format version, model signature, classes, history, time."""
-        from segweak.models.factory import model_signature
-
         checkpoint["segweak"] = {
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "signature": model_signature(self.cfg.model, self.num_classes),
@@ -353,8 +349,6 @@ class SegModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW/Adam/SGD with encoder and non-encoder parameter groups, per-step LR schedule."""
-        from segweak.models.factory import encoder_parameters
-
         oc = self.cfg.optim
         enc = [p for p in encoder_parameters(self.model) if p.requires_grad]
         enc_ids = {id(p) for p in enc}
