@@ -193,10 +193,10 @@ def inference_rounds(args: argparse.Namespace, store: Path) -> tuple[dict[str, f
     import torch
 
     from segweak.config import ModelConfig
-    from segweak.data.store import Store
+    from segweak.data.store import Store, StoreTiles
     from segweak.data.tiling import windows
     from segweak.data.transforms import normalize
-    from segweak.evaluate.predict import StoreTiles, predict_probabilities, stride_for
+    from segweak.evaluate.predict import predict_probabilities, stride_for
     from segweak.models.factory import build_model
 
     st = Store(store)

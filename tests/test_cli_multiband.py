@@ -78,7 +78,7 @@ def test_vaihingen_with_dsm_end_to_end(tmp_path: Path, capsys):
     assert st.meta["bands"][3]["normalisation"]["window_px"] == 33
     _split_train_evaluate(store, tmp_path, capsys)
     # predict recomputed the DSM channel from the recorded file and rule: same pixels as the store.
-    from segweak.data.sources import tile_from_record
+    from segweak.data.tiles import tile_from_record
 
     rec = st.meta["tiles"][0]
     image = tile_from_record(rec, st.meta, None).read_image()

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from segweak import __version__, runtime
 from segweak.errors import SegweakError
+
+if TYPE_CHECKING:  # rich loads lazily, for startup speed (`segweak --help`)
+    from rich.table import Table
 
 runtime.configure_threads()
 
@@ -112,31 +116,51 @@ def download_cmd(
 # -- prepare / split / info (owner: data store helper) --
 
 
-def _print_split_table(manifest: dict) -> None:
-    from rich.console import Console
+def _split_table(name: str, by: str, seed: int, fractions: dict, subsets: dict) -> Table:
+    """Table of a split's subsets: target fraction, then patches and valid pixels achieved.
+
+    Args:
+        name: The split's name (title).
+        by: Its grouping, ``patch`` or ``group`` (title).
+        seed: Its seed (title).
+        fractions: ``{subset: target fraction}``.
+        subsets: ``{subset: {patches, patch_fraction, pixels, pixel_fraction, ...}}`` in display order
+            (a manifest's ``achieved`` or ``info``'s ``split.subsets``).
+    """
     from rich.table import Table
 
-    table = Table(title=f"split {manifest['name']!r} (by {manifest['by']}, seed {manifest['seed']})")
+    table = Table(title=f"split {name!r} (by {by}, seed {seed})")
     for col in ("subset", "target", "patches", "patch fraction", "valid pixels", "pixel fraction"):
         table.add_column(col, justify="left" if col == "subset" else "right")
-    for sub, ach in manifest["achieved"].items():
+    for sub, ach in subsets.items():
         table.add_row(
             sub,
-            f"{manifest['fractions'][sub]:.3f}",
+            f"{fractions[sub]:.3f}",
             str(ach["patches"]),
             f"{ach['patch_fraction']:.3f}",
             str(ach["pixels"]),
             f"{ach['pixel_fraction']:.3f}",
         )
-    Console().print(table)
+    return table
+
+
+def _excluded_note(n: int) -> str:
+    return f"excluded {n} patch(es) without valid pixels" if n else ""
+
+
+def _print_split_table(manifest: dict) -> None:
+    from rich.console import Console
+
     from segweak.data.splits import fraction_warning
 
+    m = manifest
+    Console().print(_split_table(m["name"], m["by"], m["seed"], m["fractions"], m["achieved"]))
     warning = fraction_warning(manifest)
     if warning:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
-    excluded = manifest["excluded"]["no_valid_pixels"]
-    if excluded:
-        typer.echo(f"excluded {len(excluded)} patch(es) without valid pixels")
+    note = _excluded_note(len(manifest["excluded"]["no_valid_pixels"]))
+    if note:
+        typer.echo(note)
     if manifest.get("weak_only"):
         typer.echo(
             f"weak also holds {len(manifest['weak_only'])} patch(es) of images without a mask, labelled only "
@@ -371,7 +395,7 @@ def info_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from segweak.data.store import info
+    from segweak.data.info import info
 
     data = info(store, split=split, verify=verify)
     if as_json:
@@ -417,21 +441,8 @@ def info_cmd(
         )
     if "split" in data:
         sp = data["split"]
-        t = Table(title=f"split {sp['name']!r} (by {sp['by']}, seed {sp['seed']})")
-        for col in ("subset", "target", "patches", "patch fraction", "valid pixels", "pixel fraction"):
-            t.add_column(col, justify="left" if col == "subset" else "right")
-        order = [s for s in ("strong", "weak", "val") if s in sp["subsets"]]
-        for sub in order:
-            s = sp["subsets"][sub]
-            t.add_row(
-                sub,
-                f"{sp['fractions'][sub]:.3f}",
-                str(s["patches"]),
-                f"{s['patch_fraction']:.3f}",
-                str(s["pixels"]),
-                f"{s['pixel_fraction']:.3f}",
-            )
-        console.print(t)
+        order = list(sp["subsets"])
+        console.print(_split_table(sp["name"], sp["by"], sp["seed"], sp["fractions"], sp["subsets"]))
         # The split's statistics always describe the computed labels; imported sets are listed above.
         console.print("weak labels of the split: computed from the masks")
         w = Table(title="mean weak label per subset")
@@ -442,9 +453,9 @@ def info_cmd(
             cells = [sp["subsets"][sub]["mean_weak"][c] for sub in order]
             w.add_row(c, *("-" if v is None else f"{v:.3f}" for v in cells))
         console.print(w)
-        n_ex = sp["excluded"].get("no_valid_pixels", 0)
-        if n_ex:
-            console.print(f"excluded: {n_ex} patch(es) without valid pixels")
+        note = _excluded_note(sp["excluded"].get("no_valid_pixels", 0))
+        if note:
+            console.print(note)
 
 
 weak_app = typer.Typer(help="Weak labels brought from outside the store.", no_args_is_help=True)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from segweak.errors import SegweakError
-from segweak.io import yaml_error_summary
+from segweak.io import check_file_stem, yaml_error_summary
 
 T = TypeVar("T")
 
@@ -266,10 +266,8 @@ class TrainConfig:
         _choice("optim.scheduler", self.optim.scheduler, ("cosine", "none"))
         _choice("weak.area", self.weak.area, WEAK_AREAS)
         _validate_noise(self.weak.noise)
-        if self.weak.labels != "computed":
-            from segweak.weak.table import check_set_name
-
-            check_set_name(self.weak.labels, "weak.labels")
+        if self.weak.labels != "computed":  # otherwise the name of an imported set (segweak.weak.table)
+            check_file_stem(self.weak.labels, "weak.labels", "weak-label set")
         _choice("data.epoch", self.data.epoch, ("longest", "shortest"))
         if not self.data.store:
             raise SegweakError(

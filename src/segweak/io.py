@@ -40,6 +40,31 @@ it may not (one clause, e.g. ``"it is not a segweak store (no store.json)"``).""
 _TEMP_KINDS = ("partial", "old")
 
 
+_FILE_STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_file_stem(name: str, what: str, kind: str, reserved: tuple[str, ...] = ()) -> None:
+    """Refuse a name that becomes a file stem (split manifests, weak-label sets) but is not a plain one.
+
+    Letters, digits, ``_``, ``-`` and ``.``, not starting with ``.`` (no hidden files, no paths).
+
+    Args:
+        name: The name.
+        what: Key or option it came from, for the message (e.g. ``--name``, ``weak.labels``).
+        kind: What it names (e.g. ``split``, ``weak-label set``).
+        reserved: Names with a meaning of their own that cannot be used.
+
+    Raises:
+        SegweakError: Naming ``what`` and the allowed characters.
+    """
+    if not _FILE_STEM.match(name or "") or name in reserved:
+        avoid = "".join(f", not {r!r}" for r in reserved)
+        raise SegweakError(
+            f"{what}: {name!r} is not a valid {kind} name; use letters, digits, '_', '-', '.' "
+            f"(not starting with '.'{avoid})"
+        )
+
+
 def stderr_log(message: str) -> None:
     """Default :data:`Log`: print ``message`` on standard error."""
     print(message, file=sys.stderr, flush=True)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from segweak.data.dsm import DsmNormalisation
-from segweak.data.sources import VaihingenSource, read_raster
+from segweak.data.raster import read_raster
+from segweak.data.sources import VaihingenSource
 from segweak.data.store import Store, prepare
 from segweak.data.synthetic import synthesize
 from segweak.errors import SegweakError

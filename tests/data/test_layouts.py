@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from segweak.data.palette import IGNORE_INDEX, Palette, expand_colormap, vaihingen_palette
-from segweak.data.sources import FolderSource, band_names, mask_from_template, read_label
+from segweak.data.raster import read_label
+from segweak.data.sources import FolderSource, band_names, mask_from_template
 from segweak.data.store import Store, prepare
 from segweak.data.synthetic import SCENE_CLASSES, synthesize_scenes
 from segweak.errors import SegweakError

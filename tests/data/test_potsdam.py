@@ -10,7 +10,7 @@ import pytest
 
 from segweak.data.dsm import DsmNormalisation
 from segweak.data.potsdam import PotsdamSource
-from segweak.data.sources import read_raster
+from segweak.data.raster import read_raster
 from segweak.data.store import Store, prepare
 from segweak.data.synthetic import synthesize_potsdam
 from segweak.errors import SegweakError

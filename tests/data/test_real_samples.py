@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from segweak.data.palette import DEFAULT_TOLERANCE, IGNORE_INDEX, Palette, vaihingen_palette
-from segweak.data.sources import FolderSource, Tile, read_raster
+from segweak.data.raster import read_raster
+from segweak.data.sources import FolderSource
+from segweak.data.tiles import Tile
 from segweak.errors import SegweakError
 
 SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "vaihingen_samples"

@@ -12,11 +12,11 @@ from segweak.data.sources import (
     VAIHINGEN_GT_ZIP,
     VAIHINGEN_ZIP,
     FolderSource,
-    Tile,
     VaihingenSource,
     open_source,
 )
 from segweak.data.synthetic import synthesize
+from segweak.data.tiles import Tile
 from segweak.errors import SegweakError
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from segweak.data import tiling
-from segweak.data.store import FORMAT_VERSION, Store, info, prepare
+from segweak.data.info import info
+from segweak.data.store import FORMAT_VERSION, Store, prepare
 from segweak.errors import SegweakError
 
 

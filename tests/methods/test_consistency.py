@@ -16,10 +16,11 @@ from segweak.evaluate.evaluate import evaluate
 from segweak.evaluate.predict import predict_tiles
 from segweak.methods import build_method
 from segweak.methods.consistency import view_seed
+from segweak.models.losses import pixel_loss
 from segweak.train.checkpoint import load_checkpoint, model_state_dict
 from segweak.train.datamodule import SegDataModule
 from segweak.train.engine import is_complete, train
-from segweak.train.module import SegModule, pixel_loss
+from segweak.train.module import SegModule
 
 K = 5
 CLASSES = ["a", "b", "c", "d", "e"]

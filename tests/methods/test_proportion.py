@@ -87,10 +87,10 @@ def test_patch_area_ignores_valid_map_and_valid_area_needs_it():
     off = make("proportion", area="patch")
     expected = soft_proportions(logits, None)
     # With weak.area: patch (the default), the loss is the loss on whole-patch proportions
-    from segweak.weak.losses import proportion_loss
+    from segweak.weak.losses import proportion_loss_rows
 
     torch.testing.assert_close(
-        loss_of(off, logits, batch), proportion_loss("ce")(expected, batch["weak"], 1e-6)
+        loss_of(off, logits, batch), proportion_loss_rows("ce")(expected, batch["weak"], 1e-6).mean()
     )
     assert not torch.allclose(loss_of(on, logits, batch), loss_of(off, logits, batch))
     no_valid = {k: v for k, v in batch.items() if k != "valid"}
@@ -171,7 +171,7 @@ def test_training_free_logits_reduces_loss(name):
 
 
 def test_predicted_presence_uses_threshold():
-    from segweak.evaluate.evaluate import SegMetrics
+    from segweak.metrics import SegMetrics
 
     logits = torch.zeros(1, 2, 1, 4)
     logits[0, 0, 0, :3] = 1.0  # 3 of 4 pixels class 0, 1 pixel class 1 (25% < 30%)

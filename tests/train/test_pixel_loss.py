@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segweak.train.module import dice_loss, pixel_loss
+from segweak.models.losses import dice_loss, pixel_loss
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from segweak.cli import main
-from segweak.data.store import Store, file_sha256, info
+from segweak.data.info import info
+from segweak.data.store import Store, file_sha256
 from segweak.errors import SegweakError
 from segweak.weak.table import import_table, patches_in_window, provenance
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from segweak.data.raster import read_raster, read_raster_nodata
 from segweak.errors import SegweakError
 
 DSM_METHODS = ("ndsm", "range")
@@ -178,8 +179,6 @@ class DsmChannel:
         Raises:
             SegweakError: When the file has several bands or another size than ``shape``.
         """
-        from segweak.data.sources import read_raster, read_raster_nodata
-
         data = read_raster(self.path)
         if data.shape[2] != 1:
             raise SegweakError(f"DSM {self.path} has {data.shape[2]} bands; a DSM has one band of elevations")

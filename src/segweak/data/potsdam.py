@@ -15,8 +15,9 @@ archive (or extracted folder)      file                                        c
 =================================  ==========================================  ====================
 
 ``5_Labels_for_participants*.zip`` hold the same labels for the 24 training tiles and are read too.
-Files are found recursively by name in folders and zips (read in place, never extracted); an extracted
-copy wins over a zipped one. The colour code is Vaihingen's (:func:`~segweak.data.palette.vaihingen_palette`).
+Files are found recursively by name in folders and zips (read in place, never extracted) by
+:func:`~segweak.data.release.scan_release`; an extracted copy wins over a zipped one. The colour code
+is Vaihingen's (:func:`~segweak.data.palette.vaihingen_palette`).
 The DSM normalisation JPEGs of ``1_DSM_normalisation.zip`` are not read: the DSM channel is computed
 from ``1_DSM`` by :mod:`segweak.data.dsm`.
 """
@@ -30,20 +31,9 @@ from typing import Any
 
 from segweak.data.dsm import DsmNormalisation
 from segweak.data.palette import DEFAULT_TOLERANCE, ClassSet, Palette, vaihingen_palette
-from segweak.data.sources import (
-    Tile,
-    check_image_header,
-    check_label_header,
-    check_same_size,
-    dsm_band_record,
-    dsm_channel,
-    image_band_records,
-    nested_zip_hint,
-    read_header,
-    scan_release,
-    short_list,
-)
-from segweak.errors import SegweakError
+from segweak.data.release import nested_zip_hint, release_tile, scan_release
+from segweak.data.tiles import Tile, dsm_band_record, image_band_records
+from segweak.errors import SegweakError, short_list
 
 POTSDAM_GSD = 0.05
 """Ground sampling distance of the Potsdam orthophotos and DSMs in metres."""
@@ -158,31 +148,20 @@ class PotsdamSource:
             if self.dsm is not None and "dsm" not in roles:
                 no_dsm.append(tid)
                 continue
-            image = roles[self.imagery].locator
-            label = roles["label"].locator if "label" in roles else roles[label_role].locator
-            eroded = roles["eroded"].locator if "eroded" in roles else None
-            ih = read_header(image)
-            check_image_header(ih, image, n_bands, "Potsdam")
-            for lab in {label, roles[label_role].locator}:
-                lh = read_header(lab)
-                check_label_header(lh, lab, "rgb")
-                check_same_size(lh, lab, ih, image, "label")
-            extra: tuple[Any, ...] = ()
-            if self.dsm is not None:
-                extra = (dsm_channel(roles["dsm"].locator, ih, image, self.dsm, POTSDAM_GSD),)
             tiles.append(
-                Tile(
-                    id=tid,
-                    group=tid,
-                    shape=ih.shape,
-                    image_path=image,
-                    label_path=label,
-                    georef=ih.georef,
-                    eroded_label_path=eroded,
-                    palette=self.palette,
+                release_tile(
+                    tid,
+                    roles[self.imagery].locator,
+                    # Without the full label, the eroded one is the tile's only label.
+                    roles["label"].locator if "label" in roles else roles[label_role].locator,
+                    eroded=roles["eroded"].locator if "eroded" in roles else None,
                     use_eroded=self.eroded,
                     bands=n_bands,
-                    extra=extra,
+                    palette=self.palette,
+                    what="Potsdam",
+                    dsm=self.dsm,
+                    dsm_locator=roles["dsm"].locator if self.dsm is not None else None,
+                    gsd=POTSDAM_GSD,
                 )
             )
         if no_dsm:

@@ -1,15 +1,12 @@
 """Readers of labelled tiles: the official ISPRS Vaihingen data and generic image/mask folders.
 
-A *source* lists its :class:`Tile` objects cheaply (raster headers only) and reads pixels tile by tile
-in :meth:`Tile.read`, so memory stays bounded to one tile. Sources expose ``classes``, ``palette``,
-``band_order``, ``describe()`` (JSON-serialisable, stored in the prepared store's metadata, with a
-``bands`` entry per channel: name, source, normalisation) and ``tiles()``. The Potsdam reader lives in
-:mod:`segweak.data.potsdam` and shares this module's release scanning (:func:`scan_release`).
-
-Rasters are read with rasterio (GeoTIFF, PNG, JPEG). Members of zip archives are read in place
-through GDAL's ``/vsizip/`` virtual file system (streamed, never extracted), addressed by locators of
-the form ``zip:///abs/path/archive.zip!member/path.tif`` (see :func:`zip_locator`). Palette-mode
-("P") label files are read through their own colour table or by index (:func:`read_label`).
+A *source* (:class:`~segweak.data.tiles.Source`) lists its :class:`~segweak.data.tiles.Tile` objects
+cheaply (raster headers only) and reads pixels tile by tile in ``Tile.read``, so memory stays bounded
+to one tile. Sources expose ``classes``, ``palette``, ``band_order``, ``describe()`` (JSON-serialisable,
+stored in the prepared store's metadata, with a ``bands`` entry per channel: name, source,
+normalisation) and ``tiles()``. The Potsdam reader lives in :mod:`segweak.data.potsdam`; both official
+releases are scanned by :mod:`segweak.data.release`, and every file is read through
+:mod:`segweak.data.raster` (zip members in place, palette-mode labels through their colour table).
 """
 
 from __future__ import annotations
@@ -19,25 +16,21 @@ import os
 import re
 import string
 import warnings
-import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
-
-from segweak.data.dsm import DsmChannel, DsmNormalisation
+from segweak.data.dsm import DsmNormalisation
 from segweak.data.palette import (
     DEFAULT_TOLERANCE,
-    IGNORE_INDEX,
     ClassSet,
     Palette,
-    SnapStats,
-    expand_colormap,
     vaihingen_palette,
 )
-from segweak.errors import SegweakError
+from segweak.data.potsdam import PotsdamSource
+from segweak.data.raster import check_band_count, check_label_header, read_header
+from segweak.data.release import nested_zip_hint, release_tile, scan_release
+from segweak.data.tiles import Source, Tile, dsm_band_record, image_band_records
+from segweak.errors import SegweakError, short_list
 
 VAIHINGEN_ZIP = "ISPRS_semantic_labeling_Vaihingen.zip"
 VAIHINGEN_GT_ZIP = "ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE.zip"
@@ -48,119 +41,6 @@ VAIHINGEN_ZIPS = (VAIHINGEN_ZIP, VAIHINGEN_GT_ZIP, VAIHINGEN_ERODED_ZIP)
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 _AREA_RE = re.compile(r"^top_mosaic_09cm_area(\d+)(_noBoundary)?\.tif$", re.IGNORECASE)
-
-
-# ---- raster access ----------------------------------------------------------------------------------
-
-
-def zip_locator(archive: str | os.PathLike[str], member: str) -> str:
-    """Locator of a zip member, readable by rasterio: ``zip:///abs/archive.zip!member``."""
-    return f"zip://{Path(archive).resolve().as_posix()}!{member}"
-
-
-def _open(locator: str) -> Any:
-    """Open a raster with rasterio, turning failures into a SegweakError naming the file."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(locator)
-    except RasterioIOError as exc:
-        raise SegweakError(
-            f"cannot read raster {locator}: {exc}. The file is missing, truncated or not an image; "
-            "re-extract or re-download it"
-        ) from None
-
-
-@dataclass(frozen=True)
-class RasterHeader:
-    """What a raster header says, without reading pixels.
-
-    Attributes:
-        shape: (H, W).
-        count: Number of bands.
-        dtype: Data type of the first band.
-        georef: ``{"crs": wkt or None, "transform": [a, b, c, d, e, f]}`` or None when not georeferenced.
-        indexed: One band whose values index the file's own colour table (a palette-mode "P" PNG or a
-            GeoTIFF with a colour map).
-    """
-
-    shape: tuple[int, int]
-    count: int
-    dtype: str
-    georef: dict[str, Any] | None
-    indexed: bool = False
-
-
-def read_header(locator: str) -> RasterHeader:
-    """Read a raster's header (size, bands, georeferencing) cheaply."""
-    with _open(locator) as src:
-        t = src.transform
-        georef = None
-        if src.crs is not None or not t.is_identity:
-            georef = {
-                "crs": src.crs.to_wkt() if src.crs is not None else None,
-                "transform": [float(t.a), float(t.b), float(t.c), float(t.d), float(t.e), float(t.f)],
-            }
-        return RasterHeader(
-            (int(src.height), int(src.width)), int(src.count), str(src.dtypes[0]), georef, _is_indexed(src)
-        )
-
-
-def _is_indexed(src: Any) -> bool:
-    """Whether an open raster is one band of indices into its own colour table."""
-    from rasterio.enums import ColorInterp
-
-    return int(src.count) == 1 and src.colorinterp[0] == ColorInterp.palette
-
-
-def read_label(locator: str, mode: str) -> np.ndarray:
-    """Read a label raster for a palette of ``mode``.
-
-    A palette-mode ("P") file holds indices into its own colour table: in ``rgb`` mode the indices are
-    turned into the table's colours (H×W×3), in ``index`` mode the indices are the values (H×W×1).
-    Other files are returned as stored (H×W×C).
-
-    Args:
-        locator: Path or zip locator.
-        mode: The palette mode, ``"rgb"`` or ``"index"``.
-    """
-    with _open(locator) as src:
-        colormap = src.colormap(1) if mode == "rgb" and _is_indexed(src) else None
-    data = read_raster(locator)
-    if colormap is not None:
-        return expand_colormap(data[..., 0], colormap, source=locator)
-    return data
-
-
-def read_raster(locator: str) -> np.ndarray:
-    """Read all bands of a raster as H×W×C (C = band count).
-
-    Raises:
-        SegweakError: When the file cannot be decoded (e.g. truncated), naming it.
-    """
-    from rasterio.errors import RasterioError
-
-    with _open(locator) as src:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                data = src.read()
-        except RasterioError as exc:
-            raise SegweakError(
-                f"cannot decode the pixels of {locator} ({exc}); the file is probably truncated or corrupt: "
-                "re-extract or re-download it"
-            ) from None
-    return np.ascontiguousarray(np.moveaxis(data, 0, -1))
-
-
-def read_raster_nodata(locator: str) -> float | None:
-    """Return the nodata value a raster declares for its first band, or None."""
-    with _open(locator) as src:
-        value = src.nodata
-    return None if value is None else float(value)
 
 
 def band_names(band_order: str) -> list[str]:
@@ -183,347 +63,6 @@ def band_names(band_order: str) -> list[str]:
         f"band order {band_order!r}: give a string of IR, NIR, R, G, B (e.g. RGB, IRRG, RGBIR) or "
         "band names separated by commas (e.g. R,G,B,NIR)"
     )
-
-
-def image_band_records(names: list[str], where: str) -> list[dict[str, Any]]:
-    """``store.json`` ``bands`` entries of image bands kept as stored (8-bit, no rescaling)."""
-    return [
-        {"name": n, "source": f"{where} band {i + 1}", "normalisation": "none: 8-bit values as stored"}
-        for i, n in enumerate(names)
-    ]
-
-
-def _select_bands(arr: np.ndarray, bands: int, locator: str, what: str) -> np.ndarray:
-    """Return H×W×``bands``.
-
-    For 3 expected bands, a constant 4th (alpha) band is dropped; a non-constant one is real data or a
-    transparency mask, so it is an error. Any other count must match exactly.
-    """
-    c = arr.shape[2]
-    if c == bands:
-        return arr
-    if bands == 3 and c == 4:
-        alpha = arr[..., 3]
-        if alpha.size == 0 or (alpha == alpha.flat[0]).all():
-            return np.ascontiguousarray(arr[..., :3])
-        raise SegweakError(
-            f"{what} {locator} has 4 bands and the 4th (alpha) is not constant, so it is real data or a "
-            "transparency mask; for 4-band imagery name the 4 bands (e.g. --band-order RGBIR), otherwise "
-            "convert the file to 3 bands"
-        )
-    expected = "3 (or 4 with a constant alpha band)" if bands == 3 else str(bands)
-    raise SegweakError(f"{what} {locator} has {c} band(s); expected {expected}")
-
-
-def _check_band_count(count: int, locator: str, what: str, bands: int = 3) -> None:
-    allowed = (3, 4) if bands == 3 else (bands,)
-    if count not in allowed:
-        raise SegweakError(
-            f"{what} {locator} has {count} band(s); expected {' or '.join(map(str, allowed))}"
-            + (" (4 only with a constant alpha band)" if bands == 3 else "")
-        )
-
-
-def check_label_header(header: RasterHeader, locator: str, mode: str) -> None:
-    """Check a label header: in ``rgb`` mode 3 bands, 4 with a constant alpha, or 1 with a colour table."""
-    if mode == "rgb" and not header.indexed:
-        if header.count == 1:
-            raise SegweakError(
-                f"label {locator} has 1 band and no colour table, so it holds class values, not colours: "
-                "use an index palette (mode: index) for it"
-            )
-        _check_band_count(header.count, locator, "label")
-
-
-def short_list(items: list[str], n: int = 3) -> str:
-    """Return the first ``n`` items joined by commas, with ``(+k more)`` when there are more."""
-    shown = ", ".join(items[:n])
-    return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
-
-
-def _as_uint8(arr: np.ndarray, locator: str, what: str) -> np.ndarray:
-    if arr.dtype == np.uint8:
-        return arr
-    raise SegweakError(f"{what} {locator} has data type {arr.dtype}; segweak reads 8-bit images only")
-
-
-# ---- Tile -------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Tile:
-    """One labelled image of a source (see docs/architecture.md).
-
-    Attributes:
-        id: Unique id, e.g. ``"area1"``.
-        group: Group key for group-wise splits.
-        shape: (H, W), known from the headers.
-        image_path: Path or zip locator of the image.
-        label_path: Path or zip locator of the full label, or None for an image without a pixel mask
-            (``prepare folder --allow-missing-masks``): its mask is all ignore (255).
-        georef: ``{"crs": wkt or None, "transform": [a, b, c, d, e, f]}`` or None.
-        eroded_label_path: Path or locator of the label with eroded boundaries (``_noBoundary``), if any.
-        palette: Palette that encodes the label (not part of equality or repr).
-        use_eroded: :meth:`read` uses ``eroded_label_path`` instead of ``label_path``.
-        bands: Image bands to keep: 3 (a constant 4th alpha band is dropped) or exactly this many.
-        extra: Extra channels appended after the image bands (e.g. a :class:`~segweak.data.dsm.DsmChannel`),
-            each with ``name``, ``path`` and ``read(shape) -> H×W uint8``.
-    """
-
-    id: str
-    group: str
-    shape: tuple[int, int]
-    image_path: str
-    label_path: str | None
-    georef: dict[str, Any] | None = None
-    eroded_label_path: str | None = None
-    palette: Palette | None = field(default=None, repr=False, compare=False)
-    use_eroded: bool = False
-    bands: int = 3
-    extra: tuple[Any, ...] = ()
-
-    @property
-    def active_label_path(self) -> str | None:
-        """The label file :meth:`read` decodes (None: the tile has no pixel mask)."""
-        if self.use_eroded:
-            if self.eroded_label_path is None:
-                raise SegweakError(f"tile {self.id} has no eroded (_noBoundary) label")
-            return self.eroded_label_path
-        return self.label_path
-
-    @property
-    def channels(self) -> int:
-        """Channels of :meth:`read_image`: image bands plus extra channels."""
-        return self.bands + len(self.extra)
-
-    def read_image(self) -> np.ndarray:
-        """Read the image: H×W×C uint8, image bands as stored (IRRG for Vaihingen), then extra channels."""
-        img = read_raster(self.image_path)
-        img = _as_uint8(_select_bands(img, self.bands, self.image_path, "image"), self.image_path, "image")
-        if img.shape[:2] != tuple(self.shape):
-            raise SegweakError(f"image {self.image_path} is {img.shape[:2]} but its header said {self.shape}")
-        if self.extra:
-            layers = [img] + [ch.read(self.shape)[..., None] for ch in self.extra]
-            img = np.concatenate(layers, axis=2)
-        return img
-
-    def read_mask(self) -> tuple[np.ndarray, SnapStats]:
-        """Read and encode the label: (mask H×W uint8 with 0..K-1 and 255, snapping stats)."""
-        path = self.active_label_path
-        if path is None:
-            # An image brought without a mask (weak labels only): every pixel is unlabelled.
-            return np.full(tuple(self.shape), IGNORE_INDEX, dtype=np.uint8), SnapStats()
-        if self.palette is None:
-            raise SegweakError(f"tile {self.id} has no palette to encode its label")
-        lab = read_label(path, self.palette.mode)
-        if self.palette.mode == "rgb":
-            lab = _select_bands(lab, 3, path, "label")
-        if lab.shape[:2] != tuple(self.shape):
-            raise SegweakError(
-                f"label {path} is {lab.shape[1]}×{lab.shape[0]} px but image {self.image_path} is "
-                f"{self.shape[1]}×{self.shape[0]} px; each label must match its image"
-            )
-        return self.palette.encode(lab, source=path)
-
-    def read_with_stats(self) -> tuple[np.ndarray, np.ndarray, SnapStats]:
-        """Like :meth:`read`, plus the label's snapping statistics."""
-        img = self.read_image()
-        mask, stats = self.read_mask()
-        return img, mask, stats
-
-    def read(self) -> tuple[np.ndarray, np.ndarray]:
-        """Read pixels: image H×W×C uint8 and mask H×W uint8 (class indices, 255 = ignore)."""
-        img, mask, _ = self.read_with_stats()
-        return img, mask
-
-
-def tile_from_record(record: dict[str, Any], meta: dict[str, Any], palette: Palette | None) -> Tile:
-    """Rebuild a :class:`Tile` from a ``store.json`` tile record, to read it as ``prepare`` did.
-
-    The image keeps the store's image bands (``channels`` minus the extra channels) and the extra
-    channels (a DSM) are recomputed with the normalisation the store recorded in ``bands``.
-
-    Args:
-        record: One entry of ``meta["tiles"]``.
-        meta: The whole ``store.json``.
-        palette: The store's palette (None: labels cannot be read).
-    """
-    paths = record.get("extra_channel_paths") or {}
-    extra = []
-    for entry in meta.get("bands") or []:
-        if entry.get("name") in paths:
-            norm = entry["normalisation"]
-            rule = DsmNormalisation.from_record(norm)
-            extra.append(DsmChannel(str(paths[entry["name"]]), rule, float(norm["gsd_m"])))
-    channels = int(meta.get("channels") or 3)
-    return Tile(
-        id=str(record["id"]),
-        group=str(record.get("group", record["id"])),
-        shape=(int(record["shape"][0]), int(record["shape"][1])),
-        image_path=str(record["image_path"]),
-        label_path=record.get("label_path"),  # None: an image stored without a pixel mask
-        georef=record.get("georef"),
-        eroded_label_path=record.get("eroded_label_path"),
-        palette=palette,
-        bands=channels - len(extra),
-        extra=tuple(extra),
-    )
-
-
-# ---- official releases: scanning folders and zips ----------------------------------------------------
-
-
-@dataclass
-class _Entry:
-    locator: str
-    origin: str  # "folder" or the zip name
-    kind: str  # the role the classifier gave the file, e.g. "image", "complete", "eroded", "dsm"
-
-
-Classifier = Callable[[tuple[str, ...]], "tuple[Any, str] | None"]
-"""Maps a file's path components to ``(tile key, role)``, or None when the file is not of the release."""
-
-
-@dataclass
-class ReleaseScan:
-    """Files of an official release found under a root, one per (tile key, role).
-
-    Attributes:
-        files: ``{key: {role: entry}}``; when several copies exist, extracted ones win over zipped ones,
-            then zips in name order.
-        containers: The root folder (when it held release files) and every zip that did.
-        nested_zips: Zips that hold further zips (e.g. an unextracted ``Potsdam.zip``).
-    """
-
-    files: dict[Any, dict[str, _Entry]]
-    containers: list[str]
-    nested_zips: list[str]
-
-
-def scan_release(root: Path, classify: Classifier, what: str) -> ReleaseScan:
-    """Find an official release's files under ``root`` (a folder, or one zip), reading zips in place.
-
-    Folders are searched recursively; zips (in the folder or given as ``root``) are listed, never
-    extracted, and their members are addressed by :func:`zip_locator`.
-
-    Args:
-        root: Folder or zip.
-        classify: Gives each file's ``(key, role)`` from its path components (relative to the folder or
-            inside the zip), or None to skip it.
-        what: Data set name for messages (e.g. ``"Vaihingen"``).
-
-    Raises:
-        SegweakError: When ``root`` does not exist, is a file but not a zip, or a zip is unreadable.
-    """
-    if not root.exists():
-        raise SegweakError(
-            f"{what} root {root} does not exist; pass the folder holding the official zips "
-            "or their extracted contents"
-        )
-    found: dict[Any, dict[str, list[_Entry]]] = {}
-    containers: list[str] = []
-    nested: list[str] = []
-
-    def add(key_role: tuple[Any, str] | None, make: Callable[[str], _Entry]) -> None:
-        if key_role is not None:
-            key, role = key_role
-            found.setdefault(key, {}).setdefault(role, []).append(make(role))
-
-    zips: list[Path] = []
-    if root.is_file():
-        if root.suffix.lower() != ".zip":
-            raise SegweakError(
-                f"{what} root {root} is a file but not a zip; pass a folder or an official zip"
-            )
-        zips = [root]
-    else:
-        for path in sorted(root.rglob("*")):
-            if path.is_file() and path.suffix.lower() == ".zip":
-                zips.append(path)
-            elif path.is_file():
-                add(
-                    classify(path.relative_to(root).parts),
-                    lambda role, p=path: _Entry(str(p), "folder", role),
-                )
-        if found:
-            containers.append(str(root))
-    for z in zips:
-        try:
-            with zipfile.ZipFile(z) as zf:
-                names = [i.filename for i in zf.infolist() if not i.is_dir()]
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise SegweakError(
-                f"{z} is not a readable zip archive ({exc}); re-download it "
-                "(segweak download resumes partial files)"
-            ) from None
-        n_before = sum(len(v) for r in found.values() for v in r.values())
-        for name in names:
-            add(
-                classify(PurePosixPath(name).parts),
-                lambda role, n=name, zz=z: _Entry(zip_locator(zz, n), zz.name, role),
-            )
-        if sum(len(v) for r in found.values() for v in r.values()) > n_before:
-            containers.append(str(z))
-        if any(n.lower().endswith(".zip") for n in names):
-            nested.append(str(z))
-
-    chosen: dict[Any, dict[str, _Entry]] = {}
-    for key, roles in found.items():
-        sel: dict[str, _Entry] = {}
-        for role, entries in roles.items():
-            # Extracted copies first (faster to read), then zips in name order.
-            entries.sort(key=lambda e: (e.origin != "folder", e.origin, e.locator))
-            sel[role] = entries[0]
-        chosen[key] = sel
-    return ReleaseScan(chosen, containers, nested)
-
-
-def nested_zip_hint(scan: ReleaseScan) -> str:
-    """Advice for a root whose release files sit in zips inside zips ('' when there are none)."""
-    if not scan.nested_zips:
-        return ""
-    return (
-        f" ({', '.join(Path(z).name for z in scan.nested_zips[:3])} hold(s) further zips: extract that outer "
-        "archive once; segweak reads the inner zips in place)"
-    )
-
-
-def check_image_header(header: RasterHeader, locator: str, bands: int, what: str) -> None:
-    """Check a release image header: ``bands`` bands (3 also allows a constant alpha 4th), 8-bit."""
-    _check_band_count(header.count, locator, "image", bands)
-    if header.dtype != "uint8":
-        raise SegweakError(f"image {locator} has data type {header.dtype}; {what} images are 8-bit")
-
-
-def check_same_size(
-    header: RasterHeader, locator: str, image: RasterHeader, image_locator: str, what: str
-) -> None:
-    """Raise when a label or DSM does not have its image's size."""
-    if header.shape != image.shape:
-        raise SegweakError(
-            f"{what} {locator} is {header.shape[1]}×{header.shape[0]} px but image {image_locator} is "
-            f"{image.shape[1]}×{image.shape[0]} px; each {what} must match its image (wrong or corrupt file?)"
-        )
-
-
-def dsm_channel(
-    locator: str, image: RasterHeader, image_locator: str, dsm: DsmNormalisation, gsd: float
-) -> DsmChannel:
-    """Check a tile's DSM header against its image and return the channel that reads it."""
-    header = read_header(locator)
-    if header.count != 1:
-        raise SegweakError(f"DSM {locator} has {header.count} bands; a DSM has one band of elevations")
-    check_same_size(header, locator, image, image_locator, "DSM")
-    return DsmChannel(locator, dsm, gsd)
-
-
-def dsm_band_record(dsm: DsmNormalisation, pattern: str, gsd: float) -> dict[str, Any]:
-    """``store.json`` ``bands`` entry of a DSM channel."""
-    return {
-        "name": dsm.channel_name,
-        "source": f"{pattern} (float32 elevation, metres)",
-        "normalisation": dsm.describe(gsd),
-    }
 
 
 # ---- Vaihingen --------------------------------------------------------------------------------------
@@ -644,9 +183,7 @@ class VaihingenSource:
             if not labels:
                 unlabelled.append(tid)
                 continue
-            image = roles["image"].locator
             label_role = min(labels, key=_LABEL_PRIORITY.__getitem__)
-            label = roles[label_role].locator
             eroded = roles["eroded"].locator if "eroded" in roles else None
             if self.eroded and eroded is None:
                 no_eroded.append(tid)
@@ -654,30 +191,22 @@ class VaihingenSource:
             if self.dsm is not None and "dsm" not in roles:
                 no_dsm.append(tid)
                 continue
-            ih = read_header(image)
-            check_image_header(ih, image, 3, "Vaihingen")
-            for lab in [label] + ([eroded] if eroded else []):
-                lh = read_header(lab)
-                check_label_header(lh, lab, "rgb")
-                check_same_size(lh, lab, ih, image, "label")
-            extra: tuple[Any, ...] = ()
-            if self.dsm is not None:
-                extra = (dsm_channel(roles["dsm"].locator, ih, image, self.dsm, VAIHINGEN_GSD),)
-            label_sets[label_role] = label_sets.get(label_role, 0) + 1
             tiles.append(
-                Tile(
-                    id=tid,
-                    group=tid,
-                    shape=ih.shape,
-                    image_path=image,
-                    label_path=label,
-                    georef=ih.georef,
-                    eroded_label_path=eroded,
-                    palette=self.palette,
+                release_tile(
+                    tid,
+                    roles["image"].locator,
+                    roles[label_role].locator,
+                    eroded=eroded,
                     use_eroded=self.eroded,
-                    extra=extra,
+                    bands=3,
+                    palette=self.palette,
+                    what="Vaihingen",
+                    dsm=self.dsm,
+                    dsm_locator=roles["dsm"].locator if self.dsm is not None else None,
+                    gsd=VAIHINGEN_GSD,
                 )
             )
+            label_sets[label_role] = label_sets.get(label_role, 0) + 1
         if no_dsm:
             raise SegweakError(
                 f"a DSM channel was requested but {len(no_dsm)} area(s) under {self.root} have no "
@@ -1007,7 +536,7 @@ class FolderSource:
                 raise SegweakError(f"images {ids[tid]} and {key} map to the same tile id {tid!r}; rename one")
             ids[tid] = key
             ih = read_header(str(img))
-            _check_band_count(ih.count, str(img), "image", n_bands)
+            check_band_count(ih.count, str(img), "image", n_bands)
             if ih.dtype != "uint8":
                 raise SegweakError(f"image {img} has data type {ih.dtype}; segweak reads 8-bit images only")
             if msk is not None:
@@ -1056,19 +585,21 @@ class FolderSource:
         }
 
 
-def open_source(kind: str, **kwargs: Any) -> Any:
+SOURCES: dict[str, type[Any]] = {
+    "vaihingen": VaihingenSource,
+    "potsdam": PotsdamSource,
+    "folder": FolderSource,
+}
+"""Source kind -> reader class (the ``kind`` each writes into ``store.json``)."""
+
+
+def open_source(kind: str, **kwargs: Any) -> Source:
     """Create a source by kind: ``"vaihingen"``, ``"potsdam"`` or ``"folder"``.
 
     Args:
         kind: Source kind.
         **kwargs: Passed to the source's constructor.
     """
-    if kind == "vaihingen":
-        return VaihingenSource(**kwargs)
-    if kind == "potsdam":
-        from segweak.data.potsdam import PotsdamSource
-
-        return PotsdamSource(**kwargs)
-    if kind == "folder":
-        return FolderSource(**kwargs)
-    raise SegweakError(f"unknown source kind {kind!r}; use 'vaihingen', 'potsdam' or 'folder'")
+    if kind not in SOURCES:
+        raise SegweakError(f"unknown source kind {kind!r}; use {', '.join(repr(k) for k in SOURCES)}")
+    return SOURCES[kind](**kwargs)

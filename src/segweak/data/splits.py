@@ -29,21 +29,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from segweak.data.store import Store, open_store
 from segweak.errors import SegweakError
-from segweak.io import atomic_write_json
+from segweak.io import atomic_write_json, check_file_stem
 from segweak.weak.labels import presence as _presence_check
 
 FORMAT_VERSION = 1
 SUBSETS = ("strong", "weak", "val")
 BY_CHOICES = ("patch", "group")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -68,10 +67,7 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
 
 
 def _check_name(name: str) -> None:
-    if not _NAME_RE.match(name or ""):
-        raise SegweakError(
-            f"split name {name!r} is invalid: use letters, digits, '_', '-', '.' (not starting with '.')"
-        )
+    check_file_stem(name, "--name", "split")
 
 
 def _allocate(n: int, fractions: tuple[float, float, float]) -> list[int]:
@@ -327,3 +323,23 @@ def load_split(store: Store | str | os.PathLike[str], name: str) -> dict[str, An
             "re-run `segweak split`"
         )
     return man
+
+
+def check_store_and_split(store: str | Path, split: str) -> None:
+    """Raise a clear error when the store or the split manifest is missing.
+
+    Args:
+        store: Store directory (``data.store``).
+        split: Split name (``data.split``).
+    """
+    path = Path(store)
+    if not (path / "store.json").is_file():
+        raise SegweakError(
+            f"data.store: {path} is not a prepared store (no store.json); create it with `segweak prepare`"
+        )
+    if not (path / "splits" / f"{split}.json").is_file():
+        have = sorted(p.stem for p in (path / "splits").glob("*.json")) if (path / "splits").is_dir() else []
+        raise SegweakError(
+            f"data.split: split {split!r} not found in store {path} (have: {', '.join(have) or 'none'}); "
+            f"create it with `segweak split {path} --name {split}`"
+        )

@@ -29,7 +29,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ import numpy as np
 
 from segweak import __version__
 from segweak.data import tiling
-from segweak.data.palette import IGNORE_INDEX
+from segweak.data.palette import IGNORE_INDEX, Palette
+from segweak.data.tiles import Source, SourceTile, Tile, tile_from_record
 from segweak.errors import SegweakError
 from segweak.io import (
     Log,
@@ -103,7 +104,7 @@ def _jsonable(obj: Any) -> Any:
     return repr(obj)
 
 
-def _tile_record(tile: Any) -> dict[str, Any]:
+def _tile_record(tile: SourceTile) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "id": str(tile.id),
         "group": str(tile.group),
@@ -124,7 +125,7 @@ def _tile_record(tile: Any) -> dict[str, Any]:
     return rec
 
 
-def _check_tiles(tiles: list[Any]) -> None:
+def _check_tiles(tiles: list[SourceTile]) -> None:
     if not tiles:
         raise SegweakError("the source has no tiles; check the input paths")
     seen: set[str] = set()
@@ -135,7 +136,7 @@ def _check_tiles(tiles: list[Any]) -> None:
 
 
 def _validate_tile(
-    tile: Any, image: np.ndarray, mask: np.ndarray, channels: int | None, k: int
+    tile: SourceTile, image: np.ndarray, mask: np.ndarray, channels: int | None, k: int
 ) -> np.ndarray:
     """Check one read tile against the contract; return its mask value histogram (256,)."""
     if image.dtype != np.uint8 or image.ndim != 3:
@@ -281,7 +282,7 @@ def _own(name: str) -> bool:
     return is_temp_name(name) or (name.startswith(".") and name.endswith(".lock"))
 
 
-def _source_inputs(source: Any) -> list[Path]:
+def _source_inputs(source: Source) -> list[Path]:
     """Folders and files a source reads that are known without listing tiles."""
     found = []
     for attr in ("root", "images", "masks"):
@@ -291,7 +292,7 @@ def _source_inputs(source: Any) -> list[Path]:
     return found
 
 
-def _tile_inputs(tiles: Iterable[Any]) -> list[Path]:
+def _tile_inputs(tiles: Iterable[SourceTile]) -> list[Path]:
     """Folders holding the tiles' image and label files (deduplicated; zip archives' folders)."""
     dirs: set[Path] = set()
     for t in tiles:
@@ -307,7 +308,7 @@ def _tile_inputs(tiles: Iterable[Any]) -> list[Path]:
 
 
 def prepare(
-    source: Any,
+    source: Source,
     out: str | os.PathLike[str],
     patch: int = 256,
     stride: int | None = None,
@@ -319,8 +320,8 @@ def prepare(
     """Cut every tile of ``source`` into ``patch``-sized windows and write a prepared store.
 
     Args:
-        source: A reader (``VaihingenSource``, ``FolderSource``) with ``classes``, ``palette``,
-            ``describe()`` and ``tiles()``.
+        source: A reader of labelled tiles (:class:`~segweak.data.tiles.Source`: ``VaihingenSource``,
+            ``PotsdamSource``, ``FolderSource``).
         out: Output store directory (must not exist unless ``overwrite``).
         patch: Square patch side ``P`` in pixels.
         stride: Window step ``S`` in pixels (``1..P``); ``None`` means ``P`` (no overlap). The last
@@ -702,87 +703,53 @@ def open_store(store: Store | str | os.PathLike[str]) -> Store:
     return store if isinstance(store, Store) else Store(store)
 
 
-# ---------------------------------------------------------------------------------------------------
-# info
+class StoreTiles:
+    """The tiles recorded in a store's ``store.json``, read from their source paths as ``prepare`` did.
 
+    Images keep the store's bands (a constant alpha band is dropped, a DSM channel is recomputed with
+    the recorded normalisation); labels are decoded with the store's palette (palette-mode files
+    through their colour table), so predictions see exactly the input the network was trained on.
 
-def info(
-    store_path: Store | str | os.PathLike[str], split: str | None = None, verify: bool = False
-) -> dict[str, Any]:
-    """Summary of a store (and optionally one split) as a JSON-ready dict with stable keys.
-
-    With ``verify``, every file is reread and checked against its recorded SHA-256 first
-    (:meth:`Store.verify`); the result is under ``verified`` (``{file: "ok"}``).
-
-    Keys (documented in ``docs/store.md``): ``path, format_version, tool_version, created, source,
-    classes, num_classes, patch, stride, channels, band_order, bands, n_tiles, n_patches, n_valid_pixels,
-    class_pixel_fraction {class: f}, image_stats, splits [names], weak_labels [{name, kind, file, sha256,
-    bags, patches}]`` and, with ``split``, ``split``:
-    ``{name, by, seed, fractions, presence_threshold, excluded, subsets: {subset: {patches,
-    patch_fraction, pixels, pixel_fraction, mean_weak {class: f}, presence_rate {class: f}}}}``.
+    Args:
+        store: A :class:`~segweak.data.store.Store`.
     """
-    from segweak.data.splits import load_split
-    from segweak.weak.labels import presence, proportions
-    from segweak.weak.table import summary as weak_summary
 
-    st = open_store(store_path)
-    verified = st.verify() if verify else None
-    m = st.meta
-    total_valid = int(st.valid.sum())
-    per_class = st.counts.sum(axis=0)
-    out: dict[str, Any] = {
-        "path": str(st.path),
-        "format_version": m["format_version"],
-        "tool_version": m.get("tool_version"),
-        "created": m.get("created"),
-        "source": m.get("source", {}).get("kind"),
-        "classes": st.classes,
-        "num_classes": st.num_classes,
-        "patch": m["patch"],
-        "stride": m["stride"],
-        "channels": m.get("channels"),
-        "band_order": m.get("band_order"),
-        "bands": m.get("bands"),
-        "n_tiles": m["n_tiles"],
-        "n_patches": len(st),
-        "n_valid_pixels": total_valid,
-        "class_pixel_fraction": {
-            c: (float(per_class[i] / total_valid) if total_valid else None) for i, c in enumerate(st.classes)
-        },
-        "image_stats": {"mean": m["image_stats"]["mean"], "std": m["image_stats"]["std"]},
-        "splits": st.split_names(),
-        "weak_labels": weak_summary(st),
-        "verifiable": bool(m.get("files")),
-    }
-    if verified is not None:
-        out["verified"] = verified
-    if split is not None:
-        man = load_split(st, split)
-        subsets: dict[str, Any] = {}
-        for name, idx in man["subsets"].items():
-            idx = np.asarray(idx, dtype=np.int64)
-            props = proportions(st.counts[idx]) if idx.size else np.zeros((0, st.num_classes))
-            pres = presence(props, man.get("presence_threshold", 0.0))
-            ach = man["achieved"][name]
-            subsets[name] = {
-                "patches": ach["patches"],
-                "patch_fraction": ach["patch_fraction"],
-                "pixels": ach["pixels"],
-                "pixel_fraction": ach["pixel_fraction"],
-                "mean_weak": {
-                    c: (float(props[:, i].mean()) if idx.size else None) for i, c in enumerate(st.classes)
-                },
-                "presence_rate": {
-                    c: (float(pres[:, i].mean()) if idx.size else None) for i, c in enumerate(st.classes)
-                },
-            }
-        out["split"] = {
-            "name": man["name"],
-            "by": man["by"],
-            "seed": man["seed"],
-            "fractions": man["fractions"],
-            "presence_threshold": man.get("presence_threshold", 0.0),
-            "excluded": {k: len(v) for k, v in man.get("excluded", {}).items()},
-            "subsets": subsets,
-        }
-    return out
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.records = {rec["id"]: rec for rec in store.meta.get("tiles", [])}
+        pal = store.meta.get("palette")
+        self.palette = Palette.from_dict(pal, where=f"{store.path}/store.json palette") if pal else None
+
+    def ids(self) -> list[str]:
+        """Tile ids in store order."""
+        return list(self.records)
+
+    def _tile(self, tile_id: str, eroded: bool = False) -> Tile:
+        tile = tile_from_record(self.records[tile_id], self.store.meta, self.palette)
+        tile.use_eroded = eroded
+        return tile
+
+    def image(self, tile_id: str) -> np.ndarray:
+        """H×W×C uint8 image of a tile (C = the store's channels)."""
+        return self._reading(tile_id, lambda: self._tile(tile_id).read_image())
+
+    def label(self, tile_id: str, eroded: bool = False) -> np.ndarray | None:
+        """H×W uint8 class mask (255 = ignore) or ``None`` when the tile has no such label."""
+        key = "eroded_label_path" if eroded else "label_path"
+        if not self.records[tile_id].get(key) or self.palette is None:
+            return None
+        return self._reading(tile_id, lambda: self._tile(tile_id, eroded).read_mask()[0])
+
+    @staticmethod
+    def _reading(tile_id: str, read: Callable[[], np.ndarray]) -> np.ndarray:
+        try:
+            return read()
+        except SegweakError as exc:
+            raise SegweakError(
+                f"tile {tile_id}: {exc} (the store records the source file paths of its tiles: are the "
+                "source files still at that path?)"
+            ) from None
+
+    def georef(self, tile_id: str) -> dict[str, Any] | None:
+        """``{"crs": wkt|None, "transform": [a,b,c,d,e,f]}`` or ``None``."""
+        return self.records[tile_id].get("georef")

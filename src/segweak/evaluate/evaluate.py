@@ -1,6 +1,6 @@
 """Evaluate a checkpoint on a subset of a split: the same metrics as training's validation.
 
-:class:`SegMetrics` is the one metric accumulator used both by
+:class:`~segweak.metrics.SegMetrics` is the one metric accumulator used both by
 :class:`~segweak.train.module.SegModule` (validation/test, DDP-synced via torchmetrics) and by
 :func:`evaluate` (a plain PyTorch loop), so a run's ``metrics.json`` and ``segweak evaluate`` agree.
 """
@@ -11,106 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torchmetrics import Metric
 
+from segweak.data.dataset import SegweakDataset
+from segweak.data.store import Store
 from segweak.errors import SegweakError
-from segweak.evaluate.metrics import (
-    ConfusionMatrixMetric,
-    PresenceF1Metric,
-    ProportionMAEMetric,
-    metrics_from_confusion,
-)
 from segweak.io import atomic_write_json
-
-
-class PatchCount(Metric):
-    """Number of patches evaluated, summed across DDP ranks (shows whether a whole subset was seen)."""
-
-    is_differentiable = False
-    full_state_update = False
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("n", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, n: int) -> None:
-        """Add ``n`` patches."""
-        self.n += int(n)
-
-    def compute(self) -> torch.Tensor:
-        """Return the total count."""
-        return self.n.clone()
-
-
-class SegMetrics(nn.Module):
-    """Split-wide segmentation metrics plus weak-label metrics.
-
-    Accumulates a (K, K) confusion matrix over every pixel of the split (ignore index 255 skipped),
-    the mean absolute error between predicted and true class proportions, the presence F1 and the
-    number of patches seen.
-
-    Args:
-        num_classes: Number of classes ``K``.
-    """
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.confusion = ConfusionMatrixMetric(num_classes)
-        self.prop_mae = ProportionMAEMetric()
-        self.presence = PresenceF1Metric()
-        self.patches = PatchCount()
-
-    @torch.no_grad()
-    def update(
-        self,
-        logits: torch.Tensor,
-        batch: dict[str, Any],
-        area: str | None = "patch",
-        presence_threshold: float = 0.0,
-    ) -> None:
-        """Add one batch.
-
-        Args:
-            logits: (B, K, H, W) pixel logits.
-            batch: Needs ``mask`` (B, H, W) int64; ``weak`` (B, K) and ``presence`` (B, K) for the
-                weak metrics (skipped when absent), and ``valid`` (B, H, W) with ``area="valid"``.
-            area: Where predicted proportions are averaged, as in training (``weak.area``): ``patch``
-                (whole patch) or ``valid`` (non-ignore pixels); ``None`` skips the weak metrics.
-            presence_threshold: A class is predicted present when its share of argmax pixels over the
-                area exceeds this (``weak.presence_threshold``).
-        """
-        from segweak.weak.pooling import hard_proportions, soft_proportions
-
-        self.confusion.update(logits.argmax(dim=1), batch["mask"])
-        self.patches.update(batch["mask"].shape[0])
-        if area is not None and "weak" in batch and (area == "patch" or "valid" in batch):
-            valid = batch["valid"] if area == "valid" else None
-            logits = logits.float()
-            self.prop_mae.update(soft_proportions(logits, valid), batch["weak"].float())
-            predicted = (hard_proportions(logits, valid) > presence_threshold).float()
-            self.presence.update(predicted, batch["presence"].float())
-
-    def compute(self, classes: list[str]) -> dict[str, Any]:
-        """Metrics dict: ``metrics_from_confusion`` keys + ``n_patches``, ``prop_mae``, ``presence_f1``.
-
-        ``prop_mae`` and ``presence_f1`` are None when no batch carried weak labels.
-        """
-        result = metrics_from_confusion(self.confusion.compute(), classes)
-        result["n_patches"] = int(self.patches.compute())
-        # update_count is per process; the metric states themselves are summed across processes.
-        weak_seen = int(self.prop_mae.compute().isnan().logical_not())
-        result["prop_mae"] = float(self.prop_mae.compute()) if weak_seen else None
-        result["presence_f1"] = float(self.presence.compute()) if weak_seen else None
-        return result
-
-    def reset(self) -> None:
-        """Clear all accumulated state."""
-        self.confusion.reset()
-        self.prop_mae.reset()
-        self.presence.reset()
-        self.patches.reset()
+from segweak.metrics import SegMetrics
+from segweak.models.factory import check_in_channels
+from segweak.train.checkpoint import build_model_from_checkpoint, check_classes, load_checkpoint
+from segweak.train.preflight import check_device, check_output_file, check_positive
 
 
 def evaluate(
@@ -146,16 +55,6 @@ def evaluate(
         SegweakError: Bad options (device, batch size, ``out``), missing checkpoint/store/split, or
             classes or input bands that differ between checkpoint and store; all before any work.
     """
-    from segweak.data.dataset import SegweakDataset
-    from segweak.data.store import Store
-    from segweak.models.factory import check_in_channels
-    from segweak.train.checkpoint import build_model_from_checkpoint, check_classes, load_checkpoint
-    from segweak.train.preflight import (
-        check_device,
-        check_output_file,
-        check_positive,
-    )
-
     dev = check_device(device)
     check_positive(batch_size, "--batch-size")
     if num_workers < 0:
@@ -165,7 +64,7 @@ def evaluate(
     ckpt = load_checkpoint(checkpoint)
     model, cfg, classes = build_model_from_checkpoint(ckpt, checkpoint)
     st = Store(store)
-    check_classes(classes, class_names(st), checkpoint, f"store {store}")
+    check_classes(classes, st.classes, checkpoint, f"store {store}")
     check_in_channels(cfg.model.in_channels, st.meta, str(store), str(checkpoint))
     dataset = SegweakDataset(st, split, subset, with_mask=True)
     if len(dataset) == 0:
@@ -186,10 +85,3 @@ def evaluate(
     if out is not None:
         atomic_write_json(out, result)
     return result
-
-
-def class_names(store: Any) -> list[str]:
-    """Class names of a :class:`~segweak.data.store.Store` (whatever form ``.classes`` takes)."""
-    classes = store.classes
-    names = getattr(classes, "names", classes)
-    return [str(n) for n in names]

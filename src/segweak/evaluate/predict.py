@@ -16,7 +16,6 @@ georeferenced, ``<tile>.tif`` (uint8 class indices, the source's CRS and transfo
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from segweak.data.palette import colorize
+from segweak.data.splits import load_split
+from segweak.data.store import Store, StoreTiles, open_store
+from segweak.data.tiling import windows
+from segweak.data.transforms import normalize
 from segweak.errors import SegweakError
 from segweak.io import atomic_write_bytes, atomic_write_json
+from segweak.metrics import confusion_matrix, metrics_from_confusion
+from segweak.models.factory import check_in_channels
+from segweak.train.checkpoint import build_model_from_checkpoint, check_classes, load_checkpoint
+from segweak.train.preflight import check_device, check_output_dir, check_positive, check_window
 
 BLENDS = ("gaussian", "mean")
 
@@ -90,8 +98,6 @@ def predict_probabilities(
     Returns:
         (K, H, W) float32 probabilities (summing to 1 over K), on the image's device.
     """
-    from segweak.data.tiling import windows
-
     _, h, w = image.shape
     origins = windows((h, w), window, stride_for(window, overlap))
     device = image.device
@@ -106,65 +112,6 @@ def predict_probabilities(
             acc[:, r : r + window, c : c + window] += p
             norm[r : r + window, c : c + window] += weights
     return acc / norm
-
-
-# ---- reading tiles recorded in store.json ------------------------------------------------------------
-
-
-class StoreTiles:
-    """The tiles recorded in a store's ``store.json``, read from their source paths as ``prepare`` did.
-
-    Images keep the store's bands (a constant alpha band is dropped, a DSM channel is recomputed with
-    the recorded normalisation); labels are decoded with the store's palette (palette-mode files
-    through their colour table), so predictions see exactly the input the network was trained on.
-
-    Args:
-        store: A :class:`~segweak.data.store.Store`.
-    """
-
-    def __init__(self, store: Any) -> None:
-        from segweak.data.palette import Palette
-
-        self.store = store
-        self.records = {rec["id"]: rec for rec in store.meta.get("tiles", [])}
-        pal = store.meta.get("palette")
-        self.palette = Palette.from_dict(pal, where=f"{store.path}/store.json palette") if pal else None
-
-    def ids(self) -> list[str]:
-        """Tile ids in store order."""
-        return list(self.records)
-
-    def _tile(self, tile_id: str, eroded: bool = False) -> Any:
-        from segweak.data.sources import tile_from_record
-
-        tile = tile_from_record(self.records[tile_id], self.store.meta, self.palette)
-        tile.use_eroded = eroded
-        return tile
-
-    def image(self, tile_id: str) -> np.ndarray:
-        """H×W×C uint8 image of a tile (C = the store's channels)."""
-        return self._reading(tile_id, lambda: self._tile(tile_id).read_image())
-
-    def label(self, tile_id: str, eroded: bool = False) -> np.ndarray | None:
-        """H×W uint8 class mask (255 = ignore) or ``None`` when the tile has no such label."""
-        key = "eroded_label_path" if eroded else "label_path"
-        if not self.records[tile_id].get(key) or self.palette is None:
-            return None
-        return self._reading(tile_id, lambda: self._tile(tile_id, eroded).read_mask()[0])
-
-    @staticmethod
-    def _reading(tile_id: str, read: Callable[[], np.ndarray]) -> np.ndarray:
-        try:
-            return read()
-        except SegweakError as exc:
-            raise SegweakError(
-                f"tile {tile_id}: {exc} (the store records the source file paths of its tiles: are the "
-                "source files still at that path?)"
-            ) from None
-
-    def georef(self, tile_id: str) -> dict[str, Any] | None:
-        """``{"crs": wkt|None, "transform": [a,b,c,d,e,f]}`` or ``None``."""
-        return self.records[tile_id].get("georef")
 
 
 def _png_bytes(rgb: np.ndarray) -> bytes:
@@ -212,7 +159,7 @@ def _is_georeferenced(georef: dict[str, Any] | None) -> bool:
 
 def predict_tiles(
     checkpoint: str | Path,
-    store: Any,
+    store: Store | str | Path,
     out_dir: str | Path,
     tiles: list[str] | None = None,
     window: int | None = None,
@@ -247,19 +194,6 @@ def predict_tiles(
             tile ids, class or band mismatch between checkpoint and store (all before anything is
             written), unreadable sources.
     """
-    from segweak.data.palette import colorize
-    from segweak.data.store import open_store
-    from segweak.data.transforms import normalize
-    from segweak.evaluate.metrics import metrics_from_confusion
-    from segweak.models.factory import check_in_channels
-    from segweak.train.checkpoint import build_model_from_checkpoint, check_classes, load_checkpoint
-    from segweak.train.preflight import (
-        check_device,
-        check_output_dir,
-        check_positive,
-        check_window,
-    )
-
     if blend not in BLENDS:
         raise SegweakError(f"--blend must be one of {', '.join(BLENDS)}, got {blend!r}")
     dev = check_device(device)
@@ -320,13 +254,13 @@ def predict_tiles(
             entry["geotiff"] = str(tif)
         label = source.label(tile_id)
         if label is not None:
-            cm = confusion(pred, label, k)
+            cm = confusion_matrix(pred, label, k)
             total += cm
             any_label = True
             entry["metrics"] = metrics_from_confusion(torch.from_numpy(cm), classes)
         eroded = source.label(tile_id, eroded=True)
         if eroded is not None:
-            cm = confusion(pred, eroded, k)
+            cm = confusion_matrix(pred, eroded, k)
             total_nb += cm
             any_eroded = True
             entry["metrics_no_boundary"] = metrics_from_confusion(torch.from_numpy(cm), classes)
@@ -339,7 +273,7 @@ def predict_tiles(
     return result
 
 
-def _patches_seen_in_training(store: Any, split_name: str) -> dict[str, int] | None:
+def _patches_seen_in_training(store: Store, split_name: str) -> dict[str, int] | None:
     """Count, per tile, the patches of the split's ``strong`` and ``weak`` subsets.
 
     Those patches are trained on somewhere in the protocol (weak labels or pixel labels), so a full
@@ -353,8 +287,6 @@ def _patches_seen_in_training(store: Any, split_name: str) -> dict[str, int] | N
         ``{tile_id: count}`` for every tile, or ``None`` when the store lacks that split (e.g. the
         checkpoint was trained on another store), in which case overlap is unknown.
     """
-    from segweak.data.splits import load_split
-
     if split_name not in store.split_names():
         return None
     subsets = load_split(store, split_name)["subsets"]
@@ -365,23 +297,4 @@ def _patches_seen_in_training(store: Any, split_name: str) -> dict[str, int] | N
     return counts
 
 
-def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
-    """(K, K) int64 confusion matrix, rows = target class, columns = predicted class.
-
-    Args:
-        pred: (H, W) predicted class indices.
-        target: (H, W) true class indices; ``ignore_index`` pixels are skipped.
-        num_classes: ``K``.
-        ignore_index: Target value that is not counted.
-    """
-    if pred.shape != target.shape:
-        raise SegweakError(f"prediction {pred.shape} and label {target.shape} differ in size")
-    keep = target != ignore_index
-    t = target[keep].astype(np.int64)
-    p = pred[keep].astype(np.int64)
-    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes
-    )
-
-
-__all__ = ["BLENDS", "StoreTiles", "blend_weights", "confusion", "predict_probabilities", "predict_tiles"]
+__all__ = ["BLENDS", "blend_weights", "predict_probabilities", "predict_tiles"]

@@ -581,7 +581,7 @@ def _store_info(exp: Experiment) -> tuple[dict[str, Any] | None, dict[str, dict[
     store = store if store.is_absolute() else exp.path / store
     if not (store / "store.json").is_file():
         return None, {}
-    from segweak.data.store import info
+    from segweak.data.info import info
 
     base = info(store)
     splits: dict[str, dict[str, Any]] = {}

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
@@ -49,7 +48,13 @@ from lightning.fabric.utilities.seed import seed_everything
 from torch.utils.data import DataLoader, Sampler
 
 from segweak.config import TrainConfig
+from segweak.data.dataset import SegweakDataset
+from segweak.data.splits import check_store_and_split
+from segweak.data.store import Store
+from segweak.data.transforms import default_train_transform
 from segweak.errors import SegweakError
+from segweak.train.pseudo_labels import PseudoLabels
+from segweak.weak.table import COMPUTED, load_set
 
 if TYPE_CHECKING:
     from segweak.methods import Need
@@ -57,26 +62,6 @@ if TYPE_CHECKING:
 VAL_SUBSET = "val"
 EPOCH_MODES = {"longest": "max_size_cycle", "shortest": "min_size"}
 """``data.epoch`` -> Lightning ``CombinedLoader`` mode."""
-
-
-def check_store_and_split(store: str | Path, split: str) -> None:
-    """Raise a clear error when the store or the split manifest is missing.
-
-    Args:
-        store: Store directory (``data.store``).
-        split: Split name (``data.split``).
-    """
-    path = Path(store)
-    if not (path / "store.json").is_file():
-        raise SegweakError(
-            f"data.store: {path} is not a prepared store (no store.json); create it with `segweak prepare`"
-        )
-    if not (path / "splits" / f"{split}.json").is_file():
-        have = sorted(p.stem for p in (path / "splits").glob("*.json")) if (path / "splits").is_dir() else []
-        raise SegweakError(
-            f"data.split: split {split!r} not found in store {path} (have: {', '.join(have) or 'none'}); "
-            f"create it with `segweak split {path} --name {split}`"
-        )
 
 
 class EpochSampler(Sampler[int]):
@@ -283,7 +268,7 @@ class SegDataModule(L.LightningDataModule):
         }
         self.train_datasets: dict[str, Any] = {}
         self.val_dataset: Any = None
-        self.store: Any = None
+        self.store: Store | None = None
         # The loaders draw their workers' base seed from this generator instead of the global RNG, so
         # creating a loader iterator (which Lightning does at different moments when resuming) does
         # not shift the random numbers the model's dropout and the augmentations see.
@@ -291,8 +276,6 @@ class SegDataModule(L.LightningDataModule):
         self.loader_generator.manual_seed(cfg.trainer.seed)
 
     def _open_masks(self, need: Need) -> Any:
-        from segweak.train.pseudo_labels import PseudoLabels
-
         check_store_and_split(self.cfg.data.store, self.cfg.data.split)
         assert need.masks_from is not None
         masks = PseudoLabels(need.masks_from)
@@ -302,30 +285,22 @@ class SegDataModule(L.LightningDataModule):
     def _open(self) -> None:
         if self.store is not None:
             return
-        from segweak.data.store import Store
-
         check_store_and_split(self.cfg.data.store, self.cfg.data.split)
         self.store = Store(self.cfg.data.store)
 
     def _train_transform(self, epoch: int, stream: int) -> Any:
         if not self.cfg.data.augment:
             return None
-        from segweak.data.transforms import default_train_transform
-
         # Stream 0 keeps the seed a single training set always had.
         return default_train_transform(seed=self.cfg.trainer.seed * 10_007 + epoch + 104_729 * stream)
 
     def weak_set(self) -> dict[str, Any] | None:
         """Return the imported weak-label set of ``weak.labels`` (None for ``computed``)."""
-        from segweak.weak.table import COMPUTED, load_set
-
         if self.cfg.weak.labels == COMPUTED:
             return None
         return load_set(self.store, self.cfg.weak.labels)
 
     def _train_dataset(self, name: str, need: Need, stream: int) -> Any:
-        from segweak.data.dataset import SegweakDataset
-
         weak_set = self.weak_set() if need.labels == "weak" else None
         dataset = SegweakDataset(
             self.store,
@@ -356,8 +331,6 @@ class SegDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Open the store and build the datasets (Lightning calls this on every process)."""
-        from segweak.data.dataset import SegweakDataset
-
         self._open()
         split = self.cfg.data.split
         if not self.train_datasets and stage in (None, "fit"):

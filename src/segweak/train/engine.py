@@ -51,13 +51,14 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from segweak.config import TrainConfig, dump_yaml
+from segweak.data.splits import check_store_and_split
 from segweak.errors import SegweakError
 from segweak.io import atomic_write_json, atomic_write_text
 from segweak.lock import DirectoryLock
 from segweak.runtime import record_environment
 from segweak.train.budget import ValidateFinalStep, check_budget
 from segweak.train.checkpoint import AtomicCheckpointIO, check_classes, load_checkpoint, model_state_dict
-from segweak.train.datamodule import EpochReseed, SegDataModule, check_store_and_split
+from segweak.train.datamodule import EpochReseed, SegDataModule
 from segweak.train.module import SegModule
 from segweak.train.preflight import check_trainer_hardware
 
@@ -473,20 +474,3 @@ def _train_locked(cfg: TrainConfig, callbacks: list[L.Callback] | None) -> dict[
     # Other ranks return only once the run is complete on disk (segweak run checks it next).
     trainer.strategy.barrier("segweak-metrics-written")
     return metrics
-
-
-def load_history(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Read ``history.csv`` of a run as rows of floats (None for empty cells; ``epoch``, ``step`` as int)."""
-    path = Path(run_dir) / "history.csv"
-    if not path.is_file():
-        raise SegweakError(f"{path} not found; is {run_dir} a finished training run?")
-    rows = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            rows.append(
-                {
-                    k: (int(v) if k in ("epoch", "step") else float(v)) if v not in ("", None) else None
-                    for k, v in row.items()
-                }
-            )
-    return rows

@@ -24,13 +24,14 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from segweak.config import TrainConfig, from_dict, migrate_train_dict, to_dict
-from segweak.evaluate.evaluate import SegMetrics
+from segweak.errors import SegweakError
+from segweak.methods import build_method
+from segweak.metrics import SegMetrics
+from segweak.models.factory import build_model, encoder_parameters, model_signature
+from segweak.models.losses import pixel_loss
 
-IGNORE_INDEX = 255
 EVAL_PHASES = ("val", "test")
 CHECKPOINT_FORMAT_VERSION = 2
 """Version of the ``segweak`` checkpoint extras (2: training methods; 1 had ``stage``)."""
@@ -38,68 +39,6 @@ CHECKPOINT_FORMAT_VERSION = 2
 
 def _as_config(cfg: TrainConfig | dict[str, Any]) -> TrainConfig:
     return cfg if isinstance(cfg, TrainConfig) else from_dict(TrainConfig, migrate_train_dict(cfg)[0])
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Multi-class soft Dice loss over the non-ignored pixels.
-
-    Args:
-        logits: (B, K, H, W) raw scores.
-        target: (B, H, W) int64 class indices, ``ignore_index`` excluded.
-        ignore_index: Target value that is not counted.
-
-    Returns:
-        Scalar ``1 - mean_k dice_k`` over classes present in the target or the prediction.
-    """
-    num_classes = logits.shape[1]
-    valid = (target != ignore_index).unsqueeze(1).to(logits.dtype)  # (B,1,H,W)
-    probs = logits.float().softmax(dim=1) * valid
-    onehot = F.one_hot(target.clamp(0, num_classes - 1) * (target != ignore_index), num_classes)
-    onehot = onehot.permute(0, 3, 1, 2).to(probs.dtype) * valid  # (B,K,H,W)
-    dims = (0, 2, 3)
-    inter = (probs * onehot).sum(dims)
-    denom = probs.sum(dims) + onehot.sum(dims)
-    # Classes with neither prediction nor target mass carry no information: leave them out. Masked
-    # arithmetic instead of boolean indexing keeps the GPU from synchronising every step.
-    keep = (denom > 0).to(probs.dtype)
-    dice = (2 * inter + 1e-6) / (denom + 1e-6)
-    n_keep = keep.sum()
-    mean_dice = (dice * keep).sum() / n_keep.clamp_min(1.0)
-    # No class with any mass (an all-ignore batch): 0 loss, still connected to the graph.
-    return torch.where(n_keep > 0, 1.0 - mean_dice, logits.sum() * 0.0)
-
-
-def pixel_loss(
-    logits: torch.Tensor,
-    mask: torch.Tensor,
-    class_weights: torch.Tensor | None = None,
-    dice_weight: float = 0.0,
-) -> torch.Tensor:
-    """Cross-entropy (ignore 255, optional class weights) + ``dice_weight`` × Dice.
-
-    Args:
-        logits: (B, K, H, W) raw scores.
-        mask: (B, H, W) int64 class indices, 255 = ignore.
-        class_weights: Optional (K,) cross-entropy weights.
-        dice_weight: Weight of :func:`dice_loss` (0 disables it).
-
-    Returns:
-        Scalar loss; 0 (still attached to the graph) for a batch whose pixels are all ignored.
-    """
-    weight = class_weights.to(logits.dtype) if class_weights is not None else None
-    # Sum / (weighted) valid count equals cross_entropy's "mean" reduction, but an all-ignore batch
-    # gives 0 instead of NaN (0/0), without a data-dependent branch that would make the GPU
-    # synchronise every step.
-    valid = mask != IGNORE_INDEX
-    if weight is None:
-        denom = valid.sum().to(logits.dtype)
-    else:
-        denom = (weight[torch.where(valid, mask, 0)] * valid).sum()
-    total = F.cross_entropy(logits, mask, weight=weight, ignore_index=IGNORE_INDEX, reduction="sum")
-    loss = total / denom.clamp_min(1e-12)
-    if dice_weight > 0:
-        loss = loss + dice_weight * dice_loss(logits, mask)
-    return loss
 
 
 def lr_lambda_factory(total_steps: int, warmup_steps: int, scheduler: str):
@@ -141,9 +80,6 @@ class SegModule(L.LightningModule):
         build_weights: bool = True,
     ) -> None:
         super().__init__()
-        from segweak.methods import build_method
-        from segweak.models.factory import build_model
-
         self.cfg = _as_config(cfg)
         if len(classes) != num_classes:
             raise ValueError(f"{len(classes)} class names given for num_classes={num_classes}")
@@ -161,8 +97,6 @@ class SegModule(L.LightningModule):
         self.needs = self.method.needs()
         weights = self.cfg.loss.class_weights
         if weights is not None and len(weights) != self.num_classes:
-            from segweak.errors import SegweakError
-
             raise SegweakError(
                 f"loss.class_weights has {len(weights)} values but the store has {self.num_classes} classes "
                 f"({', '.join(self.classes)}); give one weight per class"
@@ -396,8 +330,6 @@ class SegModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add segweak's metadata: format version, model signature, classes, history, time."""
-        from segweak.models.factory import model_signature
-
         checkpoint["segweak"] = {
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "signature": model_signature(self.cfg.model, self.num_classes),
@@ -417,8 +349,6 @@ class SegModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW/Adam/SGD with encoder and non-encoder parameter groups, per-step LR schedule."""
-        from segweak.models.factory import encoder_parameters
-
         oc = self.cfg.optim
         enc = [p for p in encoder_parameters(self.model) if p.requires_grad]
         enc_ids = {id(p) for p in enc}
@@ -441,8 +371,3 @@ class SegModule(L.LightningModule):
             opt, lr_lambda_factory(total, oc.warmup_steps, oc.scheduler)
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Count the trainable parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)

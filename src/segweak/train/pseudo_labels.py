@@ -39,8 +39,15 @@ import numpy as np
 import torch
 
 from segweak import __version__
+from segweak.data.dataset import SegweakDataset
+from segweak.data.splits import check_store_and_split, load_split
+from segweak.data.store import Store
 from segweak.errors import SegweakError
-from segweak.io import atomic_directory, atomic_write_json
+from segweak.io import atomic_directory, atomic_write_json, check_disjoint
+from segweak.models.factory import check_in_channels
+from segweak.train.checkpoint import build_model_from_checkpoint, check_classes, load_checkpoint
+from segweak.train.preflight import check_device, check_positive
+from segweak.weak.pseudo import assign_sinkhorn, assign_topk
 
 FORMAT_VERSION = 1
 KIND = "pseudo_labels"
@@ -189,8 +196,6 @@ class PseudoLabels:
         Raises:
             SegweakError: One line naming what differs and what to do.
         """
-        from segweak.data.splits import load_split
-
         hint = f"make pseudo-labels for it with `segweak pseudo-label CKPT --store {store} --split {split}`"
         if self.meta["split"]["subset"] != subset:
             raise SegweakError(
@@ -275,16 +280,6 @@ def make_pseudo_labels(
             teacher and store, an empty weak subset, or an existing ``out_dir`` that is not this
             request's artefact.
     """
-    from segweak.data.dataset import SegweakDataset
-    from segweak.data.store import Store
-    from segweak.evaluate.evaluate import class_names
-    from segweak.io import check_disjoint
-    from segweak.models.factory import check_in_channels
-    from segweak.train.checkpoint import build_model_from_checkpoint, check_classes, load_checkpoint
-    from segweak.train.datamodule import check_store_and_split
-    from segweak.train.preflight import check_device, check_positive
-    from segweak.weak.pseudo import assign_sinkhorn, assign_topk
-
     log = log or (lambda _msg: None)
     if assignment not in ASSIGNMENTS:
         raise SegweakError(f"assignment: {assignment!r} is not valid; choose one of {', '.join(ASSIGNMENTS)}")
@@ -332,7 +327,7 @@ def make_pseudo_labels(
     ckpt = load_checkpoint(teacher_path)
     model, cfg, classes = build_model_from_checkpoint(ckpt, teacher_path)
     del ckpt
-    store_classes = class_names(st)
+    store_classes = list(st.classes)
     check_classes(classes, store_classes, teacher_path, f"store {store}")
     check_in_channels(cfg.model.in_channels, st.meta, str(store), str(teacher_path))
     k, patch, n = len(classes), int(st.meta["patch"]), len(dataset)

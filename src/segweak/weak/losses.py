@@ -1,8 +1,8 @@
 """Proportion losses: compare predicted class proportions p̂ with weak labels p.
 
 Every loss takes ``p_hat`` (B, K) predicted proportions, ``p`` (B, K) target proportions (rows sum
-to 1) and ``eps`` (clamp for p̂ before a log), and returns a scalar: the **mean over the batch** of a
-**sum over the classes** (all four losses use this same reduction):
+to 1) and ``eps`` (clamp for p̂ before a log), and returns the **sum over the classes** per patch, (B,)
+(the methods average it over the kept patches or bags):
 
 * ``ce``  : −Σ_k p_k · log max(p̂_k, eps)                          (default)
 * ``kl``  : Σ_k p_k · (log p_k − log max(p̂_k, eps)), with 0·log 0 = 0  (KL(p‖p̂) = ce − H(p))
@@ -66,45 +66,20 @@ def mse_rows(p_hat: Tensor, p: Tensor, eps: float = 1e-6) -> Tensor:
     return (p - p_hat).pow(2).sum(dim=1)
 
 
-def ce_loss(p_hat: Tensor, p: Tensor, eps: float = 1e-6) -> Tensor:
-    """Cross-entropy −Σ_k p_k log max(p̂_k, eps), averaged over the batch: (B, K), (B, K) -> scalar."""
-    return ce_rows(p_hat, p, eps).mean()
-
-
-def kl_loss(p_hat: Tensor, p: Tensor, eps: float = 1e-6) -> Tensor:
-    """KL(p‖p̂), averaged over the batch: (B, K), (B, K) -> scalar."""
-    return kl_rows(p_hat, p, eps).mean()
-
-
-def l1_loss(p_hat: Tensor, p: Tensor, eps: float = 1e-6) -> Tensor:
-    """Σ_k |p_k − p̂_k| averaged over the batch: (B, K), (B, K) -> scalar."""
-    return l1_rows(p_hat, p, eps).mean()
-
-
-def mse_loss(p_hat: Tensor, p: Tensor, eps: float = 1e-6) -> Tensor:
-    """Σ_k (p_k − p̂_k)² averaged over the batch: (B, K), (B, K) -> scalar."""
-    return mse_rows(p_hat, p, eps).mean()
-
-
 PROPORTION_LOSSES: dict[str, ProportionLoss] = {
-    "ce": ce_loss,
-    "kl": kl_loss,
-    "l1": l1_loss,
-    "mse": mse_loss,
-}
-"""Registry: ``weak.loss`` name -> ``loss(p_hat (B,K), p (B,K), eps) -> scalar``."""
-
-PROPORTION_LOSS_ROWS: dict[str, ProportionLoss] = {
     "ce": ce_rows,
     "kl": kl_rows,
     "l1": l1_rows,
     "mse": mse_rows,
 }
-"""Same losses per patch: ``rows(p_hat (B,K), p (B,K), eps) -> (B,)`` (for masking patches without a sync)."""
+"""Registry: ``weak.loss`` name -> ``rows(p_hat (B,K), p (B,K), eps) -> (B,)`` per-patch losses.
+
+Per patch, so callers can mask patches (or average over bags) without a GPU synchronisation; the
+loss of a batch is the mean of the rows over the kept patches."""
 
 
-def proportion_loss(name: str) -> ProportionLoss:
-    """Look up a proportion loss by name.
+def proportion_loss_rows(name: str) -> ProportionLoss:
+    """Look up a proportion loss by name, in its per-patch form ``(p_hat, p, eps) -> (B,)``.
 
     Raises:
         SegweakError: Listing the valid names when ``name`` is unknown.
@@ -115,13 +90,3 @@ def proportion_loss(name: str) -> ProportionLoss:
         raise SegweakError(
             f"weak.loss: unknown proportion loss {name!r}; valid: {', '.join(PROPORTION_LOSSES)}"
         ) from None
-
-
-def proportion_loss_rows(name: str) -> ProportionLoss:
-    """Look up the per-patch form ``(p_hat, p, eps) -> (B,)`` of a proportion loss by name.
-
-    Raises:
-        SegweakError: Listing the valid names when ``name`` is unknown.
-    """
-    proportion_loss(name)
-    return PROPORTION_LOSS_ROWS[name]

@@ -49,7 +49,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segweak import __version__
+from segweak.data.store import Store, file_sha256, open_store
 from segweak.errors import SegweakError
+from segweak.io import atomic_write_json, check_file_stem
 
 if TYPE_CHECKING:
     from segweak.weak.polygons import Polygons
@@ -63,7 +66,6 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 GEO_SUFFIXES = (".geojson", ".json", ".gpkg")
 COMPUTED = "computed"
 """``weak.labels`` value of the labels computed from the store's masks (the default)."""
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -89,11 +91,7 @@ class Bag:
 
 def check_set_name(name: str, what: str = "--name") -> None:
     """Refuse a weak-label set name that is not a plain file stem (or is the reserved ``computed``)."""
-    if not _NAME.match(name) or name == COMPUTED:
-        raise SegweakError(
-            f"{what}: {name!r} is not a valid weak-label set name; use letters, digits, '_', '-', '.' "
-            f"(not {COMPUTED!r})"
-        )
+    check_file_stem(name, what, "weak-label set", reserved=(COMPUTED,))
 
 
 def set_path(store_path: str | os.PathLike[str], name: str) -> Path:
@@ -184,7 +182,7 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[str]]]:
 
 def read_table(
     table: str | os.PathLike[str],
-    store: Any,
+    store: Store,
     *,
     tolerance: float = 0.01,
     normalise: bool = False,
@@ -385,10 +383,6 @@ def import_table(
     Raises:
         SegweakError: Bad name, existing set without ``overwrite``, or a bad row (one line).
     """
-    from segweak import __version__
-    from segweak.data.store import file_sha256, open_store
-    from segweak.io import atomic_write_json
-
     check_set_name(name)
     store = open_store(store_path)
     out = set_path(store.path, name)
@@ -435,7 +429,7 @@ def import_table(
     return artefact
 
 
-def load_set(store: Any, name: str) -> dict[str, Any]:
+def load_set(store: Store, name: str) -> dict[str, Any]:
     """Read ``STORE/weak/NAME.json`` and check it against the store.
 
     Args:
@@ -462,7 +456,7 @@ def load_set(store: Any, name: str) -> dict[str, Any]:
     return data
 
 
-def provenance(store: Any, labels: str) -> dict[str, Any]:
+def provenance(store: Store, labels: str) -> dict[str, Any]:
     """Where the weak labels of ``weak.labels: labels`` come from (for metrics.json and reports)."""
     if labels == COMPUTED:
         return {"kind": COMPUTED, "from": "masks (per-class pixel counts of patches.csv)"}
@@ -477,7 +471,7 @@ def provenance(store: Any, labels: str) -> dict[str, Any]:
     }
 
 
-def summary(store: Any) -> list[dict[str, Any]]:
+def summary(store: Store) -> list[dict[str, Any]]:
     """One record per imported set, for ``segweak info``: name, file, sha256, bags, patches."""
     out = []
     for name in set_names(store.path):

@@ -1,5 +1,10 @@
 """Segmentation metrics from one confusion matrix accumulated over a whole split.
 
+This module sits at the package root, below ``train/`` (validation and test in
+:class:`~segweak.train.module.SegModule`), ``evaluate/`` (``segweak evaluate``, ``segweak predict``)
+and the report, so each of them uses the same definitions without importing another: a run's
+``metrics.json`` and ``segweak evaluate`` agree because both accumulate :class:`SegMetrics`.
+
 Pixels are counted over the whole evaluated set first and the metrics are computed once from the
 totals (never averaged per patch, which would over-weight small or nearly empty patches).
 
@@ -32,10 +37,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 
-IGNORE_INDEX = 255
+from segweak.data.palette import IGNORE_INDEX
+from segweak.weak.pooling import hard_proportions, soft_proportions
 
 
 def confusion_matrix(
@@ -237,3 +243,90 @@ class PresenceF1Metric(Metric):
         if int(denom) == 0:
             return torch.tensor(1.0)
         return (2 * self.tp).float() / denom.float()
+
+
+class PatchCount(Metric):
+    """Number of patches evaluated, summed across DDP ranks (shows whether a whole subset was seen)."""
+
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("n", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, n: int) -> None:
+        """Add ``n`` patches."""
+        self.n += int(n)
+
+    def compute(self) -> torch.Tensor:
+        """Return the total count."""
+        return self.n.clone()
+
+
+class SegMetrics(nn.Module):
+    """Split-wide segmentation metrics plus weak-label metrics.
+
+    Accumulates a (K, K) confusion matrix over every pixel of the split (ignore index 255 skipped),
+    the mean absolute error between predicted and true class proportions, the presence F1 and the
+    number of patches seen.
+
+    Args:
+        num_classes: Number of classes ``K``.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.confusion = ConfusionMatrixMetric(num_classes)
+        self.prop_mae = ProportionMAEMetric()
+        self.presence = PresenceF1Metric()
+        self.patches = PatchCount()
+
+    @torch.no_grad()
+    def update(
+        self,
+        logits: torch.Tensor,
+        batch: dict[str, Any],
+        area: str | None = "patch",
+        presence_threshold: float = 0.0,
+    ) -> None:
+        """Add one batch.
+
+        Args:
+            logits: (B, K, H, W) pixel logits.
+            batch: Needs ``mask`` (B, H, W) int64; ``weak`` (B, K) and ``presence`` (B, K) for the
+                weak metrics (skipped when absent), and ``valid`` (B, H, W) with ``area="valid"``.
+            area: Where predicted proportions are averaged, as in training (``weak.area``): ``patch``
+                (whole patch) or ``valid`` (non-ignore pixels); ``None`` skips the weak metrics.
+            presence_threshold: A class is predicted present when its share of argmax pixels over the
+                area exceeds this (``weak.presence_threshold``).
+        """
+        self.confusion.update(logits.argmax(dim=1), batch["mask"])
+        self.patches.update(batch["mask"].shape[0])
+        if area is not None and "weak" in batch and (area == "patch" or "valid" in batch):
+            valid = batch["valid"] if area == "valid" else None
+            logits = logits.float()
+            self.prop_mae.update(soft_proportions(logits, valid), batch["weak"].float())
+            predicted = (hard_proportions(logits, valid) > presence_threshold).float()
+            self.presence.update(predicted, batch["presence"].float())
+
+    def compute(self, classes: list[str]) -> dict[str, Any]:
+        """Metrics dict: ``metrics_from_confusion`` keys + ``n_patches``, ``prop_mae``, ``presence_f1``.
+
+        ``prop_mae`` and ``presence_f1`` are None when no batch carried weak labels.
+        """
+        result = metrics_from_confusion(self.confusion.compute(), classes)
+        result["n_patches"] = int(self.patches.compute())
+        # update_count is per process; the metric states themselves are summed across processes.
+        weak_seen = int(self.prop_mae.compute().isnan().logical_not())
+        result["prop_mae"] = float(self.prop_mae.compute()) if weak_seen else None
+        result["presence_f1"] = float(self.presence.compute()) if weak_seen else None
+        return result
+
+    def reset(self) -> None:
+        """Clear all accumulated state."""
+        self.confusion.reset()
+        self.prop_mae.reset()
+        self.presence.reset()
+        self.patches.reset()

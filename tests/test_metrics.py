@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from segweak.evaluate.metrics import (
+from segweak.metrics import (
     ConfusionMatrixMetric,
     PresenceF1Metric,
     ProportionMAEMetric,

@@ -1,0 +1,96 @@
+"""Summary of a prepared store and of one of its splits (``segweak info``).
+
+The summary reads the store, its split manifests and its imported weak-label sets, so it lives above
+all three (:mod:`segweak.data.store`, :mod:`segweak.data.splits`, :mod:`segweak.weak.table`) instead
+of inside the store reader, which those modules import.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from segweak.data.splits import load_split
+from segweak.data.store import Store, open_store
+from segweak.weak.labels import presence, proportions
+from segweak.weak.table import summary as weak_summary
+
+
+def info(
+    store_path: Store | str | os.PathLike[str], split: str | None = None, verify: bool = False
+) -> dict[str, Any]:
+    """Summary of a store (and optionally one split) as a JSON-ready dict with stable keys.
+
+    With ``verify``, every file is reread and checked against its recorded SHA-256 first
+    (:meth:`Store.verify`); the result is under ``verified`` (``{file: "ok"}``).
+
+    Keys (documented in ``docs/store.md``): ``path, format_version, tool_version, created, source,
+    classes, num_classes, patch, stride, channels, band_order, bands, n_tiles, n_patches, n_valid_pixels,
+    class_pixel_fraction {class: f}, image_stats, splits [names], weak_labels [{name, kind, file, sha256,
+    bags, patches}]`` and, with ``split``, ``split``:
+    ``{name, by, seed, fractions, presence_threshold, excluded, subsets: {subset: {patches,
+    patch_fraction, pixels, pixel_fraction, mean_weak {class: f}, presence_rate {class: f}}}}``.
+    """
+    st = open_store(store_path)
+    verified = st.verify() if verify else None
+    m = st.meta
+    total_valid = int(st.valid.sum())
+    per_class = st.counts.sum(axis=0)
+    out: dict[str, Any] = {
+        "path": str(st.path),
+        "format_version": m["format_version"],
+        "tool_version": m.get("tool_version"),
+        "created": m.get("created"),
+        "source": m.get("source", {}).get("kind"),
+        "classes": st.classes,
+        "num_classes": st.num_classes,
+        "patch": m["patch"],
+        "stride": m["stride"],
+        "channels": m.get("channels"),
+        "band_order": m.get("band_order"),
+        "bands": m.get("bands"),
+        "n_tiles": m["n_tiles"],
+        "n_patches": len(st),
+        "n_valid_pixels": total_valid,
+        "class_pixel_fraction": {
+            c: (float(per_class[i] / total_valid) if total_valid else None) for i, c in enumerate(st.classes)
+        },
+        "image_stats": {"mean": m["image_stats"]["mean"], "std": m["image_stats"]["std"]},
+        "splits": st.split_names(),
+        "weak_labels": weak_summary(st),
+        "verifiable": bool(m.get("files")),
+    }
+    if verified is not None:
+        out["verified"] = verified
+    if split is not None:
+        man = load_split(st, split)
+        subsets: dict[str, Any] = {}
+        for name, idx in man["subsets"].items():
+            idx = np.asarray(idx, dtype=np.int64)
+            props = proportions(st.counts[idx]) if idx.size else np.zeros((0, st.num_classes))
+            pres = presence(props, man.get("presence_threshold", 0.0))
+            ach = man["achieved"][name]
+            subsets[name] = {
+                "patches": ach["patches"],
+                "patch_fraction": ach["patch_fraction"],
+                "pixels": ach["pixels"],
+                "pixel_fraction": ach["pixel_fraction"],
+                "mean_weak": {
+                    c: (float(props[:, i].mean()) if idx.size else None) for i, c in enumerate(st.classes)
+                },
+                "presence_rate": {
+                    c: (float(pres[:, i].mean()) if idx.size else None) for i, c in enumerate(st.classes)
+                },
+            }
+        out["split"] = {
+            "name": man["name"],
+            "by": man["by"],
+            "seed": man["seed"],
+            "fractions": man["fractions"],
+            "presence_threshold": man.get("presence_threshold", 0.0),
+            "excluded": {k: len(v) for k, v in man.get("excluded", {}).items()},
+            "subsets": subsets,
+        }
+    return out
