@@ -198,11 +198,14 @@ def test_compare_methods_config_budgets():
     for r in runs:
         steps[(r.arm, r.seed)] = steps.get((r.arm, r.seed), 0) + r.cfg.trainer.max_steps
     teacher = cfg.train["methods"]["pseudo_label"]["teacher"]
+    budget = cfg.train["trainer"]["max_steps"]  # T
+    finetune = cfg.stage_overrides["finetune"]["trainer"]["max_steps"]
+    assert finetune < budget
     for (arm, seed), n in steps.items():
         # Equal budgets: every arm that uses the weak patches takes T steps (pseudo_label with its
         # teacher's), the baseline the fine-tuning part.
         total = n + (steps[(teacher, seed)] if arm == "pseudo_label" else 0)
-        assert total == (50 if arm == "baseline" else 150), (arm, total)
+        assert total == (finetune if arm == "baseline" else budget), (arm, total)
 
 
 def test_migrated_experiment_keys(tmp_path, capsys):
