@@ -65,7 +65,7 @@ def test_rerun_skips_everything_and_keeps_results(quick_demo, monkeypatch, capsy
 
     # `segweak run` with the equivalent config reaches the same directory and trains nothing either.
     from segweak.config import dump_yaml
-    from segweak.report.demo import demo_config
+    from segweak.experiment.demo import demo_config
 
     cfg_path = out.parent / "quick.yaml"
     cfg_path.write_text(dump_yaml(demo_config(out, seeds=[0], quick=True)))

@@ -650,7 +650,8 @@ def run_cmd(
     ),
 ) -> None:
     """Run the protocol (baseline, weak, finetune, full and compared methods over seeds); rerun to resume."""
-    from segweak.report.experiment import load_experiment_config, run_experiment
+    from segweak.experiment.plan import load_experiment_config
+    from segweak.experiment.run import run_experiment
 
     sets = list(overrides or [])
     if out is not None:
@@ -699,7 +700,7 @@ def demo_cmd(
     """Run the whole protocol on SYNTHETIC data on the CPU in minutes (no download needed)."""
     from rich.console import Console
 
-    from segweak.report.demo import demo
+    from segweak.experiment.demo import demo
 
     console = Console()
     console.print(

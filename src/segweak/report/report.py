@@ -1203,7 +1203,7 @@ def report(exp_dir: str | Path, *, samples: int | None = None) -> Path:
     """Write ``report.md``, ``report.html`` and ``plots/*.png`` for an experiment directory.
 
     Args:
-        exp_dir: Directory written by :func:`segweak.report.experiment.run_experiment`.
+        exp_dir: Directory written by :func:`segweak.experiment.run.run_experiment`.
         samples: Validation patches in the sample grid; ``None`` uses ``report.samples`` of the
             experiment config (4 when unset).
 
