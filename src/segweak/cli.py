@@ -605,7 +605,8 @@ def _print_results(exp_dir: Path, console: object | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from segweak.report.report import headlines, load_experiment, summary_table
+    from segweak.experiment.results import load_experiment
+    from segweak.report.report import headlines, summary_table
 
     console = console or Console()
     exp = load_experiment(exp_dir)

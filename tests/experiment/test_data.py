@@ -42,9 +42,7 @@ def test_dataset_errors_name_the_key(tmp_path, dataset, match):
 
 def test_potsdam_store_and_dsm_change_is_a_mismatch(tmp_path):
     root = synthesize_potsdam(tmp_path / "p", n_tiles=1, height=64, width=64)
-    store = Store(
-        prepare_data(_cfg(tmp_path, {"source": "potsdam", "root": str(root)}), log=lambda m: None)
-    )
+    store = Store(prepare_data(_cfg(tmp_path, {"source": "potsdam", "root": str(root)}), log=lambda m: None))
     assert store.meta["band_order"] == "RGBIR" and store.meta["channels"] == 4
     with_dsm = _cfg(tmp_path, {"source": "potsdam", "root": str(root), "dsm": "ndsm", "dsm_window": 2.0})
     with pytest.raises(SegweakError, match="does not match the config.*bands RGBIR != RGBIR\\+nDSM"):

@@ -13,7 +13,8 @@ from segweak.config import ExperimentConfig, from_dict
 from segweak.errors import SegweakError
 from segweak.experiment import plan
 from segweak.experiment import run as runner
-from segweak.report.report import load_experiment, row_group, summary_table
+from segweak.experiment.results import load_experiment, row_group
+from segweak.report.report import summary_table
 from segweak.train.pseudo_labels import PseudoLabels
 
 TINY_TRAIN = {

@@ -22,12 +22,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segweak.errors import SegweakError
+from segweak.experiment.results import (
+    Experiment,
+    read_history,
+    read_step_log,
+    row_group,
+    row_step_kind,
+)
 from segweak.io import atomic_write_bytes
+from segweak.report.stats import mean_std
+from segweak.report.wording import data_wording, read_store_meta
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from segweak.report.report import Experiment
 
 #: Stage colours (colour-blind-safe Okabe-Ito palette).
 STAGE_COLORS = {
@@ -75,8 +82,6 @@ def _color(exp: Experiment, group: tuple[str, str], i: int) -> str:
 
 def plot_stage_bars(exp: Experiment, path: Path) -> None:
     """Bar per stage: mean mIoU, mean F1 and OA with ±1 std error bars and every seed as a dot."""
-    from segweak.report.report import mean_std
-
     groups = exp.groups()
     metrics = [("miou", "mIoU"), ("mf1", "mean F1"), ("oa", "OA")]
     fig = _figure(max(6.0, 1.6 * len(groups) + 2.5), 3.8)
@@ -115,8 +120,6 @@ def plot_stage_bars(exp: Experiment, path: Path) -> None:
 
 def plot_per_class(exp: Experiment, path: Path) -> None:
     """Draw grouped bars of per-class IoU (mean ± std over seeds), one bar per stage in each class group."""
-    from segweak.report.report import mean_std
-
     groups = exp.groups()
     classes = exp.classes
     fig = _figure(max(7.0, 1.3 * len(classes) * max(1, len(groups)) / 3 + 3), 3.8)
@@ -148,8 +151,6 @@ _KIND_STYLE = {"pretrain": "--", "finetune": "-", "train": "-"}
 
 def _segment(row: dict[str, Any]) -> str:
     """Part of an arm a run is: its step kind, and its round for a method with rounds (``train round 2``)."""
-    from segweak.report.report import row_step_kind
-
     rnd = row.get("round")
     return row_step_kind(row) + ("" if rnd in (None, "") else f" round {int(rnd)}")
 
@@ -160,8 +161,6 @@ def _style(segment: str) -> str:
 
 def _arm_pairs(exp: Experiment, arm: str) -> list[list[dict[str, Any]]]:
     """Rows of ``arm`` per (split seed, seed), pre-training before fine-tuning."""
-    from segweak.report.report import row_step_kind
-
     pairs: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for r in exp.arm_rows(arm):
         pairs.setdefault((int(r["split_seed"]), int(r["seed"])), []).append(r)
@@ -171,8 +170,6 @@ def _arm_pairs(exp: Experiment, arm: str) -> list[list[dict[str, Any]]]:
 
 
 def _history(exp: Experiment, row: dict[str, Any]) -> list[dict[str, float]]:
-    from segweak.report.report import read_history
-
     return read_history(exp.path / str(row.get("run_dir", "")) / "history.csv")
 
 
@@ -275,8 +272,6 @@ def _run_terms(exp: Experiment, row: dict[str, Any], hist: list[dict[str, float]
 
     The total ``loss`` is kept only when the method logged no separate term.
     """
-    from segweak.report.report import read_step_log
-
     log = read_step_log(exp.path / str(row.get("run_dir", "")))
     series = {t: np.asarray(pts, dtype=float).T for t, pts in log.items() if pts}
     if not series:
@@ -295,7 +290,7 @@ def loss_term_series(
 ) -> tuple[dict[str, dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]]], dict[str, list[float]]]:
     """Collect every arm's training loss terms over its optimiser steps, each seed's runs end to end.
 
-    Read from each run's per-step CSV log (:func:`segweak.report.report.read_step_log`, one point every
+    Read from each run's per-step CSV log (:func:`segweak.experiment.results.read_step_log`, one point every
     ``trainer.log_every_n_steps`` steps), or, without it, from the ``step`` and ``train_<term>`` columns
     of ``history.csv`` (epoch means); runs that recorded neither are left out. A pre-training arm's
     fine-tuning is offset by the pre-training run's optimiser steps.
@@ -456,7 +451,6 @@ def plot_samples(exp: Experiment, path: Path, n: int, sample_seed: int) -> str |
     """
     from segweak.data.splits import load_split
     from segweak.data.store import Store
-    from segweak.report.report import row_group
 
     store_rel = exp.results.get("store")
     if not store_rel:
@@ -569,8 +563,6 @@ def make_plots(
         except (SegweakError, ImportError, RuntimeError, KeyError, ValueError) as exc:
             reason = f"sample predictions could not be drawn: {exc}"
         if (plots / "samples.png").is_file() and (reason is None or "no best checkpoint for" in reason):
-            from segweak.report.wording import data_wording, read_store_meta
-
             store = exp.results.get("store")
             words = data_wording(read_store_meta(exp.path / store if store else None))
             out["samples"] = (
