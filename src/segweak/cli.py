@@ -675,8 +675,11 @@ def report_cmd(
     samples: int | None = typer.Option(None, "--samples", help="Patches in the prediction grid (0: none)."),
 ) -> None:
     """(Re)write report.md, report.html and plots/ of an experiment directory."""
+    from segweak.experiment.samples import ensure_samples
     from segweak.report.report import report
 
+    # Predicting the sample patches is experiment work; the report only reads samples.npz.
+    ensure_samples(run_dir, samples, log=lambda msg: typer.echo(f"segweak report: {msg}"))
     path = report(run_dir, samples=samples)
     _print_results(run_dir)
     typer.echo(f"report: {path}  (Markdown: {run_dir / 'report.md'})")

@@ -155,7 +155,8 @@ def run_experiment(
     Args:
         cfg: Experiment config (validated here).
         console: A ``rich.console.Console`` for progress; ``None`` creates one.
-        make_report: Write ``report.md`` / ``report.html`` / ``plots`` at the end.
+        make_report: Write the sample predictions (``samples.npz``), ``report.md`` / ``report.html`` /
+            ``plots`` at the end.
         quiet_training: Turn Lightning's per-run progress bars off (the experiment prints its own).
         wait: Wait for another process using the experiment (or one of its runs) instead of refusing.
 
@@ -287,8 +288,10 @@ def _run_experiment_locked(
     if make_report and unchanged and (exp_dir / "report.html").is_file():
         log(f"results unchanged, keeping the report {exp_dir / 'report.html'} (segweak report rewrites it)")
     elif make_report:
+        from segweak.experiment.samples import ensure_samples
         from segweak.report.report import report
 
+        ensure_samples(exp_dir, log=log)  # the report's sample grid reads it, never predicts
         path = report(exp_dir)
         log(f"report: {path}")
     return exp_dir
