@@ -445,3 +445,24 @@ def test_report_says_where_the_weak_labels_came_from(tmp_path):
     md = (exp / "report.md").read_text()
     assert "Weak labels: " in md
     assert "imported set `fields` from `/data/fields.csv` (sha256 `abababababab`, 7 bag(s) used)" in md
+
+
+def test_control_equal_to_baseline_is_a_structured_field_not_a_note(tmp_path):
+    rows = []
+    for s in range(3):
+        rows.append(_row("baseline", s, BASE[s]))
+        rows.append(_row("finetune", s, FINE[s], "proportion"))
+        # An old results.json: the fact was only in the note of the control rows.
+        rows.append({**_row("control", s, BASE[s]), "note": "control = baseline (same init and settings)"})
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    exp = _make_exp(tmp_path / "old", rows)
+    loaded = results.load_experiment(exp)
+    assert [r["same_as"] for r in loaded.rows if r["stage"] == "control"] == ["baseline"] * 3
+    assert any("Control = baseline" in h for h in rep.headlines(loaded))
+    # The field decides, whatever a note says.
+    for r in rows:
+        if r["stage"] == "control":
+            r.update(note="control = baseline", same_as=None)
+    loaded = results.load_experiment(_make_exp(tmp_path / "new", rows))
+    assert not any("Control = baseline" in h for h in rep.headlines(loaded))

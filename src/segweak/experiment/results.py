@@ -300,7 +300,25 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
             config = loaded if isinstance(loaded, dict) else {}
         except yaml.YAMLError:
             config = {}
+    results["rows"] = [_migrate_row(r) for r in results["rows"]]
     return Experiment(exp, results, config)
+
+
+_LEGACY_SAME_AS = "control = baseline"
+"""How segweak versions before training methods marked a ``control`` row that reused the baseline's
+runs: in its free-text ``note``, the only place they recorded it."""
+
+
+def _migrate_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Give a row of older results the structured fields readers use instead of free text.
+
+    ``same_as``: the row whose runs this row's results are (``baseline`` for an old ``control`` row
+    noted ``control = baseline``); readers never look into ``note``.
+    """
+    if "same_as" in row or row.get("stage") != "control":
+        return row
+    same = "baseline" if str(row.get("note") or "").startswith(_LEGACY_SAME_AS) else None
+    return {**row, "same_as": same}
 
 
 def read_history(path: Path) -> list[dict[str, float]]:

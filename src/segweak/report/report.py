@@ -310,9 +310,7 @@ def headlines(exp: Experiment) -> list[str]:
             if others:
                 heads.append(_headline(exp, others[0], baseline, n_split))
     control_rows = [r for r in exp.rows if r["stage"] == "control"]
-    control_is_baseline = bool(control_rows) and all(
-        "control = baseline" in (r.get("note") or "") for r in control_rows
-    )
+    control_is_baseline = bool(control_rows) and all(r.get("same_as") == "baseline" for r in control_rows)
     if control in has and not control_is_baseline:
         for g in finetunes:
             heads.append(_headline(exp, g, control, n_split))
