@@ -65,7 +65,7 @@ def test_rerun_skips_everything_and_keeps_results(quick_demo, monkeypatch, capsy
 
     # `segweak run` with the equivalent config reaches the same directory and trains nothing either.
     from segweak.config import dump_yaml
-    from segweak.report.demo import demo_config
+    from segweak.experiment.demo import demo_config
 
     cfg_path = out.parent / "quick.yaml"
     cfg_path.write_text(dump_yaml(demo_config(out, seeds=[0], quick=True)))
@@ -136,3 +136,51 @@ def test_runs_and_report_record_the_environment(quick_demo, tmp_path):
     assert main(["report", str(copy), "--samples", "0"]) == 0
     md = (copy / "report.md").read_text()
     assert "Runs trained in different environments: `packages.torch` is 0.0.1 (1 run(s))" in md
+
+
+def test_report_draws_samples_from_the_artefact_and_never_runs_a_model(quick_demo, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    from segweak.experiment import samples as sm
+    from segweak.report import report as rep
+    from segweak.train import checkpoint
+
+    out, _ = quick_demo
+    copy = tmp_path / "exp"
+    shutil.copytree(out, copy)
+    # The runner wrote the predictions: 2 patches (report.samples of --quick) x 4 rows.
+    written = sm.read_samples(copy)
+    assert written is not None and written.labels == ["baseline", "weak", "finetune", "full"]
+    assert written.predictions.shape == (4, 2, 32, 32) and written.predictions.dtype == "uint8"
+    assert written.images.shape == (2, 32, 32, 3) and written.masks.shape == (2, 32, 32)
+    assert written.meta["classes"] and written.colors.shape == (len(written.meta["classes"]), 3)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the report built a model")
+
+    calls = []
+    real_predict = sm.predict_patches
+    monkeypatch.setattr(checkpoint, "build_model_from_checkpoint", no_model)
+    monkeypatch.setattr(sm, "predict_patches", lambda *a: calls.append(a[0]) or real_predict(*a))
+    # Rendering reads samples.npz; `segweak report` keeps an artefact made from the same checkpoints.
+    rep.report(copy)
+    assert (copy / "plots" / "samples.png").is_file()
+    assert main(["report", str(copy)]) == 0 and calls == []
+
+    # Without the artefact the report says so instead of predicting.
+    (copy / "samples.npz").unlink()
+    rep.report(copy)
+    assert not (copy / "plots" / "samples.png").exists()
+    assert "samples.npz is missing" in (copy / "report.md").read_text()
+
+    # `segweak report` makes it on the experiment side, and again after a run is retrained.
+    monkeypatch.undo()
+    monkeypatch.setattr(sm, "predict_patches", lambda *a: calls.append(a[0]) or real_predict(*a))
+    assert main(["report", str(copy)]) == 0
+    assert len(calls) == 4 and (copy / "plots" / "samples.png").is_file()
+    again = sm.read_samples(copy)
+    assert again is not None and (again.predictions == written.predictions).all()
+    ckpt = copy / "runs" / "full-split0-seed0" / "checkpoints" / "best.ckpt"
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))
+    assert main(["report", str(copy)]) == 0 and len(calls) == 8

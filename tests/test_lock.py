@@ -121,7 +121,7 @@ def test_second_train_process_refuses_and_leaves_the_run_intact(tmp_path, tiny_s
 
 def test_second_experiment_process_refuses(tmp_path, capsys):
     from segweak.config import dump_yaml
-    from segweak.report.demo import demo_config
+    from segweak.experiment.demo import demo_config
 
     exp = tmp_path / "exp"
     exp.mkdir()

@@ -687,7 +687,8 @@ def _print_results(exp_dir: Path, console: object | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from segweak.report.report import headlines, load_experiment, summary_table
+    from segweak.experiment.results import load_experiment
+    from segweak.report.report import headlines, summary_table
 
     console = console or Console()
     exp = load_experiment(exp_dir)
@@ -732,7 +733,8 @@ def run_cmd(
     ),
 ) -> None:
     """Run the protocol (baseline, weak, finetune, full and compared methods over seeds); rerun to resume."""
-    from segweak.report.experiment import load_experiment_config, run_experiment
+    from segweak.experiment.plan import load_experiment_config
+    from segweak.experiment.run import run_experiment
 
     sets = list(overrides or [])
     if out is not None:
@@ -755,8 +757,11 @@ def report_cmd(
     samples: int | None = typer.Option(None, "--samples", help="Patches in the prediction grid (0: none)."),
 ) -> None:
     """(Re)write report.md, report.html and plots/ of an experiment directory."""
+    from segweak.experiment.samples import ensure_samples
     from segweak.report.report import report
 
+    # Predicting the sample patches is experiment work; the report only reads samples.npz.
+    ensure_samples(run_dir, samples, log=lambda msg: typer.echo(f"segweak report: {msg}"))
     path = report(run_dir, samples=samples)
     _print_results(run_dir)
     typer.echo(f"report: {path}  (Markdown: {run_dir / 'report.md'})")
@@ -781,7 +786,7 @@ def demo_cmd(
     """Run the whole protocol on SYNTHETIC data on the CPU in minutes (no download needed)."""
     from rich.console import Console
 
-    from segweak.report.demo import demo
+    from segweak.experiment.demo import demo
 
     console = Console()
     console.print(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import re
 from pathlib import Path
 
 import pytest
 
+from segweak.experiment import results
+from segweak.report import figures
 from segweak.report import report as rep
 
 CLASSES = ["impervious", "building", "low_vegetation", "tree", "car"]
@@ -86,46 +87,6 @@ def _protocol_rows() -> list[dict]:
         rows.append(_row("finetune", s, FINE[s], "proportion"))
         rows.append(_row("full", s, 0.70 + 0.01 * s))
     return rows
-
-
-def test_paired_test_matches_scipy_ttest_rel():
-    scipy_stats = pytest.importorskip("scipy.stats")
-    a = {(0, s): v for s, v in enumerate(FINE)}
-    b = {(0, s): v for s, v in enumerate(BASE)}
-    pr = rep.paired_test(a, b)
-    ref = scipy_stats.ttest_rel(FINE, BASE)
-    assert pr.n == 3 and pr.improved == 3
-    assert pr.mean == pytest.approx(sum(FINE) / 3 - sum(BASE) / 3)
-    assert pr.t == pytest.approx(ref.statistic)
-    assert pr.p == pytest.approx(ref.pvalue)
-    lo, hi = pr.ci
-    assert lo < pr.mean < hi
-
-
-def test_own_t_distribution_matches_scipy():
-    scipy_stats = pytest.importorskip("scipy.stats")
-    for t, df in [(0.3, 1), (2.1, 2), (4.5, 3), (1.0, 10), (12.0, 4)]:
-        own = rep._betai(df / 2.0, 0.5, df / (df + t * t))
-        assert own == pytest.approx(2 * scipy_stats.t.sf(t, df), rel=1e-9, abs=1e-12)
-
-
-def test_paired_test_small_and_degenerate_cases():
-    one = rep.paired_test({(0, 0): 0.6}, {(0, 0): 0.5})
-    assert one.n == 1 and one.p is None and "no statistical test" in one.verdict
-    same = rep.paired_test({(0, 0): 0.5, (0, 1): 0.4}, {(0, 0): 0.5, (0, 1): 0.4})
-    assert same.mean == 0 and same.p is None and "identical" in same.verdict
-    const = rep.paired_test({(0, 0): 0.6, (0, 1): 0.5}, {(0, 0): 0.5, (0, 1): 0.4})
-    assert const.mean == pytest.approx(0.1) and "same difference" in const.verdict
-    unpaired = rep.paired_test({(0, 0): 0.6}, {(0, 1): 0.5})
-    assert unpaired.n == 0 and unpaired.mean is None
-    noisy = rep.paired_test({(0, 0): 0.6, (0, 1): 0.4}, {(0, 0): 0.5, (0, 1): 0.45})
-    assert noisy.p is not None and noisy.p > 0.05 and "noise" in noisy.verdict and "n = 2" in noisy.verdict
-
-
-def test_mean_std_skips_nulls():
-    m, sd, n = rep.mean_std([0.2, None, 0.4])
-    assert n == 2 and m == pytest.approx(0.3) and sd == pytest.approx(math.sqrt(0.02))
-    assert rep.mean_std([None]) == (None, None, 0)
 
 
 def test_report_headline_tables_and_self_contained_html(tmp_path):
@@ -364,8 +325,8 @@ def test_old_results_without_arm_fields_still_rank(tmp_path):
     assert [r[1].strip("*") for r in table] == ["proportion", "control", "baseline"]
     assert by_arm["proportion"]["training"] == "pre-training + fine-tuning"
     assert by_arm["control"]["role"] == "control" and by_arm["proportion"]["optimiser steps"] == "–"
-    assert rep.row_arm(rows[1]) == "proportion" and rep.row_step_kind(rows[1]) == "pretrain"
-    assert rep.row_role(rows[3]) == "control" and rep.row_step_kind(rows[0]) == "train"
+    assert results.row_arm(rows[1]) == "proportion" and results.row_step_kind(rows[1]) == "pretrain"
+    assert results.row_role(rows[3]) == "control" and results.row_step_kind(rows[0]) == "train"
 
 
 def _write_step_log(run: Path, version: int, steps: list[int], terms: dict[str, float]) -> None:
@@ -393,16 +354,14 @@ def _write_step_log(run: Path, version: int, steps: list[int], terms: dict[str, 
 def test_read_step_log_merges_resumed_versions(tmp_path):
     _write_step_log(tmp_path, 0, [1, 3, 5], {"pixel": 1.0, "proportion": 2.0})
     _write_step_log(tmp_path, 1, [5, 7], {"pixel": 1.0, "proportion": 2.0})
-    log = rep.read_step_log(tmp_path)
+    log = results.read_step_log(tmp_path)
     # Step index s is optimiser step s + 1; the resumed run's values win where both logged.
     assert log["pixel"] == [(2, 1.0), (4, 1.0), (6, 2.0), (8, 2.0)]
     assert log["loss"] == [(2, 3.0), (4, 3.0), (6, 4.0), (8, 4.0)]
-    assert rep.read_step_log(tmp_path / "nothing") == {}
+    assert results.read_step_log(tmp_path / "nothing") == {}
 
 
 def test_curves_of_pretraining_arms_continue_over_optimiser_steps(tmp_path):
-    from segweak.report import plots
-
     rows = [r for r in _comparison_rows() if r["arm"] in ("baseline", "proportion", "joint")]
     exp = _make_exp(tmp_path, rows, methods=("proportion", "joint"))
     for r in rows:
@@ -413,15 +372,15 @@ def test_curves_of_pretraining_arms_continue_over_optimiser_steps(tmp_path):
         (rd / "history.csv").write_text("\n".join(lines) + "\n")
         terms = {"proportion": 0.7} if r["step_kind"] == "pretrain" else {"pixel": 0.9}
         _write_step_log(rd, 0, list(range(0, steps, 10)), terms)
-    loaded = rep.load_experiment(exp)
-    unit, curves = plots.learning_curve_series(loaded)
+    loaded = results.load_experiment(exp)
+    unit, curves = figures.learning_curve_series(loaded)
     assert unit == "step"
     (weak_x, _), *_ = curves["proportion"]["pretrain"]
     (fine_x, fine_y), *_ = curves["proportion"]["finetune"]
     assert weak_x.tolist() == [50, 100] and fine_x.tolist() == [120, 140]  # offset by the 100 weak steps
     assert fine_y[-1] == pytest.approx(BASE[0] + 0.06)
     assert [x.tolist() for x, _ in curves["joint"]["train"]] == [[70, 140]] * 3
-    series, starts = plots.loss_term_series(loaded)
+    series, starts = figures.loss_term_series(loaded)
     assert set(series["proportion"]) == {("pretrain", "proportion"), ("finetune", "pixel")}
     (x, y), *_ = series["proportion"][("finetune", "pixel")]
     assert x[0] == 101 and x[-1] == 131 and starts["proportion"] == [[100.0]] * 3
@@ -432,8 +391,6 @@ def test_curves_of_pretraining_arms_continue_over_optimiser_steps(tmp_path):
 
 
 def test_arm_of_several_runs_per_seed_counts_all_its_steps_and_ranks_its_last(tmp_path):
-    from segweak.report import plots
-
     rows = []
     for s in range(2):
         rows.append(_arm_row("baseline", s, BASE[s], steps=40))
@@ -449,14 +406,14 @@ def test_arm_of_several_runs_per_seed_counts_all_its_steps_and_ranks_its_last(tm
     assert by_arm["rounds"]["optimiser steps"] == "120" and by_arm["rounds"]["train time"] == "20 s"
     assert by_arm["rounds"]["Δ vs baseline"].startswith("+0.100")
     # Each round is a segment of the arm's curves, the second after the first's 60 steps.
-    loaded = rep.load_experiment(exp)
+    loaded = results.load_experiment(exp)
     for r in rows:
         (exp / r["run_dir"] / "history.csv").write_text(f"epoch,step,val_miou\n1,60,{r['miou']}\n")
         _write_step_log(exp / r["run_dir"], 0, [9, 59], {"pixel": 0.5, "pseudo": 0.2})
-    _, curves = plots.learning_curve_series(loaded)
+    _, curves = figures.learning_curve_series(loaded)
     assert list(curves["rounds"]) == ["train round 1", "train round 2"]
     assert [x.tolist() for x, _ in curves["rounds"]["train round 2"]] == [[120.0]] * 2
-    series, starts = plots.loss_term_series(loaded)
+    series, starts = figures.loss_term_series(loaded)
     (x, _), _ = series["rounds"][("train round 2", "pseudo")]
     assert x.tolist() == [70.0, 120.0] and starts["rounds"] == [[60.0]] * 2
 
@@ -488,3 +445,24 @@ def test_report_says_where_the_weak_labels_came_from(tmp_path):
     md = (exp / "report.md").read_text()
     assert "Weak labels: " in md
     assert "imported set `fields` from `/data/fields.csv` (sha256 `abababababab`, 7 bag(s) used)" in md
+
+
+def test_control_equal_to_baseline_is_a_structured_field_not_a_note(tmp_path):
+    rows = []
+    for s in range(3):
+        rows.append(_row("baseline", s, BASE[s]))
+        rows.append(_row("finetune", s, FINE[s], "proportion"))
+        # An old results.json: the fact was only in the note of the control rows.
+        rows.append({**_row("control", s, BASE[s]), "note": "control = baseline (same init and settings)"})
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    exp = _make_exp(tmp_path / "old", rows)
+    loaded = results.load_experiment(exp)
+    assert [r["same_as"] for r in loaded.rows if r["stage"] == "control"] == ["baseline"] * 3
+    assert any("Control = baseline" in h for h in rep.headlines(loaded))
+    # The field decides, whatever a note says.
+    for r in rows:
+        if r["stage"] == "control":
+            r.update(note="control = baseline", same_as=None)
+    loaded = results.load_experiment(_make_exp(tmp_path / "new", rows))
+    assert not any("Control = baseline" in h for h in rep.headlines(loaded))

@@ -3,38 +3,35 @@
 The report answers the experiment's question on its first screen ("does weak pre-training followed
 by fine-tuning beat the strong-only baseline, and by how much?") with a *paired* comparison over the
 seeds, then gives the setup, per-stage tables (mean ± std over seeds), all paired comparisons, the
-plots and every run.
+figures and every run.
 
-Statistics (all over runs that share ``(split_seed, seed)``, i.e. the same data split and the same
-initial weights/data order): Δ = metric(stage) − metric(reference) per pair; mean Δ, its sample
-standard deviation (ddof 1), a 95 % confidence interval from Student's t, and the two-sided paired
-t-test p-value (``scipy.stats`` when importable, else an exact incomplete-beta implementation here).
-With fewer than 2 pairs no test is possible and the report says so.
-
-Both documents are rendered from one block list, so Markdown and HTML never disagree.
+Everything is read from the experiment directory (:func:`segweak.experiment.results.load_experiment`);
+the statistics are :mod:`segweak.report.stats`, the figures :mod:`segweak.report.figures` and the
+Markdown/HTML rendering :mod:`segweak.report.document`.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import html
 import json
 import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from segweak.errors import SegweakError
+from segweak.experiment.results import (
+    Experiment,
+    load_experiment,
+    row_group,
+    row_step_kind,
+)
 from segweak.io import atomic_write_text
+from segweak.report import figures
+from segweak.report.document import Doc, render_html, render_markdown
+from segweak.report.stats import Paired, format_p, mean_std, paired_test
 from segweak.report.wording import data_wording, read_store_meta
-
-ALPHA = 0.05
-"""Significance level used in verdicts and confidence intervals."""
 
 _AREA_TEXT = {
     "patch": "predicted proportions averaged over the **whole patch** (`weak.area: patch`, leak-free: "
@@ -43,30 +40,6 @@ _AREA_TEXT = {
     "`weak.area: valid`: weak batches carry the valid map, which traces ignored regions such as eroded "
     "boundaries and clutter, i.e. more than a weak label gives)",
 }
-
-
-DEFAULT_REFERENCES = ("shuffled", "semi_supervised")
-"""Arms every other arm is compared with besides the baseline, unless ``report.references`` says otherwise."""
-
-
-def row_arm(row: dict[str, Any]) -> str:
-    """Arm of a results row: ``baseline``, ``full`` or the compared method (``arm``; derived for old rows)."""
-    return str(row.get("arm") or row.get("method") or row["stage"])
-
-
-def row_step_kind(row: dict[str, Any]) -> str:
-    """``pretrain``, ``finetune`` or ``train`` (``step_kind``; derived from the stage for old rows)."""
-    return str(
-        row.get("step_kind") or {"weak": "pretrain", "finetune": "finetune"}.get(row["stage"], "train")
-    )
-
-
-def row_role(row: dict[str, Any]) -> str:
-    """``baseline``, ``full``, ``control`` or ``method`` (``role``; derived from the stage for old rows)."""
-    if row.get("role"):
-        return str(row["role"])
-    stage = row["stage"]
-    return stage if stage in ("baseline", "full", "control") else "method"
 
 
 def _reads_weak_labels(cfg: dict[str, Any]) -> bool:
@@ -86,434 +59,6 @@ STAGE_TITLES = {
 
 
 # --------------------------------------------------------------------------------------------------
-# Statistics
-# --------------------------------------------------------------------------------------------------
-
-
-def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
-    """Mean and sample std (ddof 1; 0 for one value) over the non-null ``values``; and their count."""
-    xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    n = len(xs)
-    if n == 0:
-        return None, None, 0
-    m = sum(xs) / n
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
-    return m, sd, n
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 400):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betai(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta function I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    ln_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    front = math.exp(ln_front)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_two_sided_p(t: float, df: int) -> float:
-    """Two-sided p-value of Student's t statistic ``t`` with ``df`` degrees of freedom.
-
-    Uses :mod:`scipy.stats` when available; otherwise ``I_{df/(df+t²)}(df/2, 1/2)``.
-    """
-    if math.isinf(t):
-        return 0.0
-    try:
-        from scipy import stats
-
-        return float(2.0 * stats.t.sf(abs(t), df))
-    except ImportError:
-        return _betai(df / 2.0, 0.5, df / (df + t * t))
-
-
-def t_quantile(q: float, df: int) -> float:
-    """Quantile of Student's t (``scipy`` when available, else bisection on the CDF)."""
-    try:
-        from scipy import stats
-
-        return float(stats.t.ppf(q, df))
-    except ImportError:
-        lo, hi = 0.0, 1e3
-        target = 2.0 * (1.0 - q)  # two-sided tail mass at the quantile
-        for _ in range(200):
-            mid = (lo + hi) / 2.0
-            if t_two_sided_p(mid, df) > target:
-                lo = mid
-            else:
-                hi = mid
-        return (lo + hi) / 2.0
-
-
-@dataclass
-class Paired:
-    """Paired comparison of a stage against a reference over matched seeds.
-
-    Attributes:
-        n: Number of pairs.
-        mean: Mean difference (stage − reference).
-        std: Sample std of the differences (ddof 1; ``None`` when n < 2).
-        ci: 95 % confidence interval of the mean difference (``None`` when n < 2).
-        t: t statistic (``None`` when undefined).
-        p: Two-sided paired t-test p-value (``None`` when undefined).
-        improved: Pairs where the stage is better than the reference.
-        verdict: One sentence a reader can act on.
-    """
-
-    n: int
-    mean: float | None
-    std: float | None
-    ci: tuple[float, float] | None
-    t: float | None
-    p: float | None
-    improved: int
-    verdict: str
-
-
-def paired_test(
-    stage: dict[Any, float], reference: dict[Any, float], ref_name: str = "the reference"
-) -> Paired:
-    """Paired t-test of ``stage`` vs ``reference`` over the keys both have (e.g. ``(split, seed)``).
-
-    ``ref_name`` names the reference in the verdict sentence.
-    """
-    keys = sorted(k for k in stage if k in reference and stage[k] is not None and reference[k] is not None)
-    diffs = [float(stage[k]) - float(reference[k]) for k in keys]
-    n = len(diffs)
-    improved = sum(d > 0 for d in diffs)
-    if n == 0:
-        return Paired(
-            0, None, None, None, None, None, 0, f"no runs share a seed with {ref_name}: no comparison"
-        )
-    m = sum(diffs) / n
-    if n == 1:
-        return Paired(
-            1, m, None, None, None, None, improved,
-            "only 1 seed: no statistical test is possible, treat the difference as anecdotal",
-        )  # fmt: skip
-    sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / (n - 1))
-    se = sd / math.sqrt(n)
-    if se == 0.0:
-        if m == 0.0:
-            return Paired(n, 0.0, 0.0, (0.0, 0.0), None, None, 0, f"identical results on all {n} seeds")
-        return Paired(
-            n, m, 0.0, (m, m), math.copysign(math.inf, m), 0.0, improved,
-            f"the same difference on all {n} seeds (no variance: the t-test is degenerate)",
-        )  # fmt: skip
-    t = m / se
-    p = t_two_sided_p(t, n - 1)
-    h = t_quantile(1 - ALPHA / 2, n - 1) * se
-    if p < ALPHA:
-        verdict = f"{'better' if m > 0 else 'worse'} than {ref_name} (paired t-test p = {_p(p)} < {ALPHA})"
-    else:
-        verdict = f"within seed-to-seed noise (paired t-test p = {_p(p)} ≥ {ALPHA})"
-    if n < 3:
-        verdict += f"; with n = {n} seeds the test has almost no power, use ≥ 3 seeds"
-    return Paired(n, m, sd, (m - h, m + h), t, p, improved, verdict)
-
-
-def _p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    if p < 1e-4:
-        return f"{p:.1e}"
-    return f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
-
-
-# --------------------------------------------------------------------------------------------------
-# Document model rendered to Markdown and HTML
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Doc:
-    """Blocks of a report; ``**bold**`` and ``code`` spans are allowed in text."""
-
-    blocks: list[tuple[Any, ...]] = field(default_factory=list)
-
-    def h(self, level: int, text: str) -> None:
-        """Heading."""
-        self.blocks.append(("h", level, text))
-
-    def p(self, text: str, cls: str = "") -> None:
-        """Paragraph (``cls``: ``headline``, ``warn``, ``note`` styles in HTML)."""
-        self.blocks.append(("p", text, cls))
-
-    def ul(self, items: list[str]) -> None:
-        """Bullet list."""
-        self.blocks.append(("ul", items))
-
-    def table(self, header: list[str], rows: list[list[str]], caption: str = "") -> None:
-        """Table of already formatted cells (first column left-aligned, others right-aligned)."""
-        self.blocks.append(("table", header, rows, caption))
-
-    def img(self, path: Path, caption: str) -> None:
-        """Figure (``path`` relative to the experiment directory)."""
-        self.blocks.append(("img", path, caption))
-
-
-def _md_inline(text: str) -> str:
-    return text
-
-
-def _html_inline(text: str) -> str:
-    out = html.escape(text)
-    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
-    out = re.sub(r"`(.+?)`", r"<code>\1</code>", out)
-    return out
-
-
-def render_markdown(doc: Doc) -> str:
-    """Markdown text of ``doc`` (images as relative links to ``plots/``)."""
-    lines: list[str] = []
-    for b in doc.blocks:
-        kind = b[0]
-        if kind == "h":
-            lines += ["#" * b[1] + " " + b[2], ""]
-        elif kind == "p":
-            text = b[1]
-            if b[2] in ("warn", "headline"):
-                text = "> " + text
-            lines += [text, ""]
-        elif kind == "ul":
-            lines += [f"- {item}" for item in b[1]] + [""]
-        elif kind == "table":
-            header, rows, caption = b[1], b[2], b[3]
-            if caption:
-                lines += [f"*{caption}*", ""]
-            lines.append("| " + " | ".join(header) + " |")
-            lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
-            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
-            lines.append("")
-        elif kind == "img":
-            lines += [f"![{b[2]}]({b[1].as_posix()})", "", f"*{b[2]}*", ""]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-_CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#1d1d1f;line-height:1.45}
-h1{font-size:1.7em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
-th,td{border:1px solid #d0d0d0;padding:.3em .6em;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}
-tr:nth-child(even) td{background:#fafafa}
-.headline{font-size:1.15em;background:#eef6ee;border-left:5px solid #2e7d32;padding:.7em 1em}
-.warn{background:#fff4e5;border-left:5px solid #e65100;padding:.6em 1em;font-weight:600}
-.note{color:#555;font-size:.92em}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
-figcaption{color:#555;font-size:.9em}.caption{color:#555;font-size:.9em;margin-bottom:.2em}
-code{background:#f4f4f4;padding:0 .2em;border-radius:3px}
-"""
-
-
-def render_html(doc: Doc, base: Path, title: str) -> str:
-    """Self-contained HTML of ``doc``: inline CSS, PNGs embedded as base64 data URIs, no external assets."""
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-    ]
-    for b in doc.blocks:
-        kind = b[0]
-        if kind == "h":
-            parts.append(f"<h{b[1]}>{_html_inline(b[2])}</h{b[1]}>")
-        elif kind == "p":
-            cls = f' class="{b[2]}"' if b[2] else ""
-            parts.append(f"<p{cls}>{_html_inline(b[1])}</p>")
-        elif kind == "ul":
-            parts.append("<ul>" + "".join(f"<li>{_html_inline(i)}</li>" for i in b[1]) + "</ul>")
-        elif kind == "table":
-            header, rows, caption = b[1], b[2], b[3]
-            if caption:
-                parts.append(f'<div class="caption">{_html_inline(caption)}</div>')
-            parts.append(
-                "<table><thead><tr>"
-                + "".join(f"<th>{_html_inline(h)}</th>" for h in header)
-                + "</tr></thead>"
-            )
-            parts.append(
-                "<tbody>"
-                + "".join("<tr>" + "".join(f"<td>{_html_inline(c)}</td>" for c in r) + "</tr>" for r in rows)
-                + "</tbody></table>"
-            )
-        elif kind == "img":
-            data = base64.b64encode((base / b[1]).read_bytes()).decode("ascii")
-            parts.append(
-                f'<figure><img alt="{html.escape(b[2])}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{_html_inline(b[2])}</figcaption></figure>"
-            )
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
-
-
-# --------------------------------------------------------------------------------------------------
-# Loading an experiment directory
-# --------------------------------------------------------------------------------------------------
-
-
-def row_group(row: dict[str, Any]) -> tuple[str, str]:
-    """``(stage, method)`` group of a results row; each round of a method with rounds is its own row.
-
-    A round's stage reads ``<stage> round <r>`` (e.g. ``pseudo_label round 2``), so rounds are never
-    averaged together as if they were seeds.
-    """
-    stage, rnd = str(row["stage"]), row.get("round")
-    if rnd not in (None, ""):
-        stage = f"{stage} round {int(rnd)}"
-    return (stage, row.get("method") or "")
-
-
-@dataclass
-class Experiment:
-    """What the report reads from an experiment directory.
-
-    Attributes:
-        path: Experiment directory.
-        results: ``results.json`` content.
-        config: ``config.yaml`` content (plain mapping; empty when missing).
-    """
-
-    path: Path
-    results: dict[str, Any]
-    config: dict[str, Any]
-
-    @property
-    def rows(self) -> list[dict[str, Any]]:
-        """Results rows."""
-        return list(self.results.get("rows", []))
-
-    @property
-    def classes(self) -> list[str]:
-        """Class names in index order."""
-        return list(self.results.get("classes", []))
-
-    def groups(self) -> list[tuple[str, str]]:
-        """``(stage, method)`` groups present (:func:`row_group`), in protocol order.
-
-        Protocol stages first, then the rows of single-run methods in the order of ``methods``, the
-        rounds of a method in turn.
-        """
-        order = {s: i for i, s in enumerate(STAGE_TITLES)}
-        methods = list(self.results.get("methods") or [])
-        rank: dict[tuple[str, str], tuple[int, int, int]] = {}
-        for r in self.rows:
-            arm = r.get("method") or r["stage"]
-            position = methods.index(arm) if arm in methods else -1
-            rank.setdefault(row_group(r), (order.get(r["stage"], 99), position, int(r.get("round") or 0)))
-        return sorted(rank, key=lambda g: (rank[g], g))
-
-    def label(self, group: tuple[str, str]) -> str:
-        """Display name of a ``(stage, method)`` group."""
-        stage, method = group
-        methods = {r.get("method") for r in self.rows if r.get("method")}
-        return f"{stage} ({method})" if method and len(methods) > 1 else stage
-
-    def arms(self) -> list[str]:
-        """Arms present: ``baseline``, the compared methods in ``methods`` order, ``full``, then others."""
-        present: list[str] = []
-        for r in self.rows:
-            if row_arm(r) not in present:
-                present.append(row_arm(r))
-        order = ["baseline", *(self.results.get("methods") or []), "full"]
-        return sorted(present, key=lambda a: order.index(a) if a in order else len(order))
-
-    def arm_rows(self, arm: str) -> list[dict[str, Any]]:
-        """Results rows of ``arm`` (every step kind)."""
-        return [r for r in self.rows if row_arm(r) == arm]
-
-    def final_group(self, arm: str) -> tuple[str, str]:
-        """Return the ``(stage, method)`` group of ``arm``'s result: its fine-tuning or its single run.
-
-        Rows are in training order, so for an arm of several runs per seed (e.g. rounds) this is the
-        last; an experiment that pre-trained without fine-tuning has only the pre-training to show.
-        """
-        rows = self.arm_rows(arm)
-        final = [r for r in rows if row_step_kind(r) != "pretrain"] or rows
-        return row_group(final[-1])
-
-    def arm_role(self, arm: str) -> str:
-        """Role of ``arm`` (``baseline``, ``full``, ``control`` or ``method``)."""
-        rows = self.arm_rows(arm)
-        return row_role(rows[0]) if rows else "method"
-
-    def arm_pretrains(self, arm: str) -> bool:
-        """Whether ``arm`` has pre-training rows (pre-training + fine-tuning)."""
-        return any(row_step_kind(r) == "pretrain" for r in self.arm_rows(arm))
-
-    def references(self) -> list[str]:
-        """Arms compared with every other arm: ``baseline`` and ``report.references``, those present."""
-        refs = (self.config.get("report") or {}).get("references")
-        wanted = ["baseline", *(DEFAULT_REFERENCES if refs is None else refs)]
-        arms = self.arms()
-        return [a for i, a in enumerate(wanted) if a in arms and a not in wanted[:i]]
-
-    def values(self, group: tuple[str, str], key: str) -> dict[tuple[int, int], float | None]:
-        """``{(split_seed, seed): row[key]}`` of one group."""
-        return {
-            (int(r["split_seed"]), int(r["seed"])): r.get(key) for r in self.rows if row_group(r) == group
-        }
-
-
-def load_experiment(exp_dir: str | Path) -> Experiment:
-    """Read ``results.json`` and ``config.yaml`` of an experiment directory.
-
-    Raises:
-        SegweakError: When ``results.json`` is missing or unreadable.
-    """
-    exp = Path(exp_dir)
-    rpath = exp / "results.json"
-    if not rpath.is_file():
-        raise SegweakError(
-            f"{rpath} not found: {exp} is not a finished experiment directory (run `segweak run` first)"
-        )
-    try:
-        results = json.loads(rpath.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SegweakError(f"cannot read {rpath}: {exc}") from exc
-    if not isinstance(results, dict) or "rows" not in results:
-        raise SegweakError(f"{rpath} has no 'rows': it was not written by segweak run")
-    config: dict[str, Any] = {}
-    cpath = exp / "config.yaml"
-    if cpath.is_file():
-        try:
-            loaded = yaml.safe_load(cpath.read_text(encoding="utf-8"))
-            config = loaded if isinstance(loaded, dict) else {}
-        except yaml.YAMLError:
-            config = {}
-    return Experiment(exp, results, config)
-
-
 # --------------------------------------------------------------------------------------------------
 # Formatting helpers
 # --------------------------------------------------------------------------------------------------
@@ -561,7 +106,7 @@ def _headline(exp: Experiment, group: tuple[str, str], ref: tuple[str, str], n_s
     if pr.n >= 1:
         parts.append(f"{pr.improved}/{pr.n} {'seeds' if n_split <= 1 else 'pairs'} improved")
     if pr.p is not None:
-        parts.append(f"paired t-test p = {_p(pr.p)}")
+        parts.append(f"paired t-test p = {format_p(pr.p)}")
     text = f"**{title}: mIoU {_ms(a)} vs {ref_name} {_ms(b)}** ({', '.join(parts)}). "
     text += f"Verdict: {pr.verdict}."
     return text
@@ -638,68 +183,6 @@ def _run_configs(exp: Experiment) -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
-def read_history(path: Path) -> list[dict[str, float]]:
-    """Rows of a run's ``history.csv`` with numeric values (empty cells dropped)."""
-    if not path.is_file():
-        return []
-    rows = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        for rec in csv.DictReader(fh):
-            row = {}
-            for k, v in rec.items():
-                if v not in (None, ""):
-                    try:
-                        row[k] = float(v)
-                    except ValueError:
-                        continue
-            rows.append(row)
-    return rows
-
-
-def _version_number(path: Path) -> int:
-    """N of a ``version_N`` log folder (-1 when the name has another form)."""
-    tail = path.name.rpartition("_")[2]
-    return int(tail) if tail.isdigit() else -1
-
-
-def read_step_log(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Training loss terms per optimiser step from a run's CSV logs (``logs/csv/version_*/metrics.csv``).
-
-    The task logs ``train/loss`` and ``train/<term>`` every ``trainer.log_every_n_steps`` steps; the
-    logger's ``step`` of a value is the 0-based index of the step that computed it, so the value
-    belongs to optimiser step ``step + 1``. A resumed run writes a new ``version_N``; where versions
-    overlap (steps redone after the last checkpoint), the later one wins.
-
-    Args:
-        run_dir: A run directory.
-
-    Returns:
-        ``{term: [(optimiser step, value), ...]}`` sorted by step (``loss`` is the total); empty when
-        the run has no CSV logs.
-    """
-    values: dict[str, dict[int, float]] = {}
-    for path in sorted(
-        (run_dir / "logs" / "csv").glob("version_*/metrics.csv"), key=lambda p: _version_number(p.parent)
-    ):
-        with path.open(newline="", encoding="utf-8") as fh:
-            for rec in csv.DictReader(fh):
-                step = rec.get("step")
-                if step in (None, ""):
-                    continue
-                for key, value in rec.items():
-                    if not (key and key.startswith("train/") and key.endswith("_step")) or value in (
-                        None,
-                        "",
-                    ):
-                        continue
-                    term = key[len("train/") : -len("_step")]
-                    try:
-                        values.setdefault(term, {})[int(step) + 1] = float(value)
-                    except ValueError:
-                        continue
-    return {term: sorted(points.items()) for term, points in values.items()}
-
-
 def summary_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
     """Per-stage summary: runs, mIoU / mean F1 / OA (mean ± std), paired Δ mIoU vs baseline, % of full.
 
@@ -717,7 +200,7 @@ def summary_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
         delta = "–"
         if baseline in has and g != baseline:
             pr = paired_test(exp.values(g, "miou"), exp.values(baseline, "miou"))
-            delta = _signed(pr.mean) + (f" (p = {_p(pr.p)})" if pr.p is not None else "")
+            delta = _signed(pr.mean) + (f" (p = {format_p(pr.p)})" if pr.p is not None else "")
         gm = mean_std(miou)[0]
         share = f"{100 * gm / fm:.0f} %" if fm and gm is not None else "–"
         rows.append(
@@ -737,7 +220,7 @@ def summary_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
 def _delta_cell(pr: Paired) -> str:
     if pr.mean is None:
         return "–"
-    return _signed(pr.mean) + (f" (p = {_p(pr.p)})" if pr.p is not None else "")
+    return _signed(pr.mean) + (f" (p = {format_p(pr.p)})" if pr.p is not None else "")
 
 
 def _arm_cost(exp: Experiment, arm: str) -> tuple[str, str]:
@@ -827,9 +310,7 @@ def headlines(exp: Experiment) -> list[str]:
             if others:
                 heads.append(_headline(exp, others[0], baseline, n_split))
     control_rows = [r for r in exp.rows if r["stage"] == "control"]
-    control_is_baseline = bool(control_rows) and all(
-        "control = baseline" in (r.get("note") or "") for r in control_rows
-    )
+    control_is_baseline = bool(control_rows) and all(r.get("same_as") == "baseline" for r in control_rows)
     if control in has and not control_is_baseline:
         for g in finetunes:
             heads.append(_headline(exp, g, control, n_split))
@@ -952,7 +433,7 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
                     "–" if pr.ci is None else f"[{pr.ci[0]:+.3f}, {pr.ci[1]:+.3f}]",
                     f"{pr.improved}/{pr.n}",
                     "–" if pr.t is None or math.isinf(pr.t) else f"{pr.t:.2f}",
-                    _p(pr.p),
+                    format_p(pr.p),
                     pr.verdict,
                 ]
             )
@@ -1203,7 +684,7 @@ def report(exp_dir: str | Path, *, samples: int | None = None) -> Path:
     """Write ``report.md``, ``report.html`` and ``plots/*.png`` for an experiment directory.
 
     Args:
-        exp_dir: Directory written by :func:`segweak.report.experiment.run_experiment`.
+        exp_dir: Directory written by :func:`segweak.experiment.run.run_experiment`.
         samples: Validation patches in the sample grid; ``None`` uses ``report.samples`` of the
             experiment config (4 when unset).
 
@@ -1213,13 +694,11 @@ def report(exp_dir: str | Path, *, samples: int | None = None) -> Path:
     Raises:
         SegweakError: When the directory holds no ``results.json``.
     """
-    from segweak.report import plots as plotting
-
     exp = load_experiment(exp_dir)
     rep_cfg = exp.config.get("report") or {}
     n_samples = samples if samples is not None else int(rep_cfg.get("samples", 4))
     sample_seed = int(rep_cfg.get("sample_seed", 0))
-    plots, notes = plotting.make_plots(exp, n_samples=n_samples, sample_seed=sample_seed)
+    plots, notes = figures.make_plots(exp, n_samples=n_samples, sample_seed=sample_seed)
     doc = build_document(exp, plots, notes)
     title = f"segweak report: {exp.results.get('name') or exp.path.name}"
     atomic_write_text(exp.path / "report.md", render_markdown(doc))

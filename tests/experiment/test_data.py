@@ -10,7 +10,7 @@ from segweak.config import ExperimentConfig, from_dict
 from segweak.data.store import Store
 from segweak.data.synthetic import synthesize_potsdam, synthesize_scenes
 from segweak.errors import SegweakError
-from segweak.report import experiment as ex
+from segweak.experiment.data import prepare_data
 
 
 def _cfg(tmp_path: Path, dataset: dict) -> ExperimentConfig:
@@ -42,20 +42,18 @@ def test_dataset_errors_name_the_key(tmp_path, dataset, match):
 
 def test_potsdam_store_and_dsm_change_is_a_mismatch(tmp_path):
     root = synthesize_potsdam(tmp_path / "p", n_tiles=1, height=64, width=64)
-    store = Store(
-        ex.prepare_data(_cfg(tmp_path, {"source": "potsdam", "root": str(root)}), log=lambda m: None)
-    )
+    store = Store(prepare_data(_cfg(tmp_path, {"source": "potsdam", "root": str(root)}), log=lambda m: None))
     assert store.meta["band_order"] == "RGBIR" and store.meta["channels"] == 4
     with_dsm = _cfg(tmp_path, {"source": "potsdam", "root": str(root), "dsm": "ndsm", "dsm_window": 2.0})
     with pytest.raises(SegweakError, match="does not match the config.*bands RGBIR != RGBIR\\+nDSM"):
-        ex.prepare_data(with_dsm, log=lambda m: None)
+        prepare_data(with_dsm, log=lambda m: None)
 
 
 def test_synthetic_source_with_dsm(tmp_path):
     cfg = _cfg(
         tmp_path, {"source": "synthetic", "dsm": "ndsm", "synthetic": {"tiles": 1, "height": 64, "width": 64}}
     )
-    store = Store(ex.prepare_data(cfg, log=lambda m: None))
+    store = Store(prepare_data(cfg, log=lambda m: None))
     assert store.meta["band_order"] == "IRRG+nDSM" and store.images.shape[-1] == 4
 
 
@@ -71,5 +69,5 @@ def test_folder_source_with_scene_layout(tmp_path):
             "group_by": "top",
         },
     )
-    store = Store(ex.prepare_data(cfg, log=lambda m: None))
+    store = Store(prepare_data(cfg, log=lambda m: None))
     assert sorted(set(store.groups)) == ["Scene 1", "Scene 2"]

@@ -6,11 +6,11 @@ the store palette's display colours, and captions describe the store's own bands
 
 Every figure is written to ``EXP/plots/<name>.png``; :func:`make_plots` returns the written paths
 (relative to the experiment directory) with their captions, and a list of notes for what could not be
-drawn (e.g. a missing checkpoint), so the report can say so instead of silently dropping a figure.
+drawn (e.g. a missing samples artefact), so the report can say so instead of silently dropping a figure.
 
-Figures are drawn from ``results.json`` and the run directories alone (``history.csv``, the per-step
-CSV logs), except the sample grid: it runs each arm's best checkpoint on a few validation patches
-(:func:`predict_patches`), the one place where the report computes predictions.
+Figures are drawn from files alone: ``results.json``, the run directories (``history.csv``, the per-step
+CSV logs) and, for the sample grid, the predictions the experiment wrote to ``EXP/samples.npz``
+(:mod:`segweak.experiment.samples`). No figure runs a model.
 """
 
 from __future__ import annotations
@@ -21,13 +21,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segweak.errors import SegweakError
+from segweak.experiment.results import (
+    Experiment,
+    read_history,
+    read_step_log,
+    row_step_kind,
+)
+from segweak.experiment.samples import SAMPLES_FILE, Samples, is_current, read_samples, wanted_spec
 from segweak.io import atomic_write_bytes
+from segweak.report.stats import mean_std
+from segweak.report.wording import data_wording, read_store_meta
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from segweak.report.report import Experiment
 
 #: Stage colours (colour-blind-safe Okabe-Ito palette).
 STAGE_COLORS = {
@@ -75,8 +81,6 @@ def _color(exp: Experiment, group: tuple[str, str], i: int) -> str:
 
 def plot_stage_bars(exp: Experiment, path: Path) -> None:
     """Bar per stage: mean mIoU, mean F1 and OA with ±1 std error bars and every seed as a dot."""
-    from segweak.report.report import mean_std
-
     groups = exp.groups()
     metrics = [("miou", "mIoU"), ("mf1", "mean F1"), ("oa", "OA")]
     fig = _figure(max(6.0, 1.6 * len(groups) + 2.5), 3.8)
@@ -115,8 +119,6 @@ def plot_stage_bars(exp: Experiment, path: Path) -> None:
 
 def plot_per_class(exp: Experiment, path: Path) -> None:
     """Draw grouped bars of per-class IoU (mean ± std over seeds), one bar per stage in each class group."""
-    from segweak.report.report import mean_std
-
     groups = exp.groups()
     classes = exp.classes
     fig = _figure(max(7.0, 1.3 * len(classes) * max(1, len(groups)) / 3 + 3), 3.8)
@@ -148,8 +150,6 @@ _KIND_STYLE = {"pretrain": "--", "finetune": "-", "train": "-"}
 
 def _segment(row: dict[str, Any]) -> str:
     """Part of an arm a run is: its step kind, and its round for a method with rounds (``train round 2``)."""
-    from segweak.report.report import row_step_kind
-
     rnd = row.get("round")
     return row_step_kind(row) + ("" if rnd in (None, "") else f" round {int(rnd)}")
 
@@ -160,8 +160,6 @@ def _style(segment: str) -> str:
 
 def _arm_pairs(exp: Experiment, arm: str) -> list[list[dict[str, Any]]]:
     """Rows of ``arm`` per (split seed, seed), pre-training before fine-tuning."""
-    from segweak.report.report import row_step_kind
-
     pairs: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for r in exp.arm_rows(arm):
         pairs.setdefault((int(r["split_seed"]), int(r["seed"])), []).append(r)
@@ -171,8 +169,6 @@ def _arm_pairs(exp: Experiment, arm: str) -> list[list[dict[str, Any]]]:
 
 
 def _history(exp: Experiment, row: dict[str, Any]) -> list[dict[str, float]]:
-    from segweak.report.report import read_history
-
     return read_history(exp.path / str(row.get("run_dir", "")) / "history.csv")
 
 
@@ -275,8 +271,6 @@ def _run_terms(exp: Experiment, row: dict[str, Any], hist: list[dict[str, float]
 
     The total ``loss`` is kept only when the method logged no separate term.
     """
-    from segweak.report.report import read_step_log
-
     log = read_step_log(exp.path / str(row.get("run_dir", "")))
     series = {t: np.asarray(pts, dtype=float).T for t, pts in log.items() if pts}
     if not series:
@@ -295,7 +289,7 @@ def loss_term_series(
 ) -> tuple[dict[str, dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]]], dict[str, list[float]]]:
     """Collect every arm's training loss terms over its optimiser steps, each seed's runs end to end.
 
-    Read from each run's per-step CSV log (:func:`segweak.report.report.read_step_log`, one point every
+    Read from each run's per-step CSV log (:func:`segweak.experiment.results.read_step_log`, one point every
     ``trainer.log_every_n_steps`` steps), or, without it, from the ``step`` and ``train_<term>`` columns
     of ``history.csv`` (epoch means); runs that recorded neither are left out. A pre-training arm's
     fine-tuning is offset by the pre-training run's optimiser steps.
@@ -369,25 +363,6 @@ def plot_loss_terms(exp: Experiment, path: Path) -> bool:
     return True
 
 
-def palette_colors(meta: dict[str, Any], classes: list[str]) -> np.ndarray:
-    """Display colour per class index (K, 3) uint8 from a store's ``palette`` metadata.
-
-    The store records its :class:`~segweak.data.palette.Palette` (``to_dict`` form), whose display
-    colours are the official ones for Vaihingen; classes get grey levels when it cannot be read.
-    """
-    from segweak.data.palette import Palette
-
-    try:
-        pal = Palette.from_dict(meta["palette"])
-        colors = np.asarray(pal.display, dtype=np.uint8).reshape(-1, 3)
-        if len(colors) == len(classes):
-            return colors
-    except (SegweakError, KeyError, TypeError, ValueError):
-        pass
-    levels = np.linspace(40, 220, num=max(1, len(classes))).astype(np.uint8)
-    return np.stack([levels, levels, levels], axis=1)
-
-
 def colorize_mask(mask: np.ndarray, colors: np.ndarray) -> np.ndarray:
     """Colour a class-index mask: (H, W) uint8 -> (H, W, 3) uint8; 255 (ignore) in black."""
     lut = np.zeros((256, 3), dtype=np.uint8)
@@ -403,103 +378,29 @@ def false_colour(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., :1], 3, axis=-1)
 
 
-def choose_samples(store: Any, val_idx: list[int], n: int) -> list[int]:
-    """Pick ``n`` validation patches deterministically, favouring patches that show many classes."""
-    if n <= 0 or not val_idx:
-        return []
-    counts = np.asarray(store.counts)[np.asarray(val_idx)]
-    richness = (counts > 0).sum(axis=1)
-    order = sorted(range(len(val_idx)), key=lambda i: (-int(richness[i]), int(val_idx[i])))
-    # Spread the picks over the richness ranking so the grid is not n near-duplicates.
-    step = max(1, len(order) // n)
-    picks = [order[i] for i in range(0, len(order), step)][:n]
-    return sorted(int(val_idx[i]) for i in picks)
+def plot_samples(samples: Samples, path: Path) -> None:
+    """Grid of validation patches: false-colour image, truth, and each row's prediction.
 
-
-def predict_patches(checkpoint: Path, store: Any, split: str, indices: list[int]) -> np.ndarray:
-    """Predicted class index maps (N, P, P) uint8 of store patches ``indices`` with a checkpoint.
-
-    The checkpoint is read weights-only; images are normalised by the same dataset code training uses.
+    Args:
+        samples: The experiment's sample predictions (:func:`segweak.experiment.samples.read_samples`).
+        path: PNG to write.
     """
-    import torch
-
-    from segweak.data.dataset import SegweakDataset
-    from segweak.train.checkpoint import build_model_from_checkpoint, load_checkpoint
-
-    model, _, _ = build_model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
-    ds = SegweakDataset(store, split, "val", with_mask=False)
-    pos = {int(i): k for k, i in enumerate(ds.indices)} if hasattr(ds, "indices") else None
-    images = []
-    for idx in indices:
-        item = ds[pos[idx]] if pos is not None else _find_item(ds, idx)
-        images.append(torch.as_tensor(item["image"]))
-    with torch.no_grad():
-        logits = model(torch.stack(images))
-    return logits.argmax(dim=1).to(torch.uint8).numpy()
-
-
-def _find_item(ds: Any, idx: int) -> dict[str, Any]:
-    for k in range(len(ds)):
-        item = ds[k]
-        if int(item["index"]) == idx:
-            return item
-    raise SegweakError(f"patch {idx} is not in the validation subset")
-
-
-def plot_samples(exp: Experiment, path: Path, n: int, sample_seed: int) -> str | None:
-    """Grid of validation patches: false-colour image, truth, and each stage's prediction.
-
-    Uses the best checkpoint of training seed ``sample_seed`` (first split seed) of every stage.
-
-    Returns:
-        ``None`` when written, else the reason it could not be drawn.
-    """
-    from segweak.data.splits import load_split
-    from segweak.data.store import Store
-    from segweak.report.report import row_group
-
-    store_rel = exp.results.get("store")
-    if not store_rel:
-        return "sample predictions skipped: results.json names no store"
-    store_path = Path(store_rel) if Path(store_rel).is_absolute() else exp.path / store_rel
-    if not (store_path / "store.json").is_file():
-        return f"sample predictions skipped: store {store_path} not found"
-    store = Store(store_path)
-    split_seeds = exp.results.get("split_seeds") or [0]
-    k = split_seeds[0]
-    split = (exp.results.get("splits") or {}).get(str(k))
-    if split is None:
-        return "sample predictions skipped: results.json names no split"
-    val_idx = list(load_split(store, split)["subsets"]["val"])
-    picks = choose_samples(store, val_idx, n)
-    if not picks:
-        return "sample predictions skipped: the validation subset is empty"
-    seeds = sorted({int(r["seed"]) for r in exp.rows})
-    seed = sample_seed if sample_seed in seeds else seeds[0]
-    columns: list[tuple[str, np.ndarray]] = []
-    missing = []
-    for g in exp.groups():
-        row = next(
-            (
-                r
-                for r in exp.rows
-                if row_group(r) == g and int(r["seed"]) == seed and int(r["split_seed"]) == k
-            ),
-            None,
-        )
-        ckpt = exp.path / row["run_dir"] / "checkpoints" / "best.ckpt" if row else None
-        if ckpt is None or not ckpt.is_file():
-            missing.append(exp.label(g))
-            continue
-        columns.append((exp.label(g), predict_patches(ckpt, store, split, picks)))
-    colors = palette_colors(store.meta, list(store.classes))
-    ncols = 2 + len(columns)
-    fig = _figure(1.9 * ncols + 0.3, 1.9 * len(picks) + 0.9)
-    axes = np.atleast_2d(fig.subplots(len(picks), ncols, squeeze=False))
-    for r, idx in enumerate(picks):
-        panels = [("image", false_colour(np.asarray(store.images[idx]))),
-                  ("truth", colorize_mask(np.asarray(store.masks[idx]), colors))]  # fmt: skip
-        panels += [(name, colorize_mask(pred[r], colors)) for name, pred in columns]
+    colors = samples.colors
+    classes = list(samples.meta.get("classes") or [])
+    ids = list(samples.meta.get("patch_ids") or [str(i) for i in samples.indices])
+    n = len(samples.indices)
+    ncols = 2 + len(samples.labels)
+    fig = _figure(1.9 * ncols + 0.3, 1.9 * n + 0.9)
+    axes = np.atleast_2d(fig.subplots(n, ncols, squeeze=False))
+    for r in range(n):
+        panels = [
+            ("image", false_colour(samples.images[r])),
+            ("truth", colorize_mask(samples.masks[r], colors)),
+        ]
+        panels += [
+            (name, colorize_mask(pred[r], colors))
+            for name, pred in zip(samples.labels, samples.predictions, strict=True)
+        ]
         for c, (title, img) in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(img, interpolation="nearest")
@@ -508,18 +409,33 @@ def plot_samples(exp: Experiment, path: Path, n: int, sample_seed: int) -> str |
             if r == 0:
                 ax.set_title(title, fontsize=9)
             if c == 0:
-                ax.set_ylabel(
-                    store.patches[idx].get("id", str(idx)) if hasattr(store, "patches") else str(idx),
-                    fontsize=7,
-                )
+                ax.set_ylabel(ids[r], fontsize=7)
     from matplotlib.patches import Patch
 
-    handles = [
-        Patch(facecolor=colors[i] / 255.0, edgecolor="black", label=c) for i, c in enumerate(store.classes)
-    ]
+    handles = [Patch(facecolor=colors[i] / 255.0, edgecolor="black", label=c) for i, c in enumerate(classes)]
     handles.append(Patch(facecolor=np.asarray(IGNORE_COLOR) / 255.0, edgecolor="black", label="ignore"))
     fig.legend(handles=handles, loc="outside lower center", ncols=min(7, len(handles)), fontsize=8)
     _save(fig, path)
+
+
+def _sample_grid(exp: Experiment, path: Path, n: int, sample_seed: int) -> str | None:
+    """Draw the sample grid from ``EXP/samples.npz`` when it is current for these settings.
+
+    Returns:
+        ``None`` when drawn with every row, else a note (why it is missing, or rows without a checkpoint).
+    """
+    spec = wanted_spec(exp, n, sample_seed)
+    if isinstance(spec, str):
+        return spec
+    samples = read_samples(exp.path)
+    if not is_current(samples, spec):
+        return (
+            f"sample predictions skipped: {SAMPLES_FILE} is missing or was made from other checkpoints or "
+            "settings; `segweak report` writes it"
+        )
+    assert samples is not None
+    plot_samples(samples, path)
+    missing = samples.meta.get("missing") or []
     return f"sample predictions: no best checkpoint for {', '.join(missing)}" if missing else None
 
 
@@ -564,13 +480,8 @@ def make_plots(
         )
     (plots / "samples.png").unlink(missing_ok=True)  # never show a stale grid from an earlier report
     if n_samples > 0:
-        try:
-            reason = plot_samples(exp, plots / "samples.png", n_samples, sample_seed)
-        except (SegweakError, ImportError, RuntimeError, KeyError, ValueError) as exc:
-            reason = f"sample predictions could not be drawn: {exc}"
-        if (plots / "samples.png").is_file() and (reason is None or "no best checkpoint for" in reason):
-            from segweak.report.wording import data_wording, read_store_meta
-
+        reason = _sample_grid(exp, plots / "samples.png", n_samples, sample_seed)
+        if (plots / "samples.png").is_file():
             store = exp.results.get("store")
             words = data_wording(read_store_meta(exp.path / store if store else None))
             out["samples"] = (

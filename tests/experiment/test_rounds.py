@@ -11,8 +11,10 @@ import yaml
 
 from segweak.config import ExperimentConfig, from_dict
 from segweak.errors import SegweakError
-from segweak.report import experiment as ex
-from segweak.report.report import load_experiment, row_group, summary_table
+from segweak.experiment import plan
+from segweak.experiment import run as runner
+from segweak.experiment.results import load_experiment, row_group
+from segweak.report.report import summary_table
 from segweak.train.pseudo_labels import PseudoLabels
 
 TINY_TRAIN = {
@@ -41,8 +43,8 @@ def _cfg(tmp_path: Path, store: Path, **over) -> ExperimentConfig:
 
 def test_plan_rounds_chain_teachers_and_artefacts(tmp_path):
     cfg = _cfg(tmp_path, tmp_path / "store", seeds=[0, 1])
-    ex.check_train_sections(cfg)
-    runs = ex.plan_runs(cfg, tmp_path / "store")
+    plan.check_train_sections(cfg)
+    runs = plan.plan_runs(cfg, tmp_path / "store")
     exp = tmp_path / "exp"
     names = [r.cfg.run_dir.name for r in runs if r.seed == 1]
     assert names == [
@@ -67,8 +69,8 @@ def test_plan_rounds_chain_teachers_and_artefacts(tmp_path):
         tmp_path / "store",
         train={**TINY_TRAIN, "methods": {"pseudo_label": {"teacher": "baseline"}}},
     )
-    ex.check_train_sections(base)
-    (only,) = [r for r in ex.plan_runs(base, "s") if r.round]
+    plan.check_train_sections(base)
+    (only,) = [r for r in plan.plan_runs(base, "s") if r.round]
     assert only.teacher == str(exp / "runs" / "baseline-split0-seed0" / "checkpoints" / "best.ckpt")
 
 
@@ -88,7 +90,7 @@ def test_plan_rounds_chain_teachers_and_artefacts(tmp_path):
 )  # fmt: skip
 def test_dependency_errors_name_the_row(tmp_path, over, match):
     with pytest.raises(SegweakError, match=match) as err:
-        ex.check_train_sections(_cfg(tmp_path, tmp_path / "store", **over))
+        plan.check_train_sections(_cfg(tmp_path, tmp_path / "store", **over))
     assert "\n" not in str(err.value)
 
 
@@ -97,8 +99,8 @@ def test_a_later_method_can_teach_from_an_earlier_single_run_method(tmp_path):
         tmp_path, tmp_path / "store", methods=["joint", "pseudo_label"],
         train={**TINY_TRAIN, "methods": {"pseudo_label": {"teacher": "joint"}}},
     )  # fmt: skip
-    ex.check_train_sections(cfg)
-    (rnd,) = [r for r in ex.plan_runs(cfg, "s") if r.round]
+    plan.check_train_sections(cfg)
+    (rnd,) = [r for r in plan.plan_runs(cfg, "s") if r.round]
     assert rnd.teacher.endswith("joint-split0-seed0/checkpoints/best.ckpt")
 
 
@@ -106,7 +108,7 @@ def test_run_with_pseudo_label_rounds_end_to_end(tmp_path, tiny_store, monkeypat
     from segweak.train import engine
 
     cfg = _cfg(tmp_path, tiny_store)
-    exp = ex.run_experiment(cfg, make_report=False)
+    exp = runner.run_experiment(cfg, make_report=False)
     results = json.loads((exp / "results.json").read_text())
     rows = results["rows"]
     assert [(r["stage"], r["method"], r["round"], r["train_method"]) for r in rows] == [
@@ -150,20 +152,20 @@ def test_run_with_pseudo_label_rounds_end_to_end(tmp_path, tiny_store, monkeypat
         raise AssertionError(f"retrained {cfg.run_dir}")
 
     monkeypatch.setattr(engine, "train", no_training)
-    ex.run_experiment(cfg, make_report=False)
+    runner.run_experiment(cfg, make_report=False)
     assert (exp / "results.json").read_bytes() == snapshot
     assert stamps == {p: p.stat().st_mtime_ns for p in (exp / "pseudo").glob("*/pseudo.json")}
     monkeypatch.undo()
 
     # Round 2 lost: it retrains from its (complete, reused) artefact; a lost artefact is remade.
     shutil.rmtree(run2)
-    ex.run_experiment(cfg, make_report=False)
+    runner.run_experiment(cfg, make_report=False)
     assert (run2 / "metrics.json").is_file() and stamps == {
         p: p.stat().st_mtime_ns for p in (exp / "pseudo").glob("*/pseudo.json")
     }
     shutil.rmtree(run2)
     shutil.rmtree(art2.path)
-    ex.run_experiment(cfg, make_report=False)
+    runner.run_experiment(cfg, make_report=False)
     assert PseudoLabels(art2.path).meta["teacher"]["sha256"] == art2.meta["teacher"]["sha256"]
 
     # A teacher retrained since its artefact was written: the artefact is refused, not mixed in.
@@ -173,7 +175,7 @@ def test_run_with_pseudo_label_rounds_end_to_end(tmp_path, tiny_store, monkeypat
         (first / "checkpoints" / "last.ckpt").read_bytes() + b"x"
     )
     with pytest.raises(SegweakError, match="holds pseudo-labels of another request .*teacher.sha256"):
-        ex.run_experiment(cfg, make_report=False)
+        runner.run_experiment(cfg, make_report=False)
 
 
 def test_other_ddp_ranks_wait_for_rank_zero_to_write_the_artefact(tmp_path, monkeypatch):
@@ -183,7 +185,7 @@ def test_other_ddp_ranks_wait_for_rank_zero_to_write_the_artefact(tmp_path, monk
     from segweak.train import engine
 
     cfg = _cfg(tmp_path, tmp_path / "store")
-    (run,) = [r for r in ex.plan_runs(cfg, tmp_path / "store") if r.round == 1]
+    (run,) = [r for r in plan.plan_runs(cfg, tmp_path / "store") if r.round == 1]
     artefact = Path(run.artefact)
 
     def not_on_this_rank(*args):
@@ -191,38 +193,37 @@ def test_other_ddp_ranks_wait_for_rank_zero_to_write_the_artefact(tmp_path, monk
 
     monkeypatch.setattr(engine, "is_global_zero", lambda: False)
     monkeypatch.setattr(PseudoLabel, "prepare", classmethod(not_on_this_rank))
-    monkeypatch.setattr(ex, "ARTEFACT_POLL_S", 0.01)
+    monkeypatch.setattr(runner, "ARTEFACT_POLL_S", 0.01)
     # Rank 0 renames the complete artefact into place a moment later; the teacher is not needed here.
     writer = threading.Timer(0.2, lambda: artefact.mkdir(parents=True))
     writer.start()
-    ex._prepare_artefact(run, "[1/1]", print)
+    runner._prepare_artefact(run, "[1/1]", print)
     writer.join()
     assert artefact.is_dir()
     # Rank 0 never writes it: the other ranks give up with one line instead of hanging.
-    (run2,) = [r for r in ex.plan_runs(cfg, tmp_path / "store") if r.round == 2]
-    monkeypatch.setattr(ex, "ARTEFACT_WAIT_S", 0.05)
+    (run2,) = [r for r in plan.plan_runs(cfg, tmp_path / "store") if r.round == 2]
+    monkeypatch.setattr(runner, "ARTEFACT_WAIT_S", 0.05)
     with pytest.raises(SegweakError, match=r"waited 0 s for rank 0 to write .*round2; see rank 0's output"):
-        ex._prepare_artefact(run2, "[1/1]", print)
+        runner._prepare_artefact(run2, "[1/1]", print)
 
 
 def test_more_rounds_reuse_finished_ones_but_other_settings_do_not(tmp_path):
     from segweak.config import dump_yaml
 
-    two = {r.cfg.run_dir.name: r for r in ex.plan_runs(_cfg(tmp_path, tmp_path / "store"), "s")}
+    two = {r.cfg.run_dir.name: r for r in plan.plan_runs(_cfg(tmp_path, tmp_path / "store"), "s")}
     for run in two.values():  # as if every run had finished with rounds: 2
         run.cfg.run_dir.mkdir(parents=True)
         (run.cfg.run_dir / "config.yaml").write_text(dump_yaml(run.cfg))
 
     def planned(**options):
         train = {**TINY_TRAIN, "methods": {"pseudo_label": options}}
-        return {
-            r.cfg.run_dir.name: r for r in ex.plan_runs(_cfg(tmp_path, tmp_path / "store", train=train), "s")
-        }
+        cfg = _cfg(tmp_path, tmp_path / "store", train=train)
+        return {r.cfg.run_dir.name: r for r in plan.plan_runs(cfg, "s")}
 
     three = planned(rounds=3)
     assert list(three)[-1] == "pseudo_label-split0-seed0-round3"
     for name in two:
-        ex._check_same_config(three[name])  # rounds 1 and 2 are reused
+        runner._check_same_config(three[name])  # rounds 1 and 2 are reused
     changed = planned(rounds=2, keep=0.5)
     with pytest.raises(SegweakError, match=r"differs at: methods\.pseudo_label\.keep"):
-        ex._check_same_config(changed["pseudo_label-split0-seed0-round1"])
+        runner._check_same_config(changed["pseudo_label-split0-seed0-round1"])

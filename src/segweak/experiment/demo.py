@@ -96,7 +96,8 @@ def demo(
     A rerun with the same ``out`` skips finished runs, like ``segweak run``; ``wait`` waits for another
     segweak process using ``out`` instead of refusing (see :mod:`segweak.lock`).
     """
-    from segweak.report.experiment import check_train_sections, run_experiment
+    from segweak.experiment.plan import check_train_sections
+    from segweak.experiment.run import run_experiment
 
     cfg = demo_config(out, seeds=seeds, quick=quick, overrides=overrides)
     check_train_sections(cfg)

@@ -11,8 +11,9 @@ import yaml
 
 from segweak.config import ExperimentConfig, dump_yaml, from_dict
 from segweak.errors import SegweakError
+from segweak.experiment import plan
+from segweak.experiment import run as runner
 from segweak.io import atomic_write_json
-from segweak.report import experiment as ex
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +32,7 @@ def _cfg(tmp_path: Path, store: Path | None = None, **over) -> ExperimentConfig:
     for k, v in over.items():
         data[k] = v
     cfg = from_dict(ExperimentConfig, data).validate()
-    ex.check_train_sections(cfg)
+    plan.check_train_sections(cfg)
     return cfg
 
 
@@ -93,7 +94,7 @@ def fake_engine(monkeypatch):
 
 def test_plan_runs_names_methods_and_init(tmp_path):
     cfg = _cfg(tmp_path)
-    runs = ex.plan_runs(cfg, tmp_path / "store")
+    runs = plan.plan_runs(cfg, tmp_path / "store")
     names = [r.cfg.run_dir.name for r in runs]
     assert names[:4] == [
         "baseline-split0-seed0",
@@ -122,7 +123,7 @@ def test_plan_runs_names_methods_and_init(tmp_path):
             "proportion": {"trainer": {"max_epochs": 4}, "methods": {"proportion": {"loss": "kl"}}},
         },
     )
-    runs2 = {r.key: r for r in ex.plan_runs(cfg2, tmp_path / "store")}
+    runs2 = {r.key: r for r in plan.plan_runs(cfg2, tmp_path / "store")}
     assert runs2[("baseline", "", 0, 1)].cfg.optim.lr == pytest.approx(5e-3)
     assert runs2[("finetune", "proportion", 0, 1)].cfg.optim.lr == pytest.approx(1e-4)
     weak = runs2[("weak", "proportion", 0, 1)].cfg
@@ -140,7 +141,7 @@ def test_single_run_methods_get_one_row(tmp_path):
         },
         stage_overrides={"joint": {"data": {"batch_sizes": {"strong": 2, "weak": 6}}}},
     )
-    runs = ex.plan_runs(cfg, tmp_path / "store")
+    runs = plan.plan_runs(cfg, tmp_path / "store")
     assert [r.cfg.run_dir.name for r in runs] == [
         "baseline-split0-seed0",
         "weak-proportion-split0-seed0",
@@ -155,12 +156,12 @@ def test_single_run_methods_get_one_row(tmp_path):
     assert runs[1].cfg.methods == {"proportion": {"loss": "kl", "eps": 1e-6}}
     # joint alone needs no weak stage
     alone = _cfg(tmp_path, seeds=[0], stages=["baseline"], methods=["joint"])
-    assert [r.stage for r in ex.plan_runs(alone, tmp_path / "store")] == ["baseline", "joint"]
+    assert [r.stage for r in plan.plan_runs(alone, tmp_path / "store")] == ["baseline", "joint"]
 
 
 def test_results_rows_carry_arm_step_kind_and_role(tmp_path, tiny_store, fake_engine):
     cfg = _cfg(tmp_path, store=tiny_store, seeds=[0], methods=["proportion", "shuffled", "joint"])
-    exp = ex.run_experiment(cfg, make_report=False)
+    exp = runner.run_experiment(cfg, make_report=False)
     results = json.loads((exp / "results.json").read_text())
     fields = [(r["stage"], r["method"], r["arm"], r["step_kind"], r["role"]) for r in results["rows"]]
     assert fields == [
@@ -191,9 +192,9 @@ def test_compare_methods_config_budgets():
         pytest.skip(
             f"configs/compare-methods.yaml lists methods not registered on this branch yet: {missing}"
         )
-    cfg = ex.load_experiment_config(path)
+    cfg = plan.load_experiment_config(path)
     assert cfg.dataset.patch == 64 and len(cfg.seeds) == 2
-    runs = ex.plan_runs(cfg, "store")
+    runs = plan.plan_runs(cfg, "store")
     steps: dict[tuple[str, int], int] = {}
     for r in runs:
         steps[(r.arm, r.seed)] = steps.get((r.arm, r.seed), 0) + r.cfg.trainer.max_steps
@@ -222,7 +223,7 @@ def test_migrated_experiment_keys(tmp_path, capsys):
             }
         )
     )
-    cfg = ex.load_experiment_config(path)
+    cfg = plan.load_experiment_config(path)
     assert cfg.methods == ["presence_lse"]
     assert cfg.train == {"weak": {"area": "valid"}, "methods": {"presence_lse": {"lse_r": 2.0}}}
     assert cfg.stage_overrides == {"finetune": {"init": {"reset_head": True}}}
@@ -233,7 +234,7 @@ def test_migrated_experiment_keys(tmp_path, capsys):
 def test_several_split_seeds_and_methods(tmp_path):
     cfg = _cfg(tmp_path, split={"seeds": [3, 4]}, seeds=[0], stages=["weak", "finetune"])
     cfg.methods = ["proportion", "presence_lse"]
-    runs = ex.plan_runs(cfg, tmp_path / "store")
+    runs = plan.plan_runs(cfg, tmp_path / "store")
     assert [r.cfg.run_dir.name for r in runs] == [
         "weak-proportion-split3-seed0",
         "weak-presence_lse-split3-seed0",
@@ -282,10 +283,10 @@ def test_config_errors_name_the_key(tmp_path, over, match):
 def test_load_experiment_config_with_overrides(tmp_path):
     path = tmp_path / "e.yaml"
     path.write_text(yaml.safe_dump({"dataset": {"source": "synthetic"}, "seeds": [0]}))
-    cfg = ex.load_experiment_config(path, ["seeds=[1,2]", "train.optim.lr=1e-4", f"out_dir={tmp_path}/o"])
+    cfg = plan.load_experiment_config(path, ["seeds=[1,2]", "train.optim.lr=1e-4", f"out_dir={tmp_path}/o"])
     assert cfg.seeds == [1, 2] and cfg.train["optim"]["lr"] == pytest.approx(1e-4)
     with pytest.raises(SegweakError, match="e.yaml"):
-        ex.load_experiment_config(path, ["datasett.source=x"])
+        plan.load_experiment_config(path, ["datasett.source=x"])
 
 
 def test_run_skips_finished_and_resumes_after_crash(tmp_path, tiny_store, monkeypatch):
@@ -294,7 +295,7 @@ def test_run_skips_finished_and_resumes_after_crash(tmp_path, tiny_store, monkey
     cfg = _cfg(tmp_path, store=tiny_store)
     first = FakeEngine()
     monkeypatch.setattr(engine, "train", first)
-    exp = ex.run_experiment(cfg, make_report=False)
+    exp = runner.run_experiment(cfg, make_report=False)
     assert len(first.calls) == 8
     results = json.loads((exp / "results.json").read_text())
     rows = results["rows"]
@@ -324,7 +325,7 @@ def test_run_skips_finished_and_resumes_after_crash(tmp_path, tiny_store, monkey
     # Nothing to do on a rerun.
     again = FakeEngine()
     monkeypatch.setattr(engine, "train", again)
-    ex.run_experiment(cfg, make_report=False)
+    runner.run_experiment(cfg, make_report=False)
     assert again.calls == []
     assert (exp / "results.json").read_bytes() == snapshot
 
@@ -334,28 +335,28 @@ def test_run_skips_finished_and_resumes_after_crash(tmp_path, tiny_store, monkey
     crash = FakeEngine(crash_on="weak-proportion-split0-seed1")
     monkeypatch.setattr(engine, "train", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        ex.run_experiment(cfg, make_report=False)
+        runner.run_experiment(cfg, make_report=False)
     assert crash.calls == ["weak-proportion-split0-seed1"]
     # The rerun trains only the missing run (it resumes from last.ckpt) and gives the same results.
     resume = FakeEngine()
     monkeypatch.setattr(engine, "train", resume)
-    ex.run_experiment(cfg, make_report=False)
+    runner.run_experiment(cfg, make_report=False)
     assert resume.calls == ["weak-proportion-split0-seed1"]
     assert (exp / "results.json").read_bytes() == snapshot
 
 
 def test_finished_run_with_other_config_is_refused(tmp_path, tiny_store, fake_engine):
     cfg = _cfg(tmp_path, store=tiny_store, seeds=[0], stages=["baseline"])
-    ex.run_experiment(cfg, make_report=False)
+    runner.run_experiment(cfg, make_report=False)
     changed = _cfg(tmp_path, store=tiny_store, seeds=[0], stages=["baseline"], train={"optim": {"lr": 0.5}})
     with pytest.raises(SegweakError, match="different config.*optim.lr"):
-        ex.run_experiment(changed, make_report=False)
+        runner.run_experiment(changed, make_report=False)
 
 
 def test_existing_split_with_other_settings_is_refused(tmp_path, tiny_store, fake_engine):
     cfg = _cfg(tmp_path, store=tiny_store, split={"name": "default", "fractions": [0.2, 0.6, 0.2]})
     with pytest.raises(SegweakError, match="exists with other settings"):
-        ex.run_experiment(cfg, make_report=False)
+        runner.run_experiment(cfg, make_report=False)
 
 
 def test_existing_store_must_match(tmp_path, synthetic_root, fake_engine, monkeypatch):
@@ -368,24 +369,24 @@ def test_existing_store_must_match(tmp_path, synthetic_root, fake_engine, monkey
     ds = {"source": "vaihingen", "root": str(synthetic_root), "store": str(store)}
     cfg = _cfg(tmp_path, store=store, dataset={**ds, "patch": 64})
     with pytest.raises(SegweakError, match="does not match the config.*patch 32 != dataset.patch 64"):
-        ex.run_experiment(cfg, make_report=False)
+        runner.run_experiment(cfg, make_report=False)
     # Matching metadata: reused without re-preparing (the split is made in it).
     ok = _cfg(tmp_path, store=store, dataset={**ds, "patch": 32}, seeds=[0], stages=["baseline"])
     mtime = (store / "store.json").stat().st_mtime_ns
-    ex.run_experiment(ok, make_report=False)
+    runner.run_experiment(ok, make_report=False)
     assert (store / "store.json").stat().st_mtime_ns == mtime
     assert (store / "splits" / "default.json").is_file()
     assert fake_engine.calls == ["baseline-split0-seed0"]
 
 
 def test_demo_config_is_packaged_identically():
-    from segweak.report.demo import demo_config, demo_config_text
+    from segweak.experiment.demo import demo_config, demo_config_text
 
     assert (REPO / "configs" / "demo.yaml").read_text(encoding="utf-8") == demo_config_text()
     cfg = demo_config("x", seeds=[4])
     assert cfg.dataset.source == "synthetic" and cfg.seeds == [4] and cfg.out_dir == "x"
     assert cfg.stages == ["baseline", "weak", "finetune", "full"] and cfg.methods == ["proportion"]
-    ex.check_train_sections(cfg)
+    plan.check_train_sections(cfg)
     valid = demo_config("z", quick=True, overrides=["train.weak.area=valid"])
     assert valid.train["weak"]["area"] == "valid"
     quick = demo_config("y", quick=True)
@@ -396,8 +397,8 @@ def test_demo_config_is_packaged_identically():
 @pytest.mark.parametrize("name", ["demo.yaml", "vaihingen.yaml", "potsdam.yaml", "folder-example.yaml"])
 def test_shipped_configs_load(name):
     path = REPO / "configs" / name
-    cfg = ex.load_experiment_config(path)
-    runs = ex.plan_runs(cfg, "store")
+    cfg = plan.load_experiment_config(path)
+    runs = plan.plan_runs(cfg, "store")
     assert runs and all(r.cfg.data.store == "store" for r in runs)
 
 
@@ -439,19 +440,19 @@ def test_experiment_written_before_methods_resumes(tmp_path, tiny_store, monkeyp
         tmp_path, store=tiny_store, seeds=[0], train={**_cfg(tmp_path).train, "weak": {"area": "valid"}}
     )
     monkeypatch.setattr(engine, "train", FakeEngine())
-    exp = ex.run_experiment(cfg, make_report=False)
+    exp = runner.run_experiment(cfg, make_report=False)
     # Rewrite every finished run's config.yaml in the layout of before training methods.
     for path in (exp / "runs").glob("*/config.yaml"):
         path.write_text(yaml.safe_dump(old_layout(yaml.safe_load(path.read_text()))))
     assert "stage: weak" in (exp / "runs" / "weak-proportion-split0-seed0" / "config.yaml").read_text()
     again = FakeEngine()
     monkeypatch.setattr(engine, "train", again)
-    ex.run_experiment(cfg, make_report=False)
+    runner.run_experiment(cfg, make_report=False)
     assert again.calls == []  # migrated configs match: nothing retrained
     # Those runs averaged over the valid area; the new default differs and the error says what to do.
     default = _cfg(tmp_path, store=tiny_store, seeds=[0])
     with pytest.raises(SegweakError, match=r"differs at: weak\.area.*--set train\.weak\.area=valid"):
-        ex.run_experiment(default, make_report=False)
+        runner.run_experiment(default, make_report=False)
 
 
 def test_missing_imported_weak_labels_fail_before_the_first_run(tmp_path, tiny_store, fake_engine):
@@ -463,5 +464,5 @@ def test_missing_imported_weak_labels_fail_before_the_first_run(tmp_path, tiny_s
         train={"model": {"encoder": "resnet18", "weights": "none"}, "weak": {"labels": "fields"}},
     )
     with pytest.raises(SegweakError, match="stage baseline: weak.labels: no weak-label set 'fields'"):
-        ex.run_experiment(cfg, make_report=False)
+        runner.run_experiment(cfg, make_report=False)
     assert fake_engine.calls == []

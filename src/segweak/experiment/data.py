@@ -1,0 +1,208 @@
+"""Preparing an experiment's data: the source, the prepared store and one split per split seed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from segweak.config import (
+    ExperimentConfig,
+)
+from segweak.errors import SegweakError
+from segweak.experiment.plan import experiment_store, split_name
+
+
+def _dsm(cfg: ExperimentConfig) -> Any:
+    """Return the DSM channel rule of ``dataset.dsm`` (None without a DSM channel)."""
+    ds = cfg.dataset
+    if ds.dsm is None:
+        return None
+    from segweak.data.dsm import DsmNormalisation
+
+    rng = tuple(ds.dsm_range) if ds.dsm_range is not None else None
+    return DsmNormalisation(method=ds.dsm, range_m=rng, window_m=ds.dsm_window)  # type: ignore[arg-type]
+
+
+def _make_source(cfg: ExperimentConfig, exp_dir: Path, log: Callable[[str], None]) -> Any:
+    """Build the data source the store is prepared from (generating synthetic data if asked)."""
+    ds = cfg.dataset
+    from segweak.data import sources
+
+    dsm = _dsm(cfg)
+    if ds.source == "synthetic":
+        from segweak.data.synthetic import synthesize
+
+        root = exp_dir / "synthetic"
+        if not root.exists():
+            log(
+                f"generating SYNTHETIC Vaihingen-layout data: {ds.synthetic.tiles} tiles of "
+                f"{ds.synthetic.height}x{ds.synthetic.width} px -> {root}"
+            )
+            synthesize(
+                root,
+                n_tiles=ds.synthetic.tiles,
+                height=ds.synthetic.height,
+                width=ds.synthetic.width,
+                seed=ds.synthetic.seed,
+                zips=False,
+                eroded=ds.synthetic.eroded,
+                log=log,
+                dsm=dsm is not None,
+            )
+        return sources.VaihingenSource(
+            root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance, dsm=dsm
+        )
+    if ds.source == "vaihingen":
+        return sources.VaihingenSource(
+            ds.root, keep_clutter=ds.keep_clutter, eroded=ds.eroded, tolerance=ds.tolerance, dsm=dsm
+        )
+    if ds.source == "potsdam":
+        from segweak.data.potsdam import PotsdamSource
+
+        return PotsdamSource(
+            ds.root,
+            imagery=ds.imagery,
+            keep_clutter=ds.keep_clutter,
+            eroded=ds.eroded,
+            tolerance=ds.tolerance,
+            dsm=dsm,
+        )
+    if ds.source == "folder":
+        return sources.FolderSource(
+            ds.images,
+            ds.masks,
+            ds.palette,
+            group_by=ds.group_by,
+            tolerance=ds.tolerance,
+            band_order=ds.band_order,
+        )
+    raise SegweakError(f"dataset.source {ds.source!r} has no source to prepare from")
+
+
+def _store_mismatches(meta: dict[str, Any], cfg: ExperimentConfig, source: Any) -> list[str]:
+    """Differences between an existing store's metadata and what the experiment would prepare."""
+    ds = cfg.dataset
+    stride = ds.stride or ds.patch
+    out = []
+    if meta.get("patch") != ds.patch:
+        out.append(f"patch {meta.get('patch')} != dataset.patch {ds.patch}")
+    if meta.get("stride") != stride:
+        out.append(f"stride {meta.get('stride')} != dataset.stride {stride}")
+    from segweak.data.store import class_names
+
+    classes = class_names(source.classes)
+    if list(meta.get("classes", [])) != classes:
+        out.append(f"classes {meta.get('classes')} != {classes}")
+    band_order = getattr(source, "band_order", None)
+    if band_order is not None and meta.get("band_order") != band_order:
+        out.append(f"bands {meta.get('band_order')} != {band_order}")
+    n_tiles = meta.get("n_tiles")
+    expected_tiles = len(source.tiles())
+    if n_tiles is not None and n_tiles != expected_tiles:
+        out.append(f"{n_tiles} tiles != {expected_tiles} tiles in the source")
+    return out
+
+
+def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> Path:
+    """Return the prepared store of the experiment, preparing it when needed.
+
+    An existing store is reused when its metadata (patch, stride, classes, tiles) matches the
+    config; otherwise this is an error (the runs trained on it would no longer match).
+
+    Raises:
+        SegweakError: When an existing store does not match, or preparation fails.
+    """
+    from segweak.data.store import Store, prepare
+
+    exp_dir = Path(cfg.out_dir)
+    store_path = experiment_store(cfg)
+    if cfg.dataset.source == "store":
+        if not (store_path / "store.json").is_file():
+            raise SegweakError(
+                f"dataset.store {store_path} is not a prepared store (no store.json); run segweak prepare"
+            )
+        Store(store_path)  # validates the format version
+        log(f"using prepared store {store_path}")
+        return store_path
+    source = _make_source(cfg, exp_dir, log)
+    if (store_path / "store.json").is_file():
+        meta = Store(store_path).meta
+        bad = _store_mismatches(meta, cfg, source)
+        if bad:
+            raise SegweakError(
+                f"the existing store {store_path} does not match the config ({'; '.join(bad)}); "
+                "delete it (and the runs trained on it) or set dataset.store / out_dir to a new path"
+            )
+        log(f"store {store_path} is up to date ({meta.get('n_patches')} patches), skipping prepare")
+        return store_path
+    stride = cfg.dataset.stride or cfg.dataset.patch
+    log(f"preparing store {store_path} (patch {cfg.dataset.patch}, stride {stride})")
+    prepare(
+        source,
+        store_path,
+        patch=cfg.dataset.patch,
+        stride=stride,
+        overwrite=False,
+        progress=False,
+        log=log,
+    )
+    return store_path
+
+
+def make_splits(
+    cfg: ExperimentConfig, store_path: Path, log: Callable[[str], None] = print
+) -> dict[int, str]:
+    """Make (or check and reuse) one split manifest per split seed; return ``{split_seed: name}``.
+
+    Raises:
+        SegweakError: When a manifest of that name exists with other fractions/unit/seed.
+    """
+    from segweak.data.splits import fraction_warning, load_split, make_split
+    from segweak.data.store import Store
+
+    store = Store(store_path)
+    names: dict[int, str] = {}
+    want_fr = dict(zip(("strong", "weak", "val"), cfg.split.fractions, strict=True))
+    for k in cfg.split.seeds:
+        name = split_name(cfg, k)
+        names[k] = name
+        manifest = store_path / "splits" / f"{name}.json"
+        if manifest.is_file():
+            existing = _split_dict(load_split(store, name))
+            same = (
+                existing.get("seed") == k
+                and existing.get("by") == cfg.split.by
+                and all(
+                    abs(float(existing.get("fractions", {}).get(s, -1)) - f) < 1e-9
+                    for s, f in want_fr.items()
+                )
+            )
+            if not same:
+                raise SegweakError(
+                    f"split manifest {manifest} exists with other settings (seed {existing.get('seed')}, "
+                    f"by {existing.get('by')}, fractions {existing.get('fractions')}); set split.name to a "
+                    "new name or delete the manifest and the runs trained on it"
+                )
+            log(f"split {name!r} exists, reusing it")
+            continue
+        log(f"making split {name!r} (fractions {cfg.split.fractions}, by {cfg.split.by}, seed {k})")
+        made = make_split(store, name, fractions=cfg.split.fractions, by=cfg.split.by, seed=k)
+        warning = fraction_warning(made)
+        if warning:
+            log(f"warning: {warning}")
+    return names
+
+
+def _split_dict(split: Any) -> dict[str, Any]:
+    """Return a split manifest as a plain dict, whatever object ``load_split`` returns."""
+    if isinstance(split, dict):
+        return split
+    for attr in ("to_dict", "as_dict"):
+        if hasattr(split, attr):
+            return getattr(split, attr)()
+    import dataclasses
+
+    if dataclasses.is_dataclass(split):
+        return dataclasses.asdict(split)  # type: ignore[arg-type]
+    return dict(vars(split))

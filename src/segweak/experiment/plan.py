@@ -1,0 +1,515 @@
+"""Planning an experiment: its config, every run of the protocol and what each run trains with.
+
+An experiment trains, for every split seed x training seed, these rows (each one run of a
+training method, :mod:`segweak.methods`):
+
+* ``baseline``: ``supervised`` on the strong subset (ImageNet/offline encoder),
+* ``weak``: each pre-training method of ``methods`` (e.g. ``proportion``: weak labels of the weak
+  subset only),
+* ``finetune``: ``supervised`` on the strong subset from the same split/seed/method's weak
+  ``best.ckpt`` (``init.checkpoint``),
+* one row per other method of ``methods`` (e.g. ``joint``), named after the method; a method that
+  depends on another row (:meth:`~segweak.methods.TrainingMethod.depends_on`, e.g. ``pseudo_label``
+  taught by ``finetune-proportion``) gives one run per round, each preceded by the artefact it reads
+  (:meth:`~segweak.methods.TrainingMethod.prepare`, written under ``EXP/pseudo/``),
+* ``full``: ``supervised`` on strong + weak pixel labels (the upper bound).
+
+Each run lives in ``EXP/runs/<stage>[-<method>]-split<k>-seed<s>/`` (a single-run method's row:
+``<method>-split<k>-seed<s>``; a round of a method with rounds: ``<method>-split<k>-seed<s>-round<r>``,
+its artefact in ``EXP/pseudo/`` under the same name).
+
+Running the plan is :mod:`segweak.experiment.run`; its results rows are
+:mod:`segweak.experiment.results`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segweak.config import (
+    ExperimentConfig,
+    TrainConfig,
+    deep_merge,
+    from_dict,
+    load_config,
+    parse_overrides,
+    read_yaml,
+)
+from segweak.errors import SegweakError
+
+ARTEFACTS_DIR = "pseudo"
+"""Experiment subdirectory of the artefacts rounds read (``EXP/pseudo/<run name>/``)."""
+
+#: Supervised subset of each supervised protocol stage (``methods.supervised.subset``).
+SUPERVISED_STAGES = {"baseline": "strong", "finetune": "strong", "full": "full"}
+
+#: TrainConfig keys the experiment sets itself; a ``train`` / ``stage_overrides`` entry for them is an
+#: error (``stage`` and ``finetune.init_from``: their names before training methods).
+CONTROLLED_KEYS = (
+    ("method",),
+    ("stage",),
+    ("out_dir",),
+    ("run_name",),
+    ("resume",),
+    ("data", "store"),
+    ("data", "split"),
+    ("trainer", "seed"),
+    ("init", "checkpoint"),
+    ("finetune", "init_from"),
+)
+
+
+@dataclass
+class PlannedRun:
+    """One training run of the protocol.
+
+    Attributes:
+        stage: Row name: a protocol stage (``baseline``, ``weak``, ``finetune``, ``full``) or the
+            name of a single-run method (e.g. ``joint``).
+        method: Pre-training method of ``weak``/``finetune`` rows, else ``""``.
+        split_seed: Split seed.
+        split_name: Split manifest name inside the store.
+        seed: Training seed.
+        cfg: Resolved training config.
+        note: Human-readable remark stored in the results row.
+        round: Round (1-based) of a method that depends on another row, else ``None``.
+        teacher: ``best.ckpt`` of the run that teaches this round (a method with rounds).
+        artefact: Directory of the artefact the round reads, written from ``teacher`` before it
+            trains (:meth:`~segweak.methods.TrainingMethod.prepare`).
+    """
+
+    stage: str
+    method: str
+    split_seed: int
+    split_name: str
+    seed: int
+    cfg: TrainConfig
+    note: str = ""
+    round: int | None = None
+    teacher: str | None = None
+    artefact: str | None = None
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """``(stage, method, split_seed, seed)``, plus ``round`` for a round of a method with rounds."""
+        key = (self.stage, self.method, self.split_seed, self.seed)
+        return key if self.round is None else (*key, self.round)
+
+    @property
+    def arm(self) -> str:
+        """What the row belongs to in a comparison: ``baseline``, ``full`` or the compared method."""
+        return self.method or self.stage
+
+    @property
+    def step_kind(self) -> str:
+        """``pretrain`` (a ``weak`` row), ``finetune`` (its fine-tuning) or ``train`` (a whole arm)."""
+        return {"weak": "pretrain", "finetune": "finetune"}.get(self.stage, "train")
+
+    @property
+    def role(self) -> str:
+        """``baseline``, ``full``, ``control`` (a method with ``control = True``) or ``method``."""
+        if self.stage in ("baseline", "full"):
+            return self.stage
+        from segweak.methods import method_class
+
+        return "control" if method_class(self.arm).control else "method"
+
+    @property
+    def label(self) -> str:
+        """Short description for progress output."""
+        name = f"{self.stage}:{self.method}" if self.method else self.stage
+        rnd = f" round{self.round}" if self.round is not None else ""
+        return f"{name} split{self.split_seed} seed{self.seed}{rnd}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------
+
+
+def load_experiment_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load, check and return an experiment config (YAML file + ``key=value`` overrides).
+
+    Every run's training config is resolved and validated here, so a typo or a bad value in
+    ``train`` or ``stage_overrides`` fails before anything is prepared or trained. The config must say
+    what data to run on (``dataset.source``): an empty or unrelated YAML file is an error rather than
+    a full default experiment started without a word.
+
+    Raises:
+        SegweakError: Naming the file and key at fault.
+    """
+    source = str(path) if path is not None else "the experiment config"
+    data = deep_merge(read_yaml(path) if path is not None else {}, parse_overrides(overrides))
+    dataset = data.get("dataset")
+    if not isinstance(dataset, dict) or "source" not in dataset:
+        what = "is empty" if not data else "does not set dataset.source"
+        raise SegweakError(
+            f"{source} {what}: say what data to run on with dataset.source: synthetic, vaihingen (and "
+            "dataset.root), folder (and dataset.images, dataset.masks, dataset.palette) or store (and "
+            "dataset.store), and out_dir for where to write; see configs/demo.yaml and docs/config.md"
+        )
+    cfg = load_config(ExperimentConfig, path, overrides).validate()
+    check_train_sections(cfg)
+    plan_runs(cfg, experiment_store(cfg))  # validates every run's resolved TrainConfig
+    return cfg
+
+
+def _get(d: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    node: Any = d
+    for k in keys:
+        if not isinstance(node, dict) or k not in node:
+            return _MISSING
+        node = node[k]
+    return node
+
+
+def pop_keys(d: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Remove the nested key ``keys`` (e.g. ``("data", "store")``) from ``d`` when present."""
+    node: Any = d
+    for k in keys[:-1]:
+        if not isinstance(node, dict) or k not in node:
+            return
+        node = node[k]
+    if isinstance(node, dict):
+        node.pop(keys[-1], None)
+
+
+_MISSING = object()
+
+
+def check_train_sections(cfg: ExperimentConfig) -> None:
+    """Check ``train``, ``stage_overrides`` and ``methods`` before anything is prepared or trained.
+
+    Every section must hold valid TrainConfig keys, none the experiment controls, and valid options
+    in each ``methods.<name>`` section; every compared method must exist, and a pre-training method
+    needs the ``weak`` stage.
+
+    Raises:
+        SegweakError: Naming the dotted key at fault.
+    """
+    from segweak.methods import check_method_sections, method_class
+
+    sections = {"train": cfg.train}
+    for stage, over in cfg.stage_overrides.items():
+        if not isinstance(over, dict):
+            raise SegweakError(
+                f"stage_overrides.{stage}: expected a mapping of TrainConfig keys, got {over!r}"
+            )
+        sections[f"stage_overrides.{stage}"] = over
+    for where, section in sections.items():
+        for keys in CONTROLLED_KEYS:
+            if _get(section, keys) is not _MISSING:
+                dotted = ".".join(keys)
+                raise SegweakError(
+                    f"{where}.{dotted}: this key is set by the experiment for every run; remove it "
+                    "(see docs/config.md, 'Keys the experiment sets')"
+                )
+        try:
+            check_method_sections(
+                from_dict(TrainConfig, deep_merge(cfg.train, section) if where != "train" else section)
+            )
+        except SegweakError as exc:
+            raise SegweakError(f"{where}: {exc}") from None
+    for i, m in enumerate(cfg.compared_methods()):
+        try:
+            cls = method_class(m)
+        except SegweakError as exc:
+            raise SegweakError(f"methods[{i}]: {exc}") from None
+        if m == "supervised":
+            raise SegweakError(
+                f"methods[{i}]: 'supervised' is what the baseline, finetune and full rows train; "
+                "list the methods to compare with them"
+            )
+        if cls.pretrain and "weak" not in cfg.stages:
+            raise SegweakError(
+                f"methods[{i}]: {m!r} pre-trains on weak labels and is then fine-tuned: add 'weak' "
+                "(and 'finetune') to stages, or remove it from methods"
+            )
+    _check_dependencies(cfg)
+
+
+def _arm_options(cfg: ExperimentConfig, method: str) -> Any:
+    """Options of a single-run method's row: ``train`` <- ``stage_overrides.<method>``, resolved."""
+    from segweak.methods import method_options
+
+    data = deep_merge(cfg.train, cfg.stage_overrides.get(method, {}))
+    return method_options(from_dict(TrainConfig, data), method)
+
+
+def teacher_rows(cfg: ExperimentConfig, upto: str) -> list[str]:
+    """Rows whose final checkpoint a method can depend on: those trained before ``upto``'s row.
+
+    ``baseline`` (when a stage), each pre-training method (its ``finetune`` row, when a stage) and
+    the single-run methods listed before ``upto``. Never ``full``: it reads the weak pixel labels.
+    """
+    rows = ["baseline"] if "baseline" in cfg.stages else []
+    methods = methods_of(cfg)
+    if "finetune" in cfg.stages:
+        rows += [m for m in methods if _pretrains(m)]
+    return rows + [m for m in methods[: methods.index(upto)] if not _pretrains(m)]
+
+
+def _check_dependencies(cfg: ExperimentConfig) -> None:
+    """Check that every method depending on a row finds it trained earlier; its artefact option unset."""
+    from segweak.methods import method_class
+
+    for i, m in enumerate(methods_of(cfg)):
+        cls = method_class(m)
+        if cls.pretrain:
+            continue
+        options = _arm_options(cfg, m)
+        row = cls.depends_on(options)
+        if row is None:
+            continue
+        rows = teacher_rows(cfg, m)
+        if row not in rows:
+            raise SegweakError(
+                f"methods[{i}]: {m!r} starts from the final checkpoint of row {row!r}, which this experiment "
+                f"does not train before it (it can use: {', '.join(rows) or 'none'}); add that row (a "
+                f"method before {m!r} in methods, or its stages) or choose another in methods.{m}"
+            )
+        if getattr(options, cls.artefact_option, None) is not None:
+            raise SegweakError(
+                f"methods.{m}.{cls.artefact_option}: the experiment sets it for every round (to "
+                f"<out_dir>/{ARTEFACTS_DIR}/...); remove it"
+            )
+
+
+def _source_bands(cfg: ExperimentConfig) -> tuple[int, str] | None:
+    """``(channels, description)`` of the store the experiment will train on, when known up front.
+
+    Known before anything is prepared for a prepared store (its ``store.json``) and for the
+    Vaihingen-layout sources (IRRG, or the chosen Potsdam product, plus the DSM channel if asked);
+    a ``folder`` source's bands are known only once its images are read.
+    """
+    ds = cfg.dataset
+    if ds.source == "store":
+        try:
+            meta = json.loads((experiment_store(cfg) / "store.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # reported by prepare_data with its own message
+        channels = meta.get("channels") if isinstance(meta, dict) else None
+        return (int(channels), f"store {experiment_store(cfg)}") if isinstance(channels, int) else None
+    if ds.source in ("synthetic", "vaihingen"):
+        bands = ["IR", "R", "G"]
+    elif ds.source == "potsdam":
+        from segweak.data.potsdam import POTSDAM_IMAGERY
+
+        product = POTSDAM_IMAGERY.get(ds.imagery.upper())
+        if product is None:
+            return None  # an unknown product is reported by the Potsdam source
+        bands = list(product[1])
+    else:
+        return None
+    if ds.dsm is not None:
+        bands.append("DSM")
+    return len(bands), f"dataset.source {ds.source} ({'+'.join(bands)})"
+
+
+def check_runs(cfg: ExperimentConfig) -> list[PlannedRun]:
+    """Resolve and validate every run's training config, and check them against this machine and data.
+
+    Called by :func:`run_experiment` before anything is written; :func:`load_experiment_config` only
+    validates the values (a GPU config loads on a CPU machine). Checks each run's training budget,
+    that this machine has the accelerator and devices it asks for, and that ``model.in_channels``
+    matches the bands of the data when they are known before preparing (see :func:`_source_bands`).
+    Runs whose results already exist are skipped (they will not train), so a finished GPU experiment
+    can still be collected on a CPU machine.
+
+    Returns:
+        The planned runs (see :func:`plan_runs`).
+
+    Raises:
+        SegweakError: Naming the stage and key at fault.
+    """
+    from segweak.train.budget import check_budget
+    from segweak.train.engine import is_complete
+    from segweak.train.preflight import check_trainer_hardware
+
+    runs = plan_runs(cfg, experiment_store(cfg))
+    bands = _source_bands(cfg)
+    for run in runs:
+        if is_complete(run.cfg.run_dir):
+            continue
+        try:
+            check_budget(run.cfg.trainer)
+            check_trainer_hardware(run.cfg.trainer, prefix="train.trainer.")
+            if bands is not None and run.cfg.model.in_channels != bands[0]:
+                raise SegweakError(
+                    f"train.model.in_channels is {run.cfg.model.in_channels} but {bands[1]} has "
+                    f"{bands[0]} band(s); set train.model.in_channels={bands[0]}"
+                )
+        except SegweakError as exc:
+            raise SegweakError(f"stage {run.stage}: {exc}") from None
+    return runs
+
+
+def methods_of(cfg: ExperimentConfig) -> list[str]:
+    """Methods the experiment compares (``methods``; default ``[proportion]`` with a ``weak`` stage)."""
+    return cfg.compared_methods()
+
+
+def _pretrains(method: str) -> bool:
+    from segweak.methods import method_class
+
+    return method_class(method).pretrain
+
+
+def run_name(stage: str, method: str, split_seed: int, seed: int, round: int | None = None) -> str:
+    """Run directory name ``<stage>[-<method>]-split<k>-seed<s>[-round<r>]``."""
+    middle = f"-{method}" if method else ""
+    suffix = f"-round{round}" if round is not None else ""
+    return f"{stage}{middle}-split{split_seed}-seed{seed}{suffix}"
+
+
+def split_name(cfg: ExperimentConfig, split_seed: int) -> str:
+    """Split manifest name for ``split_seed`` (``<name>`` alone, ``<name>-seed<k>`` for several seeds)."""
+    if len(cfg.split.seeds) == 1:
+        return cfg.split.name
+    return f"{cfg.split.name}-seed{split_seed}"
+
+
+def resolve_train_config(
+    cfg: ExperimentConfig,
+    stage: str,
+    *,
+    method: str,
+    split_seed: int,
+    seed: int,
+    store: str | Path,
+    init_from: str | None = None,
+    round: int | None = None,
+    artefact: str | None = None,
+) -> TrainConfig:
+    """Resolve one run's TrainConfig: defaults <- ``train`` <- ``stage_overrides`` <- experiment keys.
+
+    Override layers: a protocol stage's own (``stage_overrides.<stage>``); a ``weak`` row adds its
+    method's (``stage_overrides.<method>``); a single-run method row has only its own. The experiment
+    then sets ``method``, the run's name and paths, the seed, ``init.checkpoint`` (finetune) and the
+    supervised subset. The result is checked and its method options resolved
+    (:func:`segweak.methods.check_config`).
+
+    Args:
+        cfg: The experiment config.
+        stage: Row name: ``baseline``, ``weak``, ``finetune``, ``full`` or a single-run method.
+        method: The pre-training method of a ``weak``/``finetune`` row, else ``""``.
+        split_seed: Split seed.
+        seed: Training seed.
+        store: Prepared store path.
+        init_from: ``init.checkpoint`` of a ``finetune`` row.
+        round: Round of a method with rounds (part of the run's name).
+        artefact: The round's artefact directory, set as the method's ``artefact_option``.
+    """
+    from segweak.methods import check_config
+
+    data = copy.deepcopy(cfg.train)
+    layers = [stage] + ([method] if stage == "weak" and method else [])
+    for layer in layers:
+        data = deep_merge(data, copy.deepcopy(cfg.stage_overrides.get(layer, {})))
+    forced: dict[str, Any] = {
+        "out_dir": str(Path(cfg.out_dir) / "runs"),
+        "run_name": run_name(stage, method, split_seed, seed, round),
+        "resume": True,
+        "data": {"store": str(store), "split": split_name(cfg, split_seed)},
+        "trainer": {"seed": seed},
+    }
+    if stage in SUPERVISED_STAGES:
+        forced["method"] = "supervised"
+        forced["methods"] = {"supervised": {"subset": SUPERVISED_STAGES[stage]}}
+    else:
+        forced["method"] = method or stage
+    if init_from is not None:
+        forced["init"] = {"checkpoint": init_from}
+    if artefact is not None:
+        from segweak.methods import method_class
+
+        forced["methods"] = {forced["method"]: {method_class(forced["method"]).artefact_option: artefact}}
+    data = deep_merge(data, forced)
+    try:
+        return check_config(from_dict(TrainConfig, data))
+    except SegweakError as exc:
+        raise SegweakError(f"stage {stage}: {exc}") from None
+
+
+def plan_runs(cfg: ExperimentConfig, store: str | Path) -> list[PlannedRun]:
+    """Every run of the protocol, in the order they must train (weak before finetune).
+
+    Per split seed x seed: ``baseline``; ``weak`` then ``finetune`` for each pre-training method;
+    one row per single-run method (one run per round for a method that depends on another row:
+    round 1 taught by that row's final ``best.ckpt``, round r + 1 by round r's); ``full``.
+
+    Args:
+        cfg: Validated experiment config.
+        store: Path of the prepared store.
+
+    Returns:
+        Planned runs.
+    """
+    runs: list[PlannedRun] = []
+    for k in cfg.split.seeds:
+        for s in cfg.seeds:
+            runs += _plan_split_seed(cfg, store, k, s)
+    return runs
+
+
+def _plan_split_seed(cfg: ExperimentConfig, store: str | Path, k: int, s: int) -> list[PlannedRun]:
+    """Plan the runs of split seed ``k`` x training seed ``s`` (see :func:`plan_runs`)."""
+    from segweak.methods import method_class
+
+    methods = methods_of(cfg)
+    runs: list[PlannedRun] = []
+    final: dict[str, str] = {}  # row -> best.ckpt of its last run (what a dependant starts from)
+
+    def add(
+        stage: str,
+        method: str = "",
+        *,
+        init_from: str | None = None,
+        round: int | None = None,
+        teacher: str | None = None,
+        artefact: str | None = None,
+    ) -> str:
+        """Plan one run; return its best.ckpt path."""
+        tc = resolve_train_config(
+            cfg, stage, method=method, split_seed=k, seed=s, store=store, init_from=init_from,
+            round=round, artefact=artefact,
+        )  # fmt: skip
+        sname = split_name(cfg, k)
+        run = PlannedRun(stage, method, k, sname, s, tc, round=round, teacher=teacher, artefact=artefact)
+        runs.append(run)
+        return str(tc.run_dir / "checkpoints" / "best.ckpt")
+
+    if "baseline" in cfg.stages:
+        final["baseline"] = add("baseline")
+    pretrain = [m for m in methods if _pretrains(m)]
+    if "weak" in cfg.stages:
+        for m in pretrain:
+            add("weak", m)
+    if "finetune" in cfg.stages:
+        for m in pretrain:
+            weak_dir = Path(cfg.out_dir) / "runs" / run_name("weak", m, k, s)
+            final[m] = add("finetune", m, init_from=str(weak_dir / "checkpoints" / "best.ckpt"))
+    for m in (m for m in methods if not _pretrains(m)):
+        cls = method_class(m)
+        options = _arm_options(cfg, m)
+        row = cls.depends_on(options)
+        if row is None:
+            final[m] = add(m)
+            continue
+        teacher = final[row]  # present: check_train_sections checked the dependency
+        for r in range(1, cls.rounds(options) + 1):
+            artefact = str(Path(cfg.out_dir) / ARTEFACTS_DIR / run_name(m, "", k, s, r))
+            teacher = add(m, round=r, artefact=artefact, teacher=teacher)
+        final[m] = teacher
+    if "full" in cfg.stages:
+        add("full")
+    return runs
+
+
+def experiment_store(cfg: ExperimentConfig) -> Path:
+    """Path of the prepared store the experiment trains on (``dataset.store``, else ``<out_dir>/store``)."""
+    return Path(cfg.dataset.store) if cfg.dataset.store else Path(cfg.out_dir) / "store"
