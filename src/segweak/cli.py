@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import typer
+from typer.core import TyperCommand
 
 from segweak import __version__, runtime
 from segweak.errors import SegweakError
@@ -116,21 +117,30 @@ def _print_split_table(manifest: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from segweak.data.splits import fraction_warning, target_fractions
+
     table = Table(title=f"split {manifest['name']!r} (by {manifest['by']}, seed {manifest['seed']})")
     for col in ("subset", "target", "patches", "patch fraction", "valid pixels", "pixel fraction"):
         table.add_column(col, justify="left" if col == "subset" else "right")
+    targets = target_fractions(manifest)
     for sub, ach in manifest["achieved"].items():
+        target = targets.get(sub)
         table.add_row(
             sub,
-            f"{manifest['fractions'][sub]:.3f}",
+            "groups" if target is None else f"{target:.3f}",
             str(ach["patches"]),
             f"{ach['patch_fraction']:.3f}",
             str(ach["pixels"]),
             f"{ach['pixel_fraction']:.3f}",
         )
     Console().print(table)
-    from segweak.data.splits import fraction_warning
-
+    if manifest.get("nested"):
+        typer.echo("nested: val/test fixed by the seed, strong grows by prefix with the strong fraction")
+    if "test_groups" in manifest:
+        held = manifest["test_groups"]
+        typer.echo(
+            f"test: {len(held['groups'])} held-out groups ({held['rule']}): {', '.join(held['groups'])}"
+        )
     warning = fraction_warning(manifest)
     if warning:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
@@ -286,12 +296,61 @@ def prepare_folder_cmd(
     _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite, inputs=[palette]))
 
 
-@app.command("split")
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class _SplitCommand(TyperCommand):
+    """``segweak split``, whose ``--fractions`` takes 3 or 4 numbers (``--fractions 0.1 0.6 0.1 0.2``).
+
+    Click options have a fixed number of values; this rewrites the (up to 4) numbers after
+    ``--fractions`` into repeated ``--fractions X`` of a multiple option before click parses them.
+    """
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        rewritten: list[str] = []
+        i = 0
+        while i < len(args):
+            if args[i] == "--":
+                rewritten += args[i:]
+                break
+            if args[i] != "--fractions":
+                rewritten.append(args[i])
+                i += 1
+                continue
+            i += 1
+            taken = 0
+            while i < len(args) and taken < 4 and _is_number(args[i]):
+                rewritten += ["--fractions", args[i]]
+                i += 1
+                taken += 1
+            if not taken:
+                rewritten.append("--fractions")  # click reports the missing value
+        return super().parse_args(ctx, rewritten)
+
+
+@app.command("split", cls=_SplitCommand)
 def split_cmd(
     store: Path = typer.Argument(..., help="Prepared store directory."),
     name: str = typer.Option("default", "--name", help="Split name (STORE/splits/NAME.json)."),
-    fractions: tuple[float, float, float] = typer.Option(
-        (0.1, 0.7, 0.2), "--fractions", help="Strong, weak and val fractions (3 numbers summing to 1)."
+    fractions: list[float] = typer.Option(
+        None,
+        "--fractions",
+        help="Strong, weak, val and optionally test fractions (3 or 4 numbers summing to 1); "
+        "default 0.1 0.7 0.2.",
+    ),
+    nested: bool = typer.Option(
+        False, "--nested", help="Nested construction: val/test fixed by the seed, strong sets grow by prefix."
+    ),
+    test: str | None = typer.Option(
+        None,
+        "--test",
+        help="Hold whole groups out as the test subset: 'official' (ISPRS Vaihingen test areas) or "
+        "comma-separated group ids; --fractions then gives strong weak val of the rest.",
     ),
     by: str = typer.Option("patch", "--by", help="'patch' or 'group' (whole groups go to one subset)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
@@ -300,17 +359,22 @@ def split_cmd(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing split of that name."),
 ) -> None:
-    """Split a store into strong / weak / val subsets and print the achieved fractions."""
-    from segweak.data.splits import make_split
+    """Split a store into strong / weak / val (/ test) subsets and print the achieved fractions."""
+    from segweak.data.splits import OFFICIAL_TEST, make_split
 
+    test_spec: str | list[str] | None = test
+    if test is not None and test != OFFICIAL_TEST:
+        test_spec = [g.strip() for g in test.split(",") if g.strip()]
     manifest = make_split(
         store,
         name=name,
-        fractions=fractions,
+        fractions=fractions or (0.1, 0.7, 0.2),
         by=by,
         seed=seed,
         presence_threshold=presence_threshold,
         overwrite=overwrite,
+        nested=nested,
+        test=test_spec,
     )
     _print_split_table(manifest)
 
