@@ -243,7 +243,7 @@ def _split_nested(
         subset_of_unit[order[start : start + take]] = sub
         start += take
     patch_subset = subset_of_unit[unit_of]
-    return [np.sort(eligible[patch_subset == i]) if fractions[i] > 0 else eligible[:0] for i in range(k)]
+    return [eligible[patch_subset == i] for i in range(k)]  # eligible is sorted, so are the subsets
 
 
 def _short(items: Sequence[str], n: int = 5) -> str:
