@@ -72,8 +72,48 @@ def test_split_errors(cli_store, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-def test_split_wrong_fraction_count_is_usage_error(cli_store, capsys):
-    assert main(["split", str(cli_store), "--fractions", "0.5", "0.5"]) != 0
+def test_split_wrong_fraction_count(cli_store, capsys):
+    assert main(["split", str(cli_store), "--fractions", "0.5", "0.5"]) == 2
+    assert "3 or 4 numbers" in capsys.readouterr().err
+    # At most four numbers are read: a fifth is an unexpected argument (click usage error).
+    assert main(["split", str(cli_store), "--fractions", "0.2", "0.2", "0.2", "0.2", "0.2"]) == 2
+    assert "unexpected extra argument" in capsys.readouterr().err
+    assert not (cli_store / "splits" / "default.json").exists()
+
+
+def test_split_four_fractions_nested(cli_store, capsys):
+    args = ["split", str(cli_store), "--name", "n4", "--fractions", "0.25", "0.25", "0.25", "0.25"]
+    assert main([*args, "--nested", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "test" in out and "nested" in out
+    man = json.loads((cli_store / "splits" / "n4.json").read_text())
+    assert man["nested"] is True and [len(man["subsets"][s]) for s in ("strong", "weak", "val", "test")] == [
+        3,
+        3,
+        3,
+        3,
+    ]
+    # The three-number form and its default keep working, without a test subset.
+    assert main(["split", str(cli_store), "--name", "d3", "--seed", "1"]) == 0
+    man3 = json.loads((cli_store / "splits" / "d3.json").read_text())
+    assert set(man3["subsets"]) == {"strong", "weak", "val"} and "nested" not in man3
+
+
+def test_split_test_groups(cli_store, capsys):
+    assert main(["split", str(cli_store), "--name", "tg", "--test", "area3, area1"]) == 0
+    out = capsys.readouterr().out
+    assert "test: 2 held-out groups (groups): area1, area3" in out
+    man = json.loads((cli_store / "splits" / "tg.json").read_text())
+    st = Store(cli_store)
+    assert man["test_groups"] == {"rule": "groups", "groups": ["area1", "area3"]}
+    assert {st.groups[i] for i in man["subsets"]["test"]} == {"area1", "area3"}
+    assert {st.groups[i] for s in ("strong", "weak", "val") for i in man["subsets"][s]} == {"area2"}
+    assert main(["split", str(cli_store), "--name", "o", "--test", "official"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lacks 16 of the 17 ISPRS test areas" in err
+    assert main(["split", str(cli_store), "--name", "o", "--test", "area9"]) == 2
+    assert "has no group(s) area9" in capsys.readouterr().err
+    assert not (cli_store / "splits" / "o.json").exists()
 
 
 def test_info_errors(cli_store, tmp_path, capsys):

@@ -272,3 +272,45 @@ def test_yaml_errors_are_one_line(tmp_path: Path) -> None:
         load_config(TrainConfig, bad)
     assert "\n" not in str(info.value) and "bad.yaml is not valid YAML" in str(info.value)
     assert "line " in str(info.value)
+
+
+def _experiment(split: dict, source: str = "synthetic"):
+    from segweak.config import ExperimentConfig, from_dict
+
+    folder = {"images": "i", "masks": "m", "palette": "p"} if source == "folder" else {}
+    data = {"dataset": {"source": source, "store": "s", "root": "r", **folder}, "split": split}
+    return from_dict(ExperimentConfig, data).validate()
+
+
+def test_split_section_accepts_four_fractions_nested_and_test() -> None:
+    cfg = _experiment({"fractions": [0.1, 0.6, 0.1, 0.2], "nested": True})
+    assert cfg.split.fractions == [0.1, 0.6, 0.1, 0.2] and cfg.split.nested is True and cfg.split.test is None
+    assert _experiment({"test": "official"}, source="vaihingen").split.test == "official"
+    assert _experiment({"test": ["area1", "area3"]}, source="store").split.test == ["area1", "area3"]
+    defaults = _experiment({})
+    assert defaults.split.nested is False and defaults.split.test is None
+
+
+@pytest.mark.parametrize(
+    ("split", "source", "match"),
+    [
+        ({"fractions": [0.2, 0.6, 0.2, 0.2]}, "synthetic", r"split\.fractions: expected three .* or four"),
+        ({"fractions": [0.5, 0.5]}, "synthetic", r"split\.fractions"),
+        ({"fractions": [-0.1, 0.9, 0.2]}, "synthetic", r"split\.fractions.*non-negative"),
+        ({"fractions": [0.2, 0.6, 0.2, 0.0]}, "synthetic", r"split\.fractions: the test fraction"),
+        (
+            {"test": "official", "fractions": [0.1, 0.6, 0.1, 0.2]},
+            "vaihingen",
+            r"split\.fractions: split\.test",
+        ),
+        ({"test": "tiles"}, "vaihingen", r"split\.test: 'tiles' is not valid; choose one of official"),
+        ({"test": "official"}, "folder", r"split\.test: 'official' .* dataset\.source is 'folder'"),
+        ({"test": ["a", "a"]}, "store", r"split\.test: give distinct group ids"),
+        ({"test": []}, "store", r"split\.test: give distinct group ids"),
+        ({"test": 3}, "store", r"split\.test: expected"),
+        ({"nested": "yes"}, "store", r"split\.nested: expected true or false"),
+    ],
+)
+def test_split_section_errors_name_the_key(split: dict, source: str, match: str) -> None:
+    with pytest.raises(SegweakError, match=match):
+        _experiment(split, source)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from typer.core import TyperCommand
 
 from segweak import __version__, runtime
 from segweak.errors import SegweakError
@@ -123,7 +124,7 @@ def _split_table(name: str, by: str, seed: int, fractions: dict, subsets: dict) 
         name: The split's name (title).
         by: Its grouping, ``patch`` or ``group`` (title).
         seed: Its seed (title).
-        fractions: ``{subset: target fraction}``.
+        fractions: ``{subset: target fraction}`` (None: held-out groups, no target).
         subsets: ``{subset: {patches, patch_fraction, pixels, pixel_fraction, ...}}`` in display order
             (a manifest's ``achieved`` or ``info``'s ``split.subsets``).
     """
@@ -133,9 +134,10 @@ def _split_table(name: str, by: str, seed: int, fractions: dict, subsets: dict) 
     for col in ("subset", "target", "patches", "patch fraction", "valid pixels", "pixel fraction"):
         table.add_column(col, justify="left" if col == "subset" else "right")
     for sub, ach in subsets.items():
+        target = fractions.get(sub)
         table.add_row(
             sub,
-            f"{fractions[sub]:.3f}",
+            "groups" if target is None else f"{target:.3f}",
             str(ach["patches"]),
             f"{ach['patch_fraction']:.3f}",
             str(ach["pixels"]),
@@ -151,10 +153,17 @@ def _excluded_note(n: int) -> str:
 def _print_split_table(manifest: dict) -> None:
     from rich.console import Console
 
-    from segweak.data.splits import fraction_warning
+    from segweak.data.splits import fraction_warning, target_fractions
 
     m = manifest
-    Console().print(_split_table(m["name"], m["by"], m["seed"], m["fractions"], m["achieved"]))
+    Console().print(_split_table(m["name"], m["by"], m["seed"], target_fractions(m), m["achieved"]))
+    if manifest.get("nested"):
+        typer.echo("nested: val/test fixed by the seed, strong grows by prefix with the strong fraction")
+    if "test_groups" in manifest:
+        held = manifest["test_groups"]
+        typer.echo(
+            f"test: {len(held['groups'])} held-out groups ({held['rule']}): {', '.join(held['groups'])}"
+        )
     warning = fraction_warning(manifest)
     if warning:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
@@ -344,12 +353,61 @@ def prepare_folder_cmd(
     _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite, inputs=[palette]))
 
 
-@app.command("split")
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class _SplitCommand(TyperCommand):
+    """``segweak split``, whose ``--fractions`` takes 3 or 4 numbers (``--fractions 0.1 0.6 0.1 0.2``).
+
+    Click options have a fixed number of values; this rewrites the (up to 4) numbers after
+    ``--fractions`` into repeated ``--fractions X`` of a multiple option before click parses them.
+    """
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        rewritten: list[str] = []
+        i = 0
+        while i < len(args):
+            if args[i] == "--":
+                rewritten += args[i:]
+                break
+            if args[i] != "--fractions":
+                rewritten.append(args[i])
+                i += 1
+                continue
+            i += 1
+            taken = 0
+            while i < len(args) and taken < 4 and _is_number(args[i]):
+                rewritten += ["--fractions", args[i]]
+                i += 1
+                taken += 1
+            if not taken:
+                rewritten.append("--fractions")  # click reports the missing value
+        return super().parse_args(ctx, rewritten)
+
+
+@app.command("split", cls=_SplitCommand)
 def split_cmd(
     store: Path = typer.Argument(..., help="Prepared store directory."),
     name: str = typer.Option("default", "--name", help="Split name (STORE/splits/NAME.json)."),
-    fractions: tuple[float, float, float] = typer.Option(
-        (0.1, 0.7, 0.2), "--fractions", help="Strong, weak and val fractions (3 numbers summing to 1)."
+    fractions: list[float] = typer.Option(
+        None,
+        "--fractions",
+        help="Strong, weak, val and optionally test fractions (3 or 4 numbers summing to 1); "
+        "default 0.1 0.7 0.2.",
+    ),
+    nested: bool = typer.Option(
+        False, "--nested", help="Nested construction: val/test fixed by the seed, strong sets grow by prefix."
+    ),
+    test: str | None = typer.Option(
+        None,
+        "--test",
+        help="Hold whole groups out as the test subset: 'official' (ISPRS Vaihingen test areas) or "
+        "comma-separated group ids; --fractions then gives strong weak val of the rest.",
     ),
     by: str = typer.Option("patch", "--by", help="'patch' or 'group' (whole groups go to one subset)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
@@ -364,18 +422,23 @@ def split_cmd(
         "bags cover become weak patches.",
     ),
 ) -> None:
-    """Split a store into strong / weak / val subsets and print the achieved fractions."""
-    from segweak.data.splits import make_split
+    """Split a store into strong / weak / val (/ test) subsets and print the achieved fractions."""
+    from segweak.data.splits import OFFICIAL_TEST, make_split
 
+    test_spec: str | list[str] | None = test
+    if test is not None and test != OFFICIAL_TEST:
+        test_spec = [g.strip() for g in test.split(",") if g.strip()]
     manifest = make_split(
         store,
         name=name,
-        fractions=fractions,
+        fractions=fractions or (0.1, 0.7, 0.2),
         by=by,
         seed=seed,
         presence_threshold=presence_threshold,
         overwrite=overwrite,
         weak_labels=weak_labels,
+        nested=nested,
+        test=test_spec,
     )
     _print_split_table(manifest)
 

@@ -557,20 +557,71 @@ class DatasetConfig:
 
 @dataclass
 class SplitConfig:
-    """The strong/weak/val split(s) of an experiment.
+    """The strong/weak/val(/test) split(s) of an experiment.
 
     Attributes:
         name: Split manifest name; with several ``seeds`` each gets ``<name>-seed<k>``.
-        fractions: Target fractions of the ``strong``, ``weak`` and ``val`` subsets (sum 1).
+        fractions: Target fractions of the ``strong``, ``weak`` and ``val`` subsets, or of
+            ``strong``, ``weak``, ``val`` and ``test`` (sum 1). With ``test`` groups: three fractions
+            of the patches outside them.
         by: Unit that is assigned to a subset: ``patch`` (independent patches) or ``group`` (every
             group, by default a source tile, goes whole to one subset: no leakage between subsets).
         seeds: Split seeds; several seeds repeat the whole protocol on different splits.
+        nested: Nested construction: for one split seed, ``val`` and ``test`` do not depend on the
+            strong fraction and a smaller strong set is a subset of a larger one (strong-fraction
+            sweeps); ``false`` keeps the sequential construction of earlier versions.
+        test: Hold whole groups out as the ``test`` subset: ``official`` (the 17 ISPRS Vaihingen
+            benchmark test areas; the other tiles are split by ``fractions``) or a list of group
+            ids; ``None``: a test subset only from a fourth fraction.
     """
 
     name: str = "default"
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.7, 0.2])
     by: str = "patch"
     seeds: list[int] = field(default_factory=lambda: [0])
+    nested: bool = False
+    test: str | list[str] | None = None
+
+    def validate(self, source: str) -> None:
+        """Check the split keys (``source``: ``dataset.source``, for ``test: official``).
+
+        The same rules as :mod:`segweak.data.splits`, restated so the config stays a leaf that
+        imports no data code.
+
+        Raises:
+            SegweakError: Naming the ``split.*`` key at fault.
+        """
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise SegweakError(f"split.seeds: give distinct split seeds, got {self.seeds}")
+        fr = self.fractions
+        if (
+            len(fr) not in (3, 4)
+            or any(not math.isfinite(f) or f < 0 for f in fr)
+            or abs(sum(fr) - 1.0) > 1e-6
+        ):
+            raise SegweakError(
+                "split.fractions: expected three (strong, weak, val) or four (strong, weak, val, test) "
+                f"non-negative fractions summing to 1, got {fr}"
+            )
+        if len(fr) == 4 and fr[3] == 0:
+            raise SegweakError(f"split.fractions: the test fraction (4th) is 0 in {fr}; give three fractions")
+        _choice("split.by", self.by, ("patch", "group"))
+        if self.test is None:
+            return
+        if isinstance(self.test, str):
+            _choice("split.test", self.test, ("official",))
+            if source not in ("vaihingen", "synthetic", "store"):
+                raise SegweakError(
+                    f"split.test: 'official' holds out the ISPRS Vaihingen test areas, but dataset.source is "
+                    f"{source!r}; list the test group ids instead"
+                )
+        elif not self.test or len(set(self.test)) != len(self.test):
+            raise SegweakError(f"split.test: give distinct group ids, got {self.test}")
+        if len(fr) == 4:
+            raise SegweakError(
+                "split.fractions: split.test holds whole groups out as the test subset, so give three "
+                f"fractions (strong, weak, val of the other patches), got {fr}"
+            )
 
 
 @dataclass
@@ -654,14 +705,7 @@ class ExperimentConfig:
             raise SegweakError("seeds: give at least one training seed, e.g. [0, 1, 2]")
         if len(set(self.seeds)) != len(self.seeds):
             raise SegweakError(f"seeds: {self.seeds} lists a seed twice")
-        if not self.split.seeds or len(set(self.split.seeds)) != len(self.split.seeds):
-            raise SegweakError(f"split.seeds: give distinct split seeds, got {self.split.seeds}")
-        if len(self.split.fractions) != 3 or abs(sum(self.split.fractions) - 1.0) > 1e-6:
-            raise SegweakError(
-                f"split.fractions: expected three fractions (strong, weak, val) summing to 1, "
-                f"got {self.split.fractions}"
-            )
-        _choice("split.by", self.split.by, ("patch", "group"))
+        self.split.validate(self.dataset.source)
         _choice("dataset.group_by", self.dataset.group_by, ("image", "parent", "top"))
         _choice("dataset.imagery", self.dataset.imagery, ("RGB", "IRRG", "RGBIR"))
         if self.dataset.dsm is not None:
