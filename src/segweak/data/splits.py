@@ -35,6 +35,9 @@ from segweak.weak.labels import presence as _presence_check
 
 FORMAT_VERSION = 1
 SUBSETS = ("strong", "weak", "val")
+OPTIONAL_SUBSETS = ("test",)
+"""Subsets a manifest may have besides :data:`SUBSETS`: ``test`` is held out of training and of model
+selection, and evaluated once on the selected checkpoint (manifests without it work as before)."""
 BY_CHOICES = ("patch", "group")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -272,8 +275,11 @@ def load_split(store: Store | str | os.PathLike[str], name: str) -> dict[str, An
             f"{path} has format_version {man.get('format_version')!r}, expected {FORMAT_VERSION}"
         )
     subsets = man.get("subsets", {})
-    if set(subsets) != set(SUBSETS):
-        raise SegweakError(f"{path}: 'subsets' must have exactly the keys {', '.join(SUBSETS)}")
+    if not set(SUBSETS) <= set(subsets) <= set(SUBSETS + OPTIONAL_SUBSETS):
+        raise SegweakError(
+            f"{path}: 'subsets' must have the keys {', '.join(SUBSETS)} and optionally "
+            f"{', '.join(OPTIONAL_SUBSETS)}; re-run `segweak split`"
+        )
     n = len(st)
     for sub, idx in subsets.items():
         if idx and (min(idx) < 0 or max(idx) >= n):
