@@ -130,3 +130,19 @@ def test_fraction_warning_only_when_targets_are_missed(tiny_store, tmp_path):
     message = fraction_warning(make_split(store, name="g", by="group", seed=0))
     assert message is not None
     assert "'g'" in message and "3 groups are too few" in message and "--by patch" in message
+
+
+def test_a_test_subset_is_optional_and_other_subsets_are_refused(store_copy):
+    import json
+
+    man = make_split(store_copy, "s", fractions=(0.1, 0.7, 0.2))
+    path = store_copy / "splits" / "s.json"
+    man["subsets"]["weak"], man["subsets"]["test"] = man["subsets"]["weak"][:-4], man["subsets"]["weak"][-4:]
+    path.write_text(json.dumps(man))
+    assert load_split(store_copy, "s")["subsets"]["test"] == man["subsets"]["test"]
+    man["subsets"]["holdout"] = man["subsets"].pop("test")
+    path.write_text(json.dumps(man))
+    with pytest.raises(
+        SegweakError, match=r"s.json: 'subsets' must have the keys strong, weak, val and optionally test"
+    ):
+        load_split(store_copy, "s")
