@@ -64,3 +64,13 @@ def heldout_store(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) ->
     shutil.copytree(tiny_store, out)
     add_test_subset(out, "default", "heldout", 8)
     return out
+
+
+@pytest.fixture
+def odd_store_with_test(odd_store: Path, tmp_path: Path) -> Path:
+    """A copy of ``odd_store`` whose split ``odd`` holds out 7 of its weak patches as ``test`` (4 + 3
+    per rank with 2 processes)."""
+    out = tmp_path / "odd-with-test"
+    shutil.copytree(odd_store, out)
+    add_test_subset(out, "odd", "odd", 7)
+    return out
