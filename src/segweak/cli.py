@@ -603,9 +603,18 @@ def pseudo_label_cmd(
     ),
     batch_size: int = typer.Option(16, "--batch-size", help="Patches per teacher forward pass."),
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
+    noise: str = typer.Option(
+        "",
+        "--noise",
+        help="The student run's weak.noise as YAML, e.g. '{model: dirichlet, concentration: 50}': "
+        "the quotas come from those noisy proportions.",
+    ),
 ) -> None:
     """Label the weak patches with a teacher under their class proportions (for method pseudo_label)."""
+    from segweak.config import noise_config
     from segweak.train.pseudo_labels import PseudoLabels, make_pseudo_labels
+
+    noise_cfg = noise_config(noise) if noise else None
 
     path = make_pseudo_labels(
         checkpoint,
@@ -616,6 +625,7 @@ def pseudo_label_cmd(
         keep=keep,
         batch_size=batch_size,
         device=device,
+        noise=noise_cfg,
         log=typer.echo,
     )
     stats = PseudoLabels(path).meta["stats"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -111,6 +112,30 @@ class LossConfig:
 WEAK_AREAS = ("patch", "valid")
 """Where predicted proportions are averaged (``weak.area``)."""
 
+NOISE_MODELS = ("none", "dirichlet", "relative")
+"""``weak.noise.model`` values (:mod:`segweak.weak.noise`)."""
+
+
+@dataclass
+class NoiseConfig:
+    """A fixed, seeded corruption of the training weak labels (:mod:`segweak.weak.noise`).
+
+    Attributes:
+        model: ``none`` (default: the labels as computed or imported), ``dirichlet`` (p' ~
+            Dirichlet(concentration · p): unbiased) or ``relative`` (p'_c ∝ p_c · exp(sigma · ε_c),
+            ε_c ~ N(0, 1), renormalised: biased towards uniform shares). Absent classes stay absent.
+        concentration: κ > 0 of ``dirichlet``; larger is more accurate (std of p'_c is
+            sqrt(p_c (1 − p_c) / (κ + 1))).
+        sigma: σ >= 0 of ``relative``: the log-scale std of each share's error factor.
+        seed: Noise seed (>= 0); with the patch index (or bag id) it fixes each label's noise, the
+            same in every epoch, process and resume, and independent of ``trainer.seed``.
+    """
+
+    model: str = "none"
+    concentration: float = 100.0
+    sigma: float = 0.2
+    seed: int = 0
+
 
 @dataclass
 class WeakConfig:
@@ -129,11 +154,14 @@ class WeakConfig:
             patch, from the store's masks) or the name of a set imported with ``segweak weak import``
             (``STORE/weak/NAME.json``): proportions per bag of patches; weak patches in no bag are
             then unlabelled. Validation metrics always use the masks.
+        noise: Corruption of the training weak labels (:class:`NoiseConfig`); validation metrics
+            never see it.
     """
 
     area: str = "patch"
     presence_threshold: float = 0.0
     labels: str = "computed"
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
 
 
 @dataclass
@@ -247,6 +275,7 @@ class TrainConfig:
         _choice("optim.optimizer", self.optim.optimizer, ("adamw", "adam", "sgd"))
         _choice("optim.scheduler", self.optim.scheduler, ("cosine", "none"))
         _choice("weak.area", self.weak.area, WEAK_AREAS)
+        _validate_noise(self.weak.noise)
         if self.weak.labels != "computed":
             from segweak.weak.table import check_set_name
 
@@ -329,6 +358,34 @@ def _validate_data(data: DataConfig, prefix: str = "data.") -> None:
     if data.eval_batch_size is not None:
         _at_least(f"{prefix}eval_batch_size", data.eval_batch_size, 1, " (or null to use batch_size)")
     _at_least(f"{prefix}num_workers", data.num_workers, 0, " (0 loads data in the main process)")
+
+
+def _validate_noise(noise: NoiseConfig, prefix: str = "weak.noise.") -> None:
+    """Check ``weak.noise`` (the same ranges as :func:`segweak.weak.noise.check_parameters`)."""
+    _choice(f"{prefix}model", noise.model, NOISE_MODELS)
+    if not math.isfinite(noise.concentration) or noise.concentration <= 0:
+        raise SegweakError(f"{prefix}concentration must be > 0, got {noise.concentration}")
+    if not math.isfinite(noise.sigma) or noise.sigma < 0:
+        raise SegweakError(f"{prefix}sigma must be >= 0, got {noise.sigma}")
+    if not 0 <= noise.seed < 2**63:
+        raise SegweakError(f"{prefix}seed must be an integer >= 0, got {noise.seed}")
+
+
+def noise_config(text: str, key: str = "--noise") -> NoiseConfig:
+    """Parse and check a ``weak.noise`` section given as YAML text.
+
+    Example: ``{model: dirichlet, concentration: 50}`` (``segweak pseudo-label --noise``).
+
+    Raises:
+        SegweakError: Unparsable text, unknown keys or values out of range, naming ``key``.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SegweakError(f"{key}: not valid YAML ({yaml_error_summary(exc)})") from None
+    noise = from_dict(NoiseConfig, data, prefix=f"{key}.")
+    _validate_noise(noise, f"{key}.")
+    return noise
 
 
 def _validate_model(model: ModelConfig, prefix: str = "model.") -> None:

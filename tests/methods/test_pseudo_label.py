@@ -295,3 +295,26 @@ def test_cli_pseudo_label(teacher, tiny_store, tmp_path, capsys):
     )
     assert "teacher checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists() and not (tmp_path / "b").exists()
+
+
+def test_noisy_quotas_are_recorded_and_a_run_with_other_noise_refuses_them(teacher, tiny_store, tmp_path):
+    from segweak.config import NoiseConfig
+    from segweak.weak.noise import corrupt
+
+    noise = NoiseConfig("dirichlet", concentration=3.0, seed=2)
+    out = make_pseudo_labels(teacher, tiny_store, "default", tmp_path / "noisy", noise=noise)
+    pl = PseudoLabels(out)
+    assert pl.meta["weak_noise"] == {"model": "dirichlet", "concentration": 3.0, "seed": 2}
+    # The quotas are those of the noisy proportions: a class whose noisy share is 0 gets no pixel.
+    ds = SegweakDataset(tiny_store, "default", "weak", with_mask=False, with_valid=False)
+    noisy = corrupt(ds.weak.astype(np.float64), ds.indices, "dirichlet", concentration=3.0, seed=2)
+    quotas = np.round(noisy * pl.labels.shape[1] * pl.labels.shape[2])
+    counts = np.stack([np.bincount(pl.labels[i].ravel(), minlength=6)[:6] for i in range(len(pl))])
+    assert np.array_equal(counts[:, : quotas.shape[1]] > 0, quotas > 0)
+    pl.check(tiny_store, "default", "weak", noise)
+    with pytest.raises(SegweakError, match=r"made from weak labels with noise .*the run asks for weak.noise"):
+        pl.check(tiny_store, "default", "weak", None)
+    clean = make_pseudo_labels(teacher, tiny_store, "default", tmp_path / "clean")
+    assert "weak_noise" not in PseudoLabels(clean).meta
+    with pytest.raises(SegweakError, match="differs at: weak_noise"):
+        make_pseudo_labels(teacher, tiny_store, "default", clean, noise=noise)

@@ -9,6 +9,10 @@ Design decisions:
   every ignored region (eroded object boundaries, clutter in the 5-class set). Items with a ``mask``
   carry it (it adds nothing to the mask); weak items only when ``with_valid=True`` is asked for
   (``weak.area: valid``), so the default weak item reveals nothing about its pixels.
+* ``noise`` (a :class:`~segweak.config.NoiseConfig`, ``weak.noise``) corrupts the weak labels once,
+  when the dataset is built, keyed by store patch index or bag id (:mod:`segweak.weak.noise`): every
+  item of a patch carries the same noisy label in every epoch. ``presence`` is derived from the
+  noisy proportions (what an estimate would give). ``clean_weak`` keeps the uncorrupted ones.
 * ``with_weak=False`` gives unlabelled items (image, id, index): the weak labels are not even computed.
 * ``masks`` replaces the store's masks by others indexed by store patch index (e.g. the pseudo-labels
   of :class:`~segweak.train.pseudo_labels.PseudoLabels`); the store's masks are then never read, and
@@ -30,6 +34,7 @@ from segweak.data.splits import load_split
 from segweak.data.store import IGNORE_INDEX, Store, open_store
 from segweak.data.transforms import Transform, normalization_lut, normalize, normalize_with_lut
 from segweak.errors import SegweakError
+from segweak.weak import noise as weak_noise
 from segweak.weak.labels import presence, proportions
 
 SUBSET_CHOICES = ("strong", "weak", "val", "test", "full", "all")
@@ -63,6 +68,8 @@ class SegweakDataset(Dataset):
             store patch ``index`` (255 = ignore). ``mask`` and ``valid`` then come from it.
         with_eroded: Also return ``mask_eroded``, the store's eroded-boundary mask (evaluation only:
             no transform may be given). Needs ``with_mask`` and a store with eroded masks.
+        noise: Weak-label noise (:class:`~segweak.config.NoiseConfig`); None or model ``none``
+            leaves the labels as they are. Only for training data: evaluation stays clean.
 
     Items (dict):
         ``image``: float32 ``(C, P, P)``, ``(x - mean) / std`` per channel with the store's
@@ -76,6 +83,8 @@ class SegweakDataset(Dataset):
     Attributes:
         bags: ``(n,)`` int64 bag of each item (only with ``weak_set``, else None).
         bags_dropped: Bags of ``weak_set`` left out because some of their patches are not in the subset.
+        clean_weak: ``(n, K)`` float32 weak labels before ``noise`` (the same array as ``weak``
+            without noise; None without weak labels).
     """
 
     def __init__(
@@ -91,6 +100,7 @@ class SegweakDataset(Dataset):
         weak_set: dict[str, Any] | None = None,
         masks: Any = None,
         with_eroded: bool = False,
+        noise: Any = None,
     ) -> None:
         self.store = open_store(store)
         if subset not in SUBSET_CHOICES:
@@ -120,9 +130,11 @@ class SegweakDataset(Dataset):
             raise ValueError("with_eroded is for evaluation: it needs with_mask, no transform and no masks")
         if self.with_eroded:
             self.store.eroded_masks  # noqa: B018 - raises a SegweakError when the store has none
+        self.noise = noise
         thr = self.split.get("presence_threshold", 0.0) if presence_threshold is None else presence_threshold
         self.presence_threshold = float(thr)
         self.weak: np.ndarray | None = None
+        self.clean_weak: np.ndarray | None = None
         self.presence: np.ndarray | None = None
         self.bags: np.ndarray | None = None
         self.bags_dropped = 0
@@ -133,6 +145,9 @@ class SegweakDataset(Dataset):
         elif self.with_weak:
             counts = self.store.counts[self.indices] if len(self.indices) else np.zeros((0, self.num_classes))
             props = proportions(counts)
+            self.clean_weak = props.astype(np.float32)
+            if weak_noise.is_active(noise):
+                props = weak_noise.apply(props, self.indices, noise, weak_noise.PATCH_DOMAIN)
             self.weak = props.astype(np.float32)
             self.presence = presence(props, self.presence_threshold).astype(np.float32)
         self.mean = self.store.mean
@@ -142,8 +157,14 @@ class SegweakDataset(Dataset):
     def _use_bags(self, weak_set: dict[str, Any]) -> None:
         """Keep the subset's patches that are in whole bags and label them with their bag."""
         members = set(self.indices.tolist())
-        index, bag, props = [], [], []
-        for b, rec in enumerate(weak_set["bags"]):
+        records = weak_set["bags"]
+        clean = np.asarray([rec["proportions"] for rec in records], dtype=np.float64)
+        clean = clean.reshape(len(records), self.num_classes)
+        # One noisy label per bag (keyed by its id), shared by all its patches, as a real estimate is.
+        keys = [weak_noise.bag_key(rec["id"]) for rec in records]
+        noisy = weak_noise.apply(clean, keys, self.noise, weak_noise.BAG_DOMAIN)
+        index, bag = [], []
+        for b, rec in enumerate(records):
             # A bag's proportion describes all its patches together: a bag cut by the split (some patches
             # strong or val) would pair that proportion with part of the region, so it is left out.
             if not all(i in members for i in rec["patches"]):
@@ -151,11 +172,11 @@ class SegweakDataset(Dataset):
                 continue
             index += rec["patches"]
             bag += [b] * len(rec["patches"])
-            props += [rec["proportions"]] * len(rec["patches"])
         order = np.argsort(np.asarray(index, dtype=np.int64), kind="stable")
         self.indices = np.asarray(index, dtype=np.int64)[order]
         self.bags = np.asarray(bag, dtype=np.int64)[order]
-        self.weak = np.asarray(props, dtype=np.float32).reshape(-1, self.num_classes)[order]
+        self.clean_weak = clean[self.bags].astype(np.float32)
+        self.weak = noisy[self.bags].astype(np.float32)
         self.presence = presence(self.weak, self.presence_threshold).astype(np.float32)
 
     @property

@@ -137,6 +137,7 @@ class PseudoLabel(TrainingMethod):
             keep=options.keep,
             batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
             device=inference_device(cfg.trainer.accelerator),
+            noise=cfg.weak.noise,
             log=log,
         )
         return not existed

@@ -72,13 +72,15 @@ def permutation_seed(train_seed: int, split: str, seed: int | None = None) -> in
     return int(mixed.generate_state(1)[0])
 
 
-def shuffled_labels(store: Any, split: str, seed: int) -> dict[str, Any]:
+def shuffled_labels(store: Any, split: str, seed: int, noise: Any = None) -> dict[str, Any]:
     """Permute the weak subset's labels across its patches.
 
     Args:
         store: Prepared store (path or :class:`~segweak.data.store.Store`).
         split: Split name.
         seed: Permutation seed (:func:`permutation_seed`).
+        noise: ``weak.noise`` (:class:`~segweak.config.NoiseConfig`): the labels are corrupted per
+            patch first, then permuted, so the control reads the same noisy labels as ``proportion``.
 
     Returns:
         ``indices`` (W,) int64 weak patch indices (sorted, as the dataset orders them),
@@ -88,7 +90,7 @@ def shuffled_labels(store: Any, split: str, seed: int) -> dict[str, Any]:
     """
     from segweak.data.dataset import SegweakDataset
 
-    ds = SegweakDataset(store, split, "weak", with_mask=False, with_valid=False)
+    ds = SegweakDataset(store, split, "weak", with_mask=False, with_valid=False, noise=noise)
     assert ds.weak is not None and ds.presence is not None
     perm = shuffle_assignment(len(ds.indices), seed)
     return {
@@ -121,7 +123,7 @@ class Shuffled(Proportion):
 
         cfg = task.cfg
         seed = permutation_seed(cfg.trainer.seed, cfg.data.split, self.options.seed)
-        labels = shuffled_labels(cfg.data.store, cfg.data.split, seed)
+        labels = shuffled_labels(cfg.data.store, cfg.data.split, seed, cfg.weak.noise)
         index = torch.from_numpy(labels["indices"])
         # Rows of patches outside the weak subset stay NaN: reading one would poison the loss visibly.
         for name in ("weak", "presence"):

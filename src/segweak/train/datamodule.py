@@ -15,10 +15,11 @@ What a sub-batch carries follows ``Need.labels``: ``mask`` (pixel masks, with ``
 labels are not even computed). A need with ``masks_from`` reads its masks from that artefact
 (:class:`~segweak.train.pseudo_labels.PseudoLabels`) instead of the store; the artefact is opened and
 checked against the store, split and subset when the datamodule is built, before training starts.
-Validation always uses the ``val`` subset with pixel masks (and its ``valid`` map and weak labels, for
-the weak metrics); the test loader the split's ``test`` subset (when it has one) in the same form.
-Both also carry the eroded-boundary masks when the store has them (``mask_eroded``, for the
-eroded-label metrics). Augmentations apply to training data only.
+Validation always uses the ``val`` subset with pixel masks (and its ``valid`` map and clean weak
+labels, for the weak metrics); the test loader the split's ``test`` subset (when it has one) in the
+same form. Both also carry the eroded-boundary masks when the store has them (``mask_eroded``, for
+the eroded-label metrics). ``weak.noise`` corrupts the weak labels of training sub-batches only.
+Augmentations apply to training data only.
 
 Reproducibility: :class:`EpochReseed` reseeds every RNG at the start of each epoch from
 ``(seed, epoch)`` and gives each training set a freshly seeded augmentation pipeline, so a run
@@ -299,7 +300,7 @@ class SegDataModule(L.LightningDataModule):
         check_store_and_split(self.cfg.data.store, self.cfg.data.split)
         assert need.masks_from is not None
         masks = PseudoLabels(need.masks_from)
-        masks.check(self.cfg.data.store, self.cfg.data.split, need.subset)
+        masks.check(self.cfg.data.store, self.cfg.data.split, need.subset, self.cfg.weak.noise)
         return masks
 
     def _open(self) -> None:
@@ -318,7 +319,7 @@ class SegDataModule(L.LightningDataModule):
         # Stream 0 keeps the seed a single training set always had.
         return default_train_transform(seed=self.cfg.trainer.seed * 10_007 + epoch + 104_729 * stream)
 
-    def _weak_set(self) -> dict[str, Any] | None:
+    def weak_set(self) -> dict[str, Any] | None:
         """Return the imported weak-label set of ``weak.labels`` (None for ``computed``)."""
         from segweak.weak.table import COMPUTED, load_set
 
@@ -329,7 +330,7 @@ class SegDataModule(L.LightningDataModule):
     def _train_dataset(self, name: str, need: Need, stream: int) -> Any:
         from segweak.data.dataset import SegweakDataset
 
-        weak_set = self._weak_set() if need.labels == "weak" else None
+        weak_set = self.weak_set() if need.labels == "weak" else None
         dataset = SegweakDataset(
             self.store,
             self.cfg.data.split,
@@ -340,6 +341,8 @@ class SegDataModule(L.LightningDataModule):
             with_weak=need.labels == "weak",
             weak_set=weak_set,
             masks=self.mask_sources.get(name),
+            # weak.noise corrupts what training reads; the validation set below stays clean.
+            noise=self.cfg.weak.noise if need.labels == "weak" else None,
         )
         if weak_set is not None and len(dataset) == 0:
             raise SegweakError(

@@ -341,8 +341,10 @@ def _weak_provenance(cfg: TrainConfig, datamodule: SegDataModule | None = None) 
 
     Returns:
         ``{kind: computed, from}`` or ``{kind: imported, name, file, sha256, bags, patches}``; with the
-        datamodule also ``used`` (the method read weak labels) and, for an imported set,
-        ``bags_used`` and ``bags_left_out`` (cut by the split).
+        datamodule also ``used`` (the method read weak labels), ``noise`` (``weak.noise``: ``model``
+        and the parameters it uses; with a model, also :func:`segweak.weak.noise.summary` of the
+        weak subset's noisy against clean labels) and, for an imported set, ``bags_used`` and
+        ``bags_left_out`` (cut by the split).
 
     Raises:
         SegweakError: When ``weak.labels`` names a set the store does not have.
@@ -359,7 +361,37 @@ def _weak_provenance(cfg: TrainConfig, datamodule: SegDataModule | None = None) 
         if getattr(dataset, "bags", None) is not None:
             out["bags_used"] = len(set(dataset.bags.tolist()))
             out["bags_left_out"] = int(dataset.bags_dropped)
+    out["noise"] = _noise_record(cfg, datamodule)
     return out
+
+
+def _noise_record(cfg: TrainConfig, datamodule: SegDataModule) -> dict[str, Any]:
+    """``weak_labels.noise``: the model, its parameters and how far it moved the weak subset's labels.
+
+    Measured on the whole weak subset, one row per label (per patch, or per bag wholly inside the
+    subset with imported labels), whichever sub-batches the method reads: ``pseudo_label`` reads the
+    noisy proportions through its quotas only.
+    """
+    import numpy as np
+
+    from segweak.data.dataset import SegweakDataset
+    from segweak.weak.noise import is_active, parameters, summary
+
+    record = parameters(cfg.weak.noise)
+    if not is_active(cfg.weak.noise):
+        return record
+    weak = SegweakDataset(
+        datamodule.store,
+        cfg.data.split,
+        "weak",
+        with_mask=False,
+        with_valid=False,
+        weak_set=datamodule.weak_set(),
+        noise=cfg.weak.noise,
+    )
+    assert weak.weak is not None and weak.clean_weak is not None
+    rows = slice(None) if weak.bags is None else np.unique(weak.bags, return_index=True)[1]
+    return {**record, **summary(weak.clean_weak[rows], weak.weak[rows], weak.presence_threshold)}
 
 
 def _train_locked(cfg: TrainConfig, callbacks: list[L.Callback] | None) -> dict[str, Any]:

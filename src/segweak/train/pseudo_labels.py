@@ -13,7 +13,9 @@ Artefact (``format_version`` 1), written to a temporary sibling and renamed when
     OUT/
       pseudo.json   format_version, tool_version, created, kind "pseudo_labels", teacher {checkpoint,
                     sha256}, store {path, fingerprint}, split {name, subset, indices_sha256},
-                    assignment, keep, assignment_options, classes, patch, n_patches, stats, files
+                    assignment, keep, assignment_options, weak_noise (only when the quotas
+                    came from noisy proportions: ``weak.noise``'s model and parameters),
+                    classes, patch, n_patches, stats, files
       labels.npy    uint8 (N, P, P): class indices, 255 = no label (``keep`` < 1)
       indices.npy   int64 (N,): store patch index of each row (the subset's indices, ascending)
 
@@ -61,6 +63,7 @@ REQUEST_KEYS = (
     "assignment",
     "keep",
     "assignment_options",
+    "weak_noise",
 )
 """What makes two artefacts the same: a rerun with equal values reuses the existing one."""
 
@@ -174,13 +177,14 @@ class PseudoLabels:
         # Memmaps are reopened in each DataLoader worker rather than pickled.
         return {**self.__dict__, "_labels": None}
 
-    def check(self, store: str | os.PathLike[str], split: str, subset: str) -> None:
+    def check(self, store: str | os.PathLike[str], split: str, subset: str, noise: Any = None) -> None:
         """Refuse the artefact unless it was made for this store's content, this split and subset.
 
         Args:
             store: Store directory the training reads.
             split: Split name.
             subset: The subset whose masks it replaces.
+            noise: The run's ``weak.noise``: the artefact's quotas must come from the same weak labels.
 
         Raises:
             SegweakError: One line naming what differs and what to do.
@@ -202,12 +206,27 @@ class PseudoLabels:
                 f"pseudo-labels {self.path} were made for split {self.meta['split']['name']!r}, "
                 f"not {split!r}; {hint}"
             )
+        made, wanted_noise = self.meta.get("weak_noise"), noise_record(noise)
+        if made != wanted_noise:
+            none = {"model": "none"}
+            raise SegweakError(
+                f"pseudo-labels {self.path} were made from weak labels with noise {made or none}, "
+                f"the run asks for weak.noise {wanted_noise or none}; make them with "
+                f"`segweak pseudo-label CKPT --store {store} --split {split} --noise ...` to match"
+            )
         wanted = np.asarray(sorted(load_split(store, split)["subsets"][subset]), dtype=np.int64)
         if not np.array_equal(wanted, self.indices):
             raise SegweakError(
                 f"pseudo-labels {self.path} cover other patches than the {subset!r} subset of split "
                 f"{split!r} now has (the split was remade); {hint}"
             )
+
+
+def noise_record(noise: Any) -> dict[str, Any] | None:
+    """``weak_noise`` of ``pseudo.json`` for ``noise``: None without noise (older artefacts lack the key)."""
+    from segweak.weak.noise import is_active, parameters
+
+    return parameters(noise) if is_active(noise) else None
 
 
 def _differences(meta: dict[str, Any], request: dict[str, Any]) -> list[str]:
@@ -225,6 +244,7 @@ def make_pseudo_labels(
     keep: float = 1.0,
     batch_size: int = 16,
     device: str = "cpu",
+    noise: Any = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Write a pseudo-label artefact for the weak subset of ``split`` (see the module docstring).
@@ -243,6 +263,8 @@ def make_pseudo_labels(
             confident ones per class (the rest 255).
         batch_size: Patches per teacher forward pass.
         device: Torch device of the teacher, e.g. ``cpu`` or ``cuda``.
+        noise: ``weak.noise`` (:class:`~segweak.config.NoiseConfig`): the quotas come from the
+            noisy proportions the student's run would read; recorded as ``weak_noise``.
         log: Progress messages (default: none).
 
     Returns:
@@ -278,7 +300,9 @@ def make_pseudo_labels(
         )
     check_disjoint(out, [store, teacher_path], "output directory")
     st = Store(store)
-    dataset = SegweakDataset(st, split, SUBSET, with_mask=False, with_valid=False, with_weak=True)
+    dataset = SegweakDataset(
+        st, split, SUBSET, with_mask=False, with_valid=False, with_weak=True, noise=noise
+    )
     request: dict[str, Any] = {
         "teacher": {"checkpoint": str(teacher_path), "sha256": file_sha256(teacher_path)},
         "store": {"path": str(store), "fingerprint": store_fingerprint(store)},
@@ -287,6 +311,8 @@ def make_pseudo_labels(
         "keep": float(keep),
         "assignment_options": dict(SINKHORN_OPTIONS) if assignment == "sinkhorn" else {},
     }
+    if noise_record(noise) is not None:
+        request["weak_noise"] = noise_record(noise)
     if os.path.lexists(out):
         if not is_complete(out):
             raise SegweakError(
