@@ -492,9 +492,9 @@ def _train_locked(cfg: TrainConfig, callbacks: list[L.Callback] | None) -> dict[
     if not best.is_file():
         # ValidateFinalStep validates the last step of every budget, so this is not a config problem.
         raise SegweakError(f"no best checkpoint was written in {ckpt_dir}: training ended without validating")
-    best_epoch, _ = _saved_at(best)
+    best_epoch, best_step = _saved_at(best)
     selected = best if cfg.selection == "best" else last
-    selected_epoch, selected_step = _saved_at(selected)
+    selected_epoch, selected_step = (best_epoch, best_step) if selected == best else _saved_at(selected)
     if cfg.selection == "last" and selected_step != steps:
         # last.ckpt is saved after every validation and ValidateFinalStep validates the final step.
         raise SegweakError(
