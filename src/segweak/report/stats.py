@@ -156,7 +156,9 @@ def first_crossing(xs: Sequence[float], ys: Sequence[float], target: float) -> C
         ValueError: When ``xs`` is empty, its length differs from ``ys``, or it has duplicates.
     """
     if not xs or len(xs) != len(ys):
-        raise ValueError(f"first_crossing needs as many ys as xs (got {len(xs)} xs, {len(ys)} ys), at least 1")
+        raise ValueError(
+            f"first_crossing needs as many ys as xs (got {len(xs)} xs, {len(ys)} ys), at least 1"
+        )
     if len(set(xs)) != len(xs):
         raise ValueError(f"first_crossing needs distinct xs, got {list(xs)}")
     pts = sorted(zip((float(x) for x in xs), (float(y) for y in ys), strict=True))
