@@ -201,11 +201,13 @@ def plot_sweep_curves(curves: AxisCurves, colors: dict[str, str], metric: Metric
         if curves.ticks:
             ax.set_xticks([t for t, _ in curves.ticks], [label for _, label in curves.ticks], fontsize=7)
             ax.set_xlim(-0.4, len(curves.ticks) - 0.6)
-        if curves.axis == "split.strong":
-            from matplotlib.ticker import FuncFormatter
-
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g} %"))
-            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        else:
+            # Ticks at the swept values themselves (a log axis would otherwise show only decades).
+            xs = sorted({x for c in panel.curves for x in c.xs})
+            fmt = (lambda v: f"{100 * v:.3g} %") if curves.axis == "split.strong" else (lambda v: f"{v:g}")
+            if len(xs) <= 8:
+                ax.set_xticks(xs, [fmt(x) for x in xs])
+                ax.set_xticks([], minor=True)
         ax.set_xlabel(curves.xlabel, fontsize=8)
         ax.set_ylabel(f"{metric.subset} mIoU", fontsize=8)
         if panel.title:

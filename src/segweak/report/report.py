@@ -41,9 +41,11 @@ from segweak.report.views import (
     largest_gains,
     percent,
     selection_sentence,
+    selections,
     sweep_axes,
     sweep_points,
     value_label,
+    weak_provenance,
 )
 from segweak.report.wording import data_wording, read_store_meta
 
@@ -691,6 +693,7 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
         )
         if has_values(exp, k)
     ]
+    mixed = len(selections(exp)) > 1
     rows = []
     for r in exp.rows:
         rows.append(
@@ -701,6 +704,7 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
                 str(r["seed"]),
                 *(_cell(r.get(k)) for k in ("miou", *(k for _, k in extra), "mf1", "oa")),
                 "–" if r.get("best_epoch") is None else str(r["best_epoch"]),
+                *([str(r.get("selection") or "best")] if mixed else []),
                 _ran(r),
                 "–" if r.get("train_seconds") is None else f"{float(r['train_seconds']):.0f}",
                 f"`{r.get('run_dir', '')}`" + (f" ({r['note']})" if r.get("note") else ""),
@@ -708,7 +712,7 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
         )
     doc.table(
         ["stage", *(["point"] if sweep else []), "split", "seed", "mIoU", *(t for t, _ in extra)]
-        + ["mF1", "OA", "best epoch", "ran", "train s", "run"],
+        + ["mF1", "OA", "best epoch", *(["selection"] if mixed else []), "ran", "train s", "run"],
         rows,
         caption="mIoU, mF1, OA: validation subset. ran: optimiser steps taken and the passes over the "
         "training data they amount to (what ran, whatever the configured epochs; – for runs that did "
@@ -779,6 +783,21 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
                 "Class pixel share (all valid pixels): "
                 + ", ".join(f"{c} {100 * v:.1f} %" for c, v in cpf.items() if v is not None)
             )
+    axes = sweep_axes(exp)
+    if axes:
+        items.append(
+            "Sweep (cross product, every arm and seed at each point): "
+            + "; ".join(f"`{k}` ∈ {{{', '.join(value_label(v) for v in vs)}}}" for k, vs in axes.items())
+        )
+    provenance = weak_provenance(exp)
+    if provenance:
+        items.append(
+            "Weak labels per arm (results.json `weak_labels`, `weak_noise`): "
+            + "; ".join(
+                f"{arm} {', '.join(labels)}, noise {', '.join(f'`{n}`' for n in noise)}"
+                for arm, (labels, noise) in provenance.items()
+            )
+        )
     items += _environment_items(exp)
     doc.ul(items)
     doc.p(
@@ -791,7 +810,7 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
     if splits:
         rows = []
         for k, sp in splits.items():
-            for sub in ("strong", "weak", "val"):
+            for sub in [x for x in ("strong", "weak", "val", "test") if x in sp["subsets"] or x != "test"]:
                 s = sp["subsets"].get(sub, {})
                 rows.append(
                     [
@@ -807,7 +826,7 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
             ["split", "subset", "patches", "% patches", "valid pixels", "% pixels"],
             rows,
             caption="Split sizes. strong: pixel labels; weak: only class proportions are used; "
-            "val: evaluation.",
+            "val: evaluation and model selection; test (when held out): evaluation only.",
         )
     cfgs = _run_configs(exp)
     if cfgs:
@@ -889,9 +908,26 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
         f"split (not averaged per patch); pixels labelled 255 ({ignored}) are ignored; a class with no "
         "ground-truth pixel in the validation split is absent: excluded "
         "from mIoU / mean F1 (null in per-class columns), while its false positives still lower the IoU "
-        "of the true classes; metrics are those of the best checkpoint (highest val mIoU).",
+        "of the true classes; the test subset, when held out, is scored the same way. "
+        + _selection_convention(exp)
+        + (
+            " Eroded-label mIoU: the same predictions scored against the eroded (`_noBoundary`) labels, "
+            "boundary bands ignored (the ISPRS benchmark's convention)."
+            if has_values(exp, "eroded_miou") or has_values(exp, "test_eroded_miou")
+            else ""
+        ),
         "note",
     )
+
+
+def _selection_convention(exp: Experiment) -> str:
+    """Say which weights the metrics are of (``selection`` column; rows without it were ``best``)."""
+    sel = selections(exp)
+    if set(sel) == {"best"}:
+        return "Metrics are those of the best checkpoint (highest validation mIoU)."
+    if set(sel) == {"last"}:
+        return "Metrics are those of the last epoch's weights (`selection: last`)."
+    return "Metrics are those of each run's `selection` (mixed: see All runs)."
 
 
 def report(exp_dir: str | Path, *, samples: int | None = None) -> Path:

@@ -149,8 +149,8 @@ class Point:
     Attributes:
         label: The rows' ``point`` label (``""`` for an experiment without a sweep).
         factors: ``{dotted key: value}`` of the point.
-        exp: The experiment with only this point's rows (tables and paired tests are per point: the
-            same ``(split_seed, seed)`` recurs at every point).
+        exp: The experiment with only this point's rows and no sweep (tables and paired tests are
+            per point: the same ``(split_seed, seed)`` recurs at every point).
     """
 
     label: str
@@ -173,7 +173,10 @@ def sweep_points(exp: Experiment) -> list[Point]:
 
     labels = sorted(found, key=lambda lb: (order(lb), lb))
     return [
-        Point(lb, found[lb], Experiment(exp.path, {**exp.results, "rows": rows_of[lb]}, exp.config))
+        # A point is read as an experiment without a sweep (its rows repeat no seed).
+        Point(
+            lb, found[lb], Experiment(exp.path, {**exp.results, "rows": rows_of[lb], "sweep": {}}, exp.config)
+        )
         for lb in labels
     ]
 
@@ -388,11 +391,12 @@ def efficiency_sentence(e: Efficiency, metric: Metric) -> str:
     subject = f"**{e.arm}** at {percent(e.fraction)} pixel labels ({metric.subset} mIoU {e.miou:.3f})"
     c = e.crossing
     if c.kind == "interpolated":
-        need = f"**≈ {percent(c.x)} pixel labels** (linearly interpolated between the swept fractions)"
+        need = f"**≈ {percent(c.x)} pixel labels**"
         if c.x > e.fraction:
-            need += f", {c.x / e.fraction:.1f}× the method's"
+            need += f", {c.x / e.fraction:.1f}× as many"
         elif c.x < e.fraction:
-            need += ": fewer than the method's own, so no label saving"
+            need += ", fewer than the method's own: no label saving"
+        need += " (linearly interpolated between its swept fractions)"
     elif c.kind == "above":
         need = f"**more than the largest swept fraction ({percent(c.x)})**"
     else:
@@ -400,7 +404,7 @@ def efficiency_sentence(e: Efficiency, metric: Metric) -> str:
             f"**less than the smallest swept fraction ({percent(c.x)})**: the method does not reach "
             "the baseline's lowest point"
         )
-    text = f"Label efficiency{where}: the baseline needs {need} to match {subject}."
+    text = f"Label efficiency{where}: to match {subject}, the baseline needs {need}."
     if not c.monotone:
         text += (
             " The baseline's mean curve is not monotone in the strong fraction (seed noise); the figure "
