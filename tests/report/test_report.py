@@ -115,6 +115,10 @@ def test_report_headline_tables_and_self_contained_html(tmp_path):
     assert weak_iou_line.rstrip().endswith("| – |")
     assert "finetune − baseline" in md and "finetune − weak" in md
     assert "Metric conventions" in md and "ignored" in md
+    # Without a sweep: no curve section, no per-point blocks; validation numbers, said so.
+    assert "## Curves" not in md and "## Point" not in md and "Label efficiency" not in md
+    assert "Model selection: every run reports the checkpoint with the highest validation mIoU" in md
+    assert "Headline numbers are on the validation subset the best checkpoint was chosen on" in md
     # plots written and referenced
     for name in ("scores_by_stage.png", "per_class_iou.png", "learning_curves.png"):
         png = exp / "plots" / name

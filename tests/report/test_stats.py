@@ -43,3 +43,39 @@ def test_mean_std_skips_nulls():
     m, sd, n = stats.mean_std([0.2, None, 0.4])
     assert n == 2 and m == pytest.approx(0.3) and sd == pytest.approx(math.sqrt(0.02))
     assert stats.mean_std([None]) == (None, None, 0)
+
+
+def test_first_crossing_interpolates_linearly_between_swept_points():
+    xs, ys = [0.01, 0.05, 0.10, 0.20], [0.40, 0.50, 0.60, 0.64]
+    c = stats.first_crossing(xs, ys, 0.55)
+    assert c.kind == "interpolated" and c.monotone
+    assert c.x == pytest.approx(0.075)  # half-way between 5 % and 10 %
+    assert stats.first_crossing(xs, ys, 0.62).x == pytest.approx(0.15)
+    assert stats.first_crossing(xs, ys, 0.50).x == pytest.approx(0.05)  # exactly on a swept point
+    assert stats.first_crossing(xs, ys, 0.40).x == pytest.approx(0.01)
+    # Order of the swept points does not matter.
+    assert stats.first_crossing(xs[::-1], ys[::-1], 0.55).x == pytest.approx(0.075)
+
+
+def test_first_crossing_outside_the_swept_range_is_not_extrapolated():
+    xs, ys = [0.01, 0.05, 0.10], [0.40, 0.50, 0.60]
+    above = stats.first_crossing(xs, ys, 0.61)
+    assert (above.kind, above.x) == ("above", 0.10)
+    below = stats.first_crossing(xs, ys, 0.39)
+    assert (below.kind, below.x) == ("below", 0.01)
+    one = stats.first_crossing([0.1], [0.5], 0.5)
+    assert (one.kind, one.x) == ("interpolated", 0.1)
+
+
+def test_first_crossing_of_a_non_monotone_curve_is_the_first_one():
+    # Seed noise: the curve dips at 10 %; 0.55 is reached between 1 % and 5 % first (and again later).
+    xs, ys = [0.01, 0.05, 0.10, 0.20], [0.40, 0.60, 0.50, 0.70]
+    c = stats.first_crossing(xs, ys, 0.55)
+    assert c.kind == "interpolated" and not c.monotone
+    assert c.x == pytest.approx(0.01 + 0.75 * 0.04)
+    # A value only reached after the dip: the crossing on the last segment.
+    assert stats.first_crossing(xs, ys, 0.65).x == pytest.approx(0.1 + 0.75 * 0.1)
+    with pytest.raises(ValueError, match="distinct"):
+        stats.first_crossing([0.1, 0.1], [0.5, 0.6], 0.5)
+    with pytest.raises(ValueError, match="as many"):
+        stats.first_crossing([], [], 0.5)

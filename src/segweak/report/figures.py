@@ -1,4 +1,4 @@
-"""Report figures: stage bars, per-class IoU, learning curves, loss terms and sample predictions.
+"""Report figures: sweep curves, stage bars, per-class IoU, learning curves, loss terms and samples.
 
 matplotlib's object API is used (no pyplot global state, Agg rendering); predictions are shown in
 the store palette's display colours, and captions describe the store's own bands and palette
@@ -30,6 +30,7 @@ from segweak.experiment.results import (
 from segweak.experiment.samples import SAMPLES_FILE, Samples, is_current, read_samples, wanted_spec
 from segweak.io import atomic_write_bytes
 from segweak.report.stats import mean_std
+from segweak.report.views import AxisCurves, Metric, axis_curves, headline_metric, sweep_axes, sweep_points
 from segweak.report.wording import data_wording, read_store_meta
 
 if TYPE_CHECKING:
@@ -79,10 +80,14 @@ def _color(exp: Experiment, group: tuple[str, str], i: int) -> str:
     return STAGE_COLORS.get(group[0], _TAB10[i % len(_TAB10)])
 
 
-def plot_stage_bars(exp: Experiment, path: Path) -> None:
-    """Bar per stage: mean mIoU, mean F1 and OA with ±1 std error bars and every seed as a dot."""
+def plot_stage_bars(exp: Experiment, path: Path, metric: Metric | None = None) -> None:
+    """Bar per stage: mean mIoU, mean F1 and OA with ±1 std error bars and every seed as a dot.
+
+    ``metric``: the subset drawn (default: :func:`segweak.report.views.headline_metric`).
+    """
+    metric = metric or headline_metric(exp)
     groups = exp.groups()
-    metrics = [("miou", "mIoU"), ("mf1", "mean F1"), ("oa", "OA")]
+    metrics = [(metric.key("miou"), "mIoU"), (metric.key("mf1"), "mean F1"), (metric.key("oa"), "OA")]
     fig = _figure(max(6.0, 1.6 * len(groups) + 2.5), 3.8)
     ax = fig.subplots()
     width = 0.8 / len(metrics)
@@ -100,12 +105,12 @@ def plot_stage_bars(exp: Experiment, path: Path) -> None:
                 edgecolor="black", linewidth=0.5, label=name if i == 0 else None,
             )  # fmt: skip
             ax.scatter([xpos] * len(vals), vals, s=10, color="black", zorder=3)
-            if key == "miou":
+            if j == 0:
                 ax.annotate(f"{m:.3f}", (xpos, m + (sd or 0.0)), xytext=(0, 2), textcoords="offset points",
                             ha="center", va="bottom", fontsize=8)  # fmt: skip
     ax.set_xticks(x, [exp.label(g) for g in groups])
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("validation score")
+    ax.set_ylabel(f"{metric.subset} score")
     ax.set_title("Scores per stage (bars: mean over seeds, error bars: ±1 std, dots: seeds)", fontsize=10)
     from matplotlib.patches import Patch
 
@@ -117,8 +122,12 @@ def plot_stage_bars(exp: Experiment, path: Path) -> None:
     _save(fig, path)
 
 
-def plot_per_class(exp: Experiment, path: Path) -> None:
-    """Draw grouped bars of per-class IoU (mean ± std over seeds), one bar per stage in each class group."""
+def plot_per_class(exp: Experiment, path: Path, metric: Metric | None = None) -> None:
+    """Draw grouped bars of per-class IoU (mean ± std over seeds), one bar per stage in each class group.
+
+    ``metric``: the subset drawn (default: :func:`segweak.report.views.headline_metric`).
+    """
+    metric = metric or headline_metric(exp)
     groups = exp.groups()
     classes = exp.classes
     fig = _figure(max(7.0, 1.3 * len(classes) * max(1, len(groups)) / 3 + 3), 3.8)
@@ -128,7 +137,7 @@ def plot_per_class(exp: Experiment, path: Path) -> None:
     for i, g in enumerate(groups):
         means, sds = [], []
         for c in classes:
-            m, sd, _ = mean_std(list(exp.values(g, f"iou_{c}").values()))
+            m, sd, _ = mean_std(list(exp.values(g, metric.key(f"iou_{c}")).values()))
             means.append(np.nan if m is None else m)
             sds.append(0.0 if sd is None else sd)
         ax.bar(
@@ -137,11 +146,90 @@ def plot_per_class(exp: Experiment, path: Path) -> None:
         )  # fmt: skip
     ax.set_xticks(x, [c.replace("_", " ") for c in classes])
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("IoU")
-    ax.set_title("Per-class IoU (mean ± std over seeds)", fontsize=10)
+    ax.set_ylabel(f"{metric.subset} IoU")
+    ax.set_title(f"Per-class {metric.subset} IoU (mean ± std over seeds)", fontsize=10)
     ax.legend(fontsize=8, ncols=min(5, len(groups)), loc="upper left")
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
+
+
+_ROLE_STYLE = {"baseline": ("-", "s"), "full": ("--", "^"), "control": (":", "v"), "method": ("-", "o")}
+"""Line style and marker per arm role, so the baseline, the upper bound and controls read apart."""
+
+
+def arm_colors(arms: list[str]) -> dict[str, str]:
+    """Give every arm a colour, the same in every panel and figure (the baseline grey, full green)."""
+    fixed = {"baseline": STAGE_COLORS["baseline"], "full": STAGE_COLORS["full"]}
+    others = [_TAB10[i] for i in (0, 1, 3, 4, 5, 6, 8, 9)]  # tab10 without its grey and green
+    out, i = {}, 0
+    for arm in arms:
+        if arm in fixed:
+            out[arm] = fixed[arm]
+        else:
+            out[arm] = others[i % len(others)]
+            i += 1
+    return out
+
+
+def plot_sweep_curves(curves: AxisCurves, colors: dict[str, str], metric: Metric, path: Path) -> None:
+    """Draw mIoU along one sweep axis: a line per arm (mean over seeds, markers at the points, ±std band).
+
+    One panel per combination of the other axes' values; a categorical axis (noise models, label
+    kinds, method lists) is drawn at evenly spaced positions with its values as tick labels.
+
+    Args:
+        curves: The axis's data (:func:`segweak.report.views.axis_curves`).
+        colors: ``{arm: colour}`` (:func:`arm_colors`), shared by every curve figure.
+        metric: The headline metric (names the y axis).
+        path: PNG to write.
+    """
+    panels = curves.panels
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = _figure(max(6.0, 4.2 * ncols), 3.6 * nrows + 0.4)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False, sharey=True)).ravel()
+    for ax, panel in zip(axes, panels, strict=False):
+        for c in panel.curves:
+            style, marker = _ROLE_STYLE.get(c.role, ("-", "o"))
+            x, m, sd = (np.asarray(v, dtype=float) for v in (c.xs, c.means, c.stds))
+            color = colors.get(c.arm, "#333333")
+            ax.fill_between(x, m - sd, m + sd, color=color, alpha=0.15, linewidth=0)
+            ax.plot(x, m, color=color, linestyle=style, marker=marker, markersize=5, linewidth=1.8,
+                    label=c.arm + (" (control)" if c.role == "control" else ""))  # fmt: skip
+        if curves.log:
+            ax.set_xscale("log")
+        if curves.ticks:
+            ax.set_xticks([t for t, _ in curves.ticks], [label for _, label in curves.ticks], fontsize=7)
+            ax.set_xlim(-0.4, len(curves.ticks) - 0.6)
+        else:
+            # Ticks at the swept values themselves (a log axis would otherwise show only decades).
+            xs = sorted({x for c in panel.curves for x in c.xs})
+            fmt = (lambda v: f"{100 * v:.3g} %") if curves.axis == "split.strong" else (lambda v: f"{v:g}")
+            if len(xs) <= 8:
+                ax.set_xticks(xs, [fmt(x) for x in xs])
+                ax.set_xticks([], minor=True)
+        ax.set_xlabel(curves.xlabel, fontsize=8)
+        ax.set_ylabel(f"{metric.subset} mIoU", fontsize=8)
+        if panel.title:
+            ax.set_title(panel.title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(handles)), fontsize=8)
+    fig.suptitle(
+        f"{metric.subset} mIoU vs {curves.axis} (line: mean over seeds, band: ±1 std, markers: swept points)",
+        fontsize=10,
+    )
+    _save(fig, path)
+
+
+def axis_file(i: int, axis: str) -> str:
+    """File name of the curve figure of the ``i``-th sweep axis (dotted key made file-safe)."""
+    safe = "".join(ch if ch.isalnum() else "_" for ch in axis)
+    return f"sweep_{i}_{safe}.png"
 
 
 _KIND_ORDER = {"pretrain": 0, "finetune": 1, "train": 2}
@@ -452,16 +540,76 @@ def make_plots(
     plots = exp.path / "plots"
     if not exp.rows:
         return out, ["no results rows: no plots"]
-    plot_stage_bars(exp, plots / "scores_by_stage.png")
+    metric = headline_metric(exp)
+    if sweep_axes(exp):
+        _sweep_plots(exp, metric, out, notes)
+    else:
+        _run_plots(exp, metric, out, notes)
+    (plots / "samples.png").unlink(missing_ok=True)  # never show a stale grid from an earlier report
+    if n_samples > 0:
+        reason = _sample_grid(exp, plots / "samples.png", n_samples, sample_seed)
+        if (plots / "samples.png").is_file():
+            store = exp.results.get("store")
+            words = data_wording(read_store_meta(exp.path / store if store else None))
+            out["samples"] = (
+                Path("plots/samples.png"),
+                f"Validation patches (seed {sample_seed} best checkpoints): {words.image}, truth and each "
+                f"stage's prediction in {words.colours} (black: ignored pixels).",
+            )
+        if reason:
+            notes.append(reason)
+    return out, notes
+
+
+def _sweep_plots(exp: Experiment, metric: Metric, out: dict[str, tuple[Path, str]], notes: list[str]) -> None:
+    """Draw a curve per sweep axis (``sweep:<axis>``) and learning curves per point (``curves:<point>``).
+
+    Per-stage bars would mix the points (their seeds recur at every point); the per-point tables
+    give those numbers.
+    """
+    plots = exp.path / "plots"
+    colors = arm_colors(exp.arms())
+    for i, axis in enumerate(sweep_axes(exp)):
+        curves = axis_curves(exp, axis, metric)
+        if not any(c.xs for p in curves.panels for c in p.curves):
+            notes.append(f"curve of {axis} skipped: no row has a {metric.subset} mIoU")
+            continue
+        name = axis_file(i, axis)
+        plot_sweep_curves(curves, colors, metric, plots / name)
+        if axis == "split.strong":
+            x = "the strong (pixel-labelled) share of the patches each split achieved"
+        else:
+            x = f"the value of `{axis}`" + ("" if curves.numeric else " (categorical)")
+        scale = ", log scale" if curves.log else ""
+        others = "; one panel per value of the other axes" if len(curves.panels) > 1 else ""
+        out[f"sweep:{axis}"] = (
+            Path("plots") / name,
+            f"{metric.subset.capitalize()} mIoU of each arm's final row against {x}{scale}: line and "
+            f"markers the mean over seeds at each swept point, band ±1 std{others}.",
+        )
+    for i, point in enumerate(sweep_points(exp)):
+        name = f"learning_curves_{i}.png"
+        if plot_learning_curves(point.exp, plots / name):
+            out[f"curves:{point.label}"] = (
+                Path("plots") / name,
+                f"Validation mIoU of each arm over its optimiser steps at {point.label} (from each run's "
+                "history.csv).",
+            )
+
+
+def _run_plots(exp: Experiment, metric: Metric, out: dict[str, tuple[Path, str]], notes: list[str]) -> None:
+    """Figures of an experiment without a sweep: stage bars, per-class IoU, learning curves, loss terms."""
+    plots = exp.path / "plots"
+    plot_stage_bars(exp, plots / "scores_by_stage.png", metric)
     out["miou"] = (
         Path("plots/scores_by_stage.png"),
-        "mIoU, mean F1 and OA per stage (±1 std over seeds; dots: seeds).",
+        f"{metric.subset.capitalize()} mIoU, mean F1 and OA per stage (±1 std over seeds; dots: seeds).",
     )
     if exp.classes:
-        plot_per_class(exp, plots / "per_class_iou.png")
+        plot_per_class(exp, plots / "per_class_iou.png", metric)
         out["per_class"] = (
             Path("plots/per_class_iou.png"),
-            "Per-class IoU per stage (mean ± std over seeds).",
+            f"Per-class {metric.subset} IoU per stage (mean ± std over seeds).",
         )
     if plot_learning_curves(exp, plots / "learning_curves.png"):
         out["curves"] = (
@@ -478,17 +626,3 @@ def make_plots(
             "pre-training (each method's terms as logged every trainer.log_every_n_steps steps: weighted "
             "as optimised).",
         )
-    (plots / "samples.png").unlink(missing_ok=True)  # never show a stale grid from an earlier report
-    if n_samples > 0:
-        reason = _sample_grid(exp, plots / "samples.png", n_samples, sample_seed)
-        if (plots / "samples.png").is_file():
-            store = exp.results.get("store")
-            words = data_wording(read_store_meta(exp.path / store if store else None))
-            out["samples"] = (
-                Path("plots/samples.png"),
-                f"Validation patches (seed {sample_seed} best checkpoints): {words.image}, truth and each "
-                f"stage's prediction in {words.colours} (black: ignored pixels).",
-            )
-        if reason:
-            notes.append(reason)
-    return out, notes

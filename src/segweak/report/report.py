@@ -31,6 +31,22 @@ from segweak.io import atomic_write_text
 from segweak.report import figures
 from segweak.report.document import Doc, render_html, render_markdown
 from segweak.report.stats import Paired, format_p, mean_std, paired_test
+from segweak.report.views import (
+    Metric,
+    axis_curves,
+    efficiency_sentence,
+    has_values,
+    headline_metric,
+    label_efficiency,
+    largest_gains,
+    percent,
+    selection_sentence,
+    selections,
+    sweep_axes,
+    sweep_points,
+    value_label,
+    weak_provenance,
+)
 from segweak.report.wording import data_wording, read_store_meta
 
 _AREA_TEXT = {
@@ -73,6 +89,11 @@ def _ms(values: Sequence[float | None], digits: int = 3) -> str:
     return f"{m:.{digits}f} ± {sd:.{digits}f}"
 
 
+def _cell(v: Any) -> str:
+    """Format a per-run metric cell (4 decimals; ``–`` when not recorded)."""
+    return "–" if v is None else f"{float(v):.4f}"
+
+
 def _signed(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:+.{digits}f}"
 
@@ -94,11 +115,14 @@ def _pairs_phrase(pr: Paired, n_split: int) -> str:
     return f"paired over {pr.n} {unit}{'s' if pr.n != 1 else ''}"
 
 
-def _headline(exp: Experiment, group: tuple[str, str], ref: tuple[str, str], n_split: int) -> str:
-    a = [v for v in exp.values(group, "miou").values()]
-    b = [v for v in exp.values(ref, "miou").values()]
+def _headline(
+    exp: Experiment, group: tuple[str, str], ref: tuple[str, str], n_split: int, metric: Metric
+) -> str:
+    key = metric.key("miou")
+    a = [v for v in exp.values(group, key).values()]
+    b = [v for v in exp.values(ref, key).values()]
     ref_name = "baseline" if ref[0] == "baseline" else exp.label(ref)
-    pr = paired_test(exp.values(group, "miou"), exp.values(ref, "miou"), f"the {ref_name}")
+    pr = paired_test(exp.values(group, key), exp.values(ref, key), f"the {ref_name}")
     title = STAGE_TITLES.get(group[0], f"Method {group[0]}")
     if group[1] and len(exp.results.get("methods") or []) > 1:
         title += f" ({group[1]})"
@@ -107,7 +131,8 @@ def _headline(exp: Experiment, group: tuple[str, str], ref: tuple[str, str], n_s
         parts.append(f"{pr.improved}/{pr.n} {'seeds' if n_split <= 1 else 'pairs'} improved")
     if pr.p is not None:
         parts.append(f"paired t-test p = {format_p(pr.p)}")
-    text = f"**{title}: mIoU {_ms(a)} vs {ref_name} {_ms(b)}** ({', '.join(parts)}). "
+    subset = "test " if metric.subset == "test" else ""
+    text = f"**{title}: {subset}mIoU {_ms(a)} vs {ref_name} {_ms(b)}** ({', '.join(parts)}). "
     text += f"Verdict: {pr.verdict}."
     return text
 
@@ -183,23 +208,59 @@ def _run_configs(exp: Experiment) -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
-def summary_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
+def _metric_headers(exp: Experiment, metric: Metric) -> tuple[list[str], list[str]]:
+    """Headers of the extra mIoU columns: ``(eroded, validation)``, each empty when not shown.
+
+    Eroded-label mIoU sits next to the full-label one when rows have it; validation mIoU is shown
+    beside a test-subset headline.
+    """
+    eroded = [f"{'test ' if metric.subset == 'test' else ''}mIoU (eroded labels)"]
+    return (
+        eroded if has_values(exp, metric.eroded_key) else [],
+        ["val mIoU"] if metric.subset == "test" else [],
+    )
+
+
+def _miou_header(metric: Metric) -> str:
+    return "test mIoU" if metric.subset == "test" else "mIoU"
+
+
+def summary_table(exp: Experiment, metric: Metric | None = None) -> tuple[list[str], list[list[str]]]:
     """Per-stage summary: runs, mIoU / mean F1 / OA (mean ± std), paired Δ mIoU vs baseline, % of full.
+
+    With a sweep, one block of rows per point, the point in a first column (rows of different points
+    share seeds, so every statistic is within a point).
+
+    Args:
+        exp: The experiment.
+        metric: Headline subset (default: :func:`segweak.report.views.headline_metric`).
 
     Returns:
         ``(header, rows)`` of formatted cells (also printed by ``segweak run`` / ``segweak demo``).
     """
+    metric = metric or headline_metric(exp)
+    if sweep_axes(exp):
+        header: list[str] = []
+        rows: list[list[str]] = []
+        for point in sweep_points(exp):
+            sub_header, sub_rows = summary_table(point.exp, metric)
+            header = ["point", *sub_header]
+            rows += [[point.label, *r] for r in sub_rows]
+        return header, rows
     groups = exp.groups()
     baseline, full = ("baseline", ""), ("full", "")
     has = set(groups)
-    header = ["stage", "runs", "mIoU", "mean F1", "OA", "Δ mIoU vs baseline", "% of full mIoU"]
+    key = metric.key("miou")
+    eroded, val = _metric_headers(exp, metric)
+    header = ["stage", "runs", _miou_header(metric), *eroded, *val, "mean F1", "OA"]
+    header += ["Δ mIoU vs baseline", "% of full mIoU"]
     rows = []
-    fm = mean_std(list(exp.values(full, "miou").values()))[0] if full in has else None
+    fm = mean_std(list(exp.values(full, key).values()))[0] if full in has else None
     for g in groups:
-        miou = list(exp.values(g, "miou").values())
+        miou = list(exp.values(g, key).values())
         delta = "–"
         if baseline in has and g != baseline:
-            pr = paired_test(exp.values(g, "miou"), exp.values(baseline, "miou"))
+            pr = paired_test(exp.values(g, key), exp.values(baseline, key))
             delta = _signed(pr.mean) + (f" (p = {format_p(pr.p)})" if pr.p is not None else "")
         gm = mean_std(miou)[0]
         share = f"{100 * gm / fm:.0f} %" if fm and gm is not None else "–"
@@ -208,8 +269,10 @@ def summary_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
                 exp.label(g),
                 str(len(miou)),
                 _ms(miou),
-                _ms(list(exp.values(g, "mf1").values())),
-                _ms(list(exp.values(g, "oa").values())),
+                *(_ms(list(exp.values(g, metric.eroded_key).values())) for _ in eroded),
+                *(_ms(list(exp.values(g, "miou").values())) for _ in val),
+                _ms(list(exp.values(g, metric.key("mf1")).values())),
+                _ms(list(exp.values(g, metric.key("oa")).values())),
                 delta,
                 share,
             ]
@@ -251,7 +314,7 @@ def _arm_cost(exp: Experiment, arm: str) -> tuple[str, str]:
     return steps, "–" if wall is None else f"{wall:,.0f} s"
 
 
-def ranking_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
+def ranking_table(exp: Experiment, metric: Metric | None = None) -> tuple[list[str], list[list[str]]]:
     """Arms ranked by mean mIoU of their final rows, with paired Δ against each reference arm.
 
     An arm is the baseline, full supervision or a compared method; its final row is the fine-tuning of
@@ -259,17 +322,23 @@ def ranking_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
     the baseline and ``report.references`` (default ``shuffled``, ``semi_supervised``) when present;
     each is a paired mean over the seeds both ran, with the paired t-test p-value.
 
+    ``metric``: the headline subset (default: :func:`segweak.report.views.headline_metric`); eroded-label
+    and (beside a test headline) validation mIoU columns follow the mIoU when rows have them.
+
     Returns:
         ``(header, rows)`` of formatted cells, best arm first.
     """
+    metric = metric or headline_metric(exp)
     arms = exp.arms()
     finals = {a: exp.final_group(a) for a in arms}
-    miou = {a: exp.values(finals[a], "miou") for a in arms}
+    miou = {a: exp.values(finals[a], metric.key("miou")) for a in arms}
+    eroded, val = _metric_headers(exp, metric)
     means = {a: mean_std(list(miou[a].values()))[0] for a in arms}
     refs = exp.references()
     full = means.get("full")
     ranked = sorted(arms, key=lambda a: (means[a] is None, -(means[a] or 0.0)))
-    header = ["rank", "arm", "role", "training", "runs", "mIoU", *(f"Δ vs {r}" for r in refs)]
+    header = ["rank", "arm", "role", "training", "runs", _miou_header(metric), *eroded, *val]
+    header += [f"Δ vs {r}" for r in refs]
     header += ["% of full", "optimiser steps", "train time"]
     rows = []
     for i, a in enumerate(ranked, 1):
@@ -283,6 +352,8 @@ def ranking_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
                 "pre-training + fine-tuning" if exp.arm_pretrains(a) else "one run",
                 str(len([v for v in miou[a].values() if v is not None])),
                 _ms(list(miou[a].values())),
+                *(_ms(list(exp.values(finals[a], metric.eroded_key).values())) for _ in eroded),
+                *(_ms(list(exp.values(finals[a], "miou").values())) for _ in val),
                 *deltas,
                 f"{100 * means[a] / full:.0f} %" if full and means[a] is not None else "–",
                 steps,
@@ -292,8 +363,23 @@ def ranking_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def headlines(exp: Experiment) -> list[str]:
-    """Return the report's answer sentences (``**bold**`` marks the key numbers)."""
+def headlines(exp: Experiment, metric: Metric | None = None) -> list[str]:
+    """Return the report's answer sentences (``**bold**`` marks the key numbers).
+
+    With a sweep: the label-efficiency readings (:func:`sweep_headlines`), then each point's paired
+    sentences prefixed with the point.
+    """
+    metric = metric or headline_metric(exp)
+    if not sweep_axes(exp):
+        return _point_headlines(exp, metric)
+    heads = sweep_headlines(exp, metric)
+    for point in sweep_points(exp):
+        heads += [f"{point.label}: {text}" for text in _point_headlines(point.exp, metric)]
+    return heads
+
+
+def _point_headlines(exp: Experiment, metric: Metric) -> list[str]:
+    """Paired answer sentences of an experiment without a sweep, or of one sweep point."""
     groups = exp.groups()
     n_split = len(exp.results.get("split_seeds") or [0])
     baseline, control = ("baseline", ""), ("control", "")
@@ -304,16 +390,16 @@ def headlines(exp: Experiment) -> list[str]:
     arms = [g for g in groups if g[0] not in STAGE_TITLES]
     if baseline in has:
         for g in finetunes + arms:
-            heads.append(_headline(exp, g, baseline, n_split))
+            heads.append(_headline(exp, g, baseline, n_split, metric))
         if not finetunes + arms:
             others = [g for g in groups if g != baseline]
             if others:
-                heads.append(_headline(exp, others[0], baseline, n_split))
+                heads.append(_headline(exp, others[0], baseline, n_split, metric))
     control_rows = [r for r in exp.rows if r["stage"] == "control"]
     control_is_baseline = bool(control_rows) and all(r.get("same_as") == "baseline" for r in control_rows)
     if control in has and not control_is_baseline:
         for g in finetunes:
-            heads.append(_headline(exp, g, control, n_split))
+            heads.append(_headline(exp, g, control, n_split, metric))
     if not heads:
         heads.append(
             "No comparison is possible: the experiment needs a `baseline` stage and another stage "
@@ -327,67 +413,136 @@ def headlines(exp: Experiment) -> list[str]:
     return heads
 
 
-def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: list[str]) -> Doc:
-    """Assemble the report blocks (the answer first, then setup, tables, statistics, plots, runs)."""
-    doc = Doc()
-    name = exp.results.get("name") or exp.path.name
-    groups = exp.groups()
-    n_split = len(exp.results.get("split_seeds") or [0])
-    seeds = exp.results.get("seeds") or sorted({int(r["seed"]) for r in exp.rows})
-    doc.h(1, f"segweak experiment report: {name}")
-    if exp.results.get("synthetic"):
-        doc.p(
-            "SYNTHETIC DATA: these numbers come from procedurally generated Vaihingen-layout tiles, "
-            "not from the ISPRS Vaihingen data set. They test the pipeline; they say nothing about real "
-            "imagery.",
-            "warn",
+def sweep_headlines(exp: Experiment, metric: Metric) -> list[str]:
+    """Answer sentences of a sweep: each method's label efficiency at its largest gain.
+
+    The reading is taken where the method gains most over the baseline at the same strong fraction
+    (one sentence per method, and per value of the other axes); the readings at every swept fraction
+    are in the label-efficiency table (:func:`efficiency_table`).
+    """
+    axes = sweep_axes(exp)
+    if "split.strong" not in axes:
+        swept = ", ".join(f"`{k}`" for k in axes)
+        return [f"Sweep over {swept}: the curves and each point's paired comparisons follow."]
+    readings = largest_gains(label_efficiency(axis_curves(exp, "split.strong", metric)))
+    if not readings:
+        return [
+            "No label-efficiency reading: it needs the baseline and a compared method at distinct "
+            "achieved strong fractions (see the curves and each point's comparisons)."
+        ]
+    return [efficiency_sentence(e, metric) for e in readings]
+
+
+def efficiency_table(exp: Experiment, metric: Metric) -> tuple[list[str], list[list[str]]]:
+    """Label efficiency of every method at every swept strong fraction (empty without that axis).
+
+    Returns:
+        ``(header, rows)``: method, the other axes' values (when swept), the method's fraction and
+        mIoU, the baseline's mIoU there, and the baseline's interpolated equivalent fraction.
+    """
+    if "split.strong" not in sweep_axes(exp):
+        return [], []
+    readings = label_efficiency(axis_curves(exp, "split.strong", metric))
+    others = [k for k in sweep_axes(exp) if k != "split.strong"]
+    subset = "test " if metric.subset == "test" else ""
+    header = ["method", *others, "strong fraction", f"{subset}mIoU", f"baseline {subset}mIoU there"]
+    header += ["baseline needs", "labels saved"]
+    rows = []
+    for e in readings:
+        c = e.crossing
+        if c.kind == "interpolated":
+            needs, saved = f"≈ {percent(c.x)}", f"{c.x / e.fraction:.1f}×"
+        elif c.kind == "above":
+            needs, saved = f"> {percent(c.x)}", f"> {c.x / e.fraction:.1f}×"
+        else:
+            needs, saved = f"< {percent(c.x)}", "–"
+        rows.append(
+            [
+                e.arm,
+                *(value_label(e.fixed.get(k)) for k in others),
+                percent(e.fraction),
+                f"{e.miou:.3f}",
+                "–" if e.baseline_miou is None else f"{e.baseline_miou:.3f}",
+                needs + ("" if c.monotone else " (first crossing)"),
+                saved,
+            ]
+        )
+    return header, rows
+
+
+def _full_share(doc: Doc, exp: Experiment, metric: Metric) -> None:
+    """Add the share of the full-supervision mIoU each other row reaches (nothing without ``full``)."""
+    groups, full, key = exp.groups(), ("full", ""), metric.key("miou")
+    if full not in groups:
+        return
+    fm, _, _ = mean_std(list(exp.values(full, key).values()))
+    if not fm:
+        return
+    shares = []
+    for g in groups:
+        gm = mean_std(list(exp.values(g, key).values()))[0] if g != full else None
+        if gm is not None:
+            shares.append(f"{exp.label(g)} {100 * gm / fm:.0f} %")
+    if shares:
+        doc.p(f"Share of the full-supervision mIoU ({fm:.3f}): " + ", ".join(shares) + ".")
+
+
+def _curves_section(doc: Doc, exp: Experiment, metric: Metric, plots: dict[str, tuple[Path, str]]) -> None:
+    """Add the sweep's curve figures, one per axis, and the strong axis's label-efficiency table."""
+    doc.h(2, "Curves")
+    axes = sweep_axes(exp)
+    doc.p(
+        "Swept: "
+        + "; ".join(f"`{k}` ∈ {{{', '.join(value_label(v) for v in vs)}}}" for k, vs in axes.items())
+        + f" ({len(sweep_points(exp))} points, each with every arm and seed).",
+        "note",
+    )
+    for axis in axes:
+        if f"sweep:{axis}" in plots:
+            doc.img(*plots[f"sweep:{axis}"])
+    header, rows = efficiency_table(exp, metric)
+    if rows:
+        doc.table(
+            header,
+            rows,
+            caption="Label efficiency: the strong fraction at which the baseline's mean curve reaches each "
+            "method's mean mIoU, interpolated linearly between the baseline's swept fractions (achieved "
+            "shares of the patches; never extrapolated: > or < the swept range). labels saved: that "
+            "fraction over the method's. 'first crossing': the baseline's curve is not monotone, the "
+            "smallest fraction where it reaches the value is given.",
         )
 
-    # ---- the answer ----------------------------------------------------------------------------
-    for text in headlines(exp):
-        doc.p(text, "headline")
+
+def _tables(doc: Doc, exp: Experiment, metric: Metric, level: int) -> None:
+    """Ranking, results by stage, weak-label fit, paired comparisons and per-class tables.
+
+    ``exp`` is an experiment without a sweep or one sweep point (its rows share no seed twice);
+    ``level`` is the heading level of the sections.
+    """
+    groups = exp.groups()
     has = set(groups)
     baseline, control = ("baseline", ""), ("control", "")
     finetunes = [g for g in groups if g[0] == "finetune"]
-    full = ("full", "")
-    if full in has:
-        fm, _, _ = mean_std(list(exp.values(full, "miou").values()))
-        if fm:
-            shares = []
-            for g in groups:
-                if g == full:
-                    continue
-                gm, _, _ = mean_std(list(exp.values(g, "miou").values()))
-                if gm is not None:
-                    shares.append(f"{exp.label(g)} {100 * gm / fm:.0f} %")
-            if shares:
-                doc.p(f"Share of the full-supervision mIoU ({fm:.3f}): " + ", ".join(shares) + ".")
-    doc.p(
-        f"{len(seeds)} training seed(s) {list(seeds)}"
-        + (f" × {n_split} split seeds" if n_split > 1 else "")
-        + "; mean ± sample std over seeds; Δ and tests are paired per seed (runs with the same split "
-        "and training seed are compared with each other).",
-        "note",
-    )
+    key = metric.key("miou")
 
     # ---- ranking of arms ---------------------------------------------------------------------------
-    doc.h(2, "Ranking")
-    header, rows = ranking_table(exp)
+    doc.h(level, "Ranking")
+    header, rows = ranking_table(exp, metric)
     doc.table(header, rows)
     refs = ", ".join(f"`{r}`" for r in exp.references())
     doc.p(
         "Each arm's final row (the fine-tuning of a pre-training method, the last round of a method with "
-        "rounds, else its one run), ranked by mean validation mIoU over seeds. Δ: paired mean difference "
-        f"against {refs} over the seeds both ran, with the two-sided paired t-test p-value. Roles: "
-        "`control` arms remove one ingredient of the weak-label methods (docs/methods.md). Optimiser "
-        "steps and training time are per seed, summed over the arm's own runs (pre-training + "
+        f"rounds, else its one run), ranked by mean {metric.subset} mIoU over seeds. Δ: paired mean "
+        f"difference against {refs} over the seeds both ran, with the two-sided paired t-test p-value. "
+        "Roles: `control` arms remove one ingredient of the weak-label methods (docs/methods.md). "
+        "Optimiser steps and training time are per seed, summed over the arm's own runs (pre-training + "
         "fine-tuning, every round); a teacher from another row (pseudo_label) is that row's cost.",
         "note",
     )
 
     # ---- summary table ---------------------------------------------------------------------------
-    doc.h(2, "Results by stage")
-    header, rows = summary_table(exp)
+    doc.h(level, "Results by stage")
+    header, rows = summary_table(exp, metric)
     doc.table(header, rows)
     weak_groups = [g for g in groups if any(v is not None for v in exp.values(g, "prop_mae").values())]
     if weak_groups:
@@ -420,10 +575,10 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
         ref = exp.final_group(ref_arm)
         comparisons += [(exp.final_group(a), ref) for a in methods if a != ref_arm]
     if comparisons:
-        doc.h(2, "Paired comparisons (mIoU)")
+        doc.h(level, f"Paired comparisons ({_miou_header(metric)})")
         rows = []
         for g, ref in comparisons:
-            pr = paired_test(exp.values(g, "miou"), exp.values(ref, "miou"), f"the {exp.label(ref)}")
+            pr = paired_test(exp.values(g, key), exp.values(ref, key), f"the {exp.label(ref)}")
             rows.append(
                 [
                     f"{exp.label(g)} − {exp.label(ref)}",
@@ -449,10 +604,12 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
     # ---- per-class tables ------------------------------------------------------------------------------
     classes = exp.classes
     if classes:
-        for metric, title in (("iou", "Per-class IoU"), ("f1", "Per-class F1")):
-            doc.h(2, f"{title} (mean ± std over seeds)")
+        # Per-class F1 is recorded on validation only; IoU follows the headline subset.
+        for prefix, title in ((metric.key("iou_"), "Per-class IoU"), ("f1_", "Per-class F1")):
+            subset = " on the test subset" if prefix.startswith("test_") else ""
+            doc.h(level, f"{title}{subset} (mean ± std over seeds)")
             rows = [
-                [exp.label(g)] + [_ms(list(exp.values(g, f"{metric}_{c}").values())) for c in classes]
+                [exp.label(g)] + [_ms(list(exp.values(g, f"{prefix}{c}").values())) for c in classes]
                 for g in groups
             ]
             doc.table(["stage"] + classes, rows)
@@ -464,12 +621,60 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
                 "note",
             )
 
+
+def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: list[str]) -> Doc:
+    """Assemble the report blocks.
+
+    The answer first, then (for a sweep) the curves, the tables (one block per sweep point), the
+    plots, the setup and every run.
+    """
+    doc = Doc()
+    name = exp.results.get("name") or exp.path.name
+    metric = headline_metric(exp)
+    n_split = len(exp.results.get("split_seeds") or [0])
+    seeds = exp.results.get("seeds") or sorted({int(r["seed"]) for r in exp.rows})
+    doc.h(1, f"segweak experiment report: {name}")
+    if exp.results.get("synthetic"):
+        doc.p(
+            "SYNTHETIC DATA: these numbers come from procedurally generated Vaihingen-layout tiles, "
+            "not from the ISPRS Vaihingen data set. They test the pipeline; they say nothing about real "
+            "imagery.",
+            "warn",
+        )
+
+    # ---- the answer ----------------------------------------------------------------------------
+    sweep = bool(sweep_axes(exp))
+    for text in sweep_headlines(exp, metric) if sweep else headlines(exp, metric):
+        doc.p(text, "headline")
+    if not sweep:
+        _full_share(doc, exp, metric)
+    doc.p(
+        f"{len(seeds)} training seed(s) {list(seeds)}"
+        + (f" × {n_split} split seeds" if n_split > 1 else "")
+        + "; mean ± sample std over seeds; Δ and tests are paired per seed (runs with the same split "
+        "and training seed are compared with each other" + (", at the same sweep point)." if sweep else ")."),
+        "note",
+    )
+    doc.p(selection_sentence(exp, metric), "note")
+
+    if sweep:
+        _curves_section(doc, exp, metric, plots)
+        for point in sweep_points(exp):
+            doc.h(2, f"Point `{point.label}`")
+            for text in _point_headlines(point.exp, metric):
+                doc.p(text)
+            _tables(doc, point.exp, metric, 3)
+            if f"curves:{point.label}" in plots:
+                doc.img(*plots[f"curves:{point.label}"])
+    else:
+        _tables(doc, exp, metric, 2)
+
     # ---- plots ---------------------------------------------------------------------------------------------
-    if plots:
+    shown = [k for k in ("miou", "per_class", "curves", "loss_terms", "samples") if k in plots]
+    if shown:
         doc.h(2, "Plots")
-        for key in ("miou", "per_class", "curves", "loss_terms", "samples"):
-            if key in plots:
-                doc.img(plots[key][0], plots[key][1])
+        for key in shown:
+            doc.img(plots[key][0], plots[key][1])
     for n in notes:
         doc.p(n, "note")
 
@@ -478,27 +683,40 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
 
     # ---- every run -----------------------------------------------------------------------------------
     doc.h(2, "All runs")
+    # Optional columns, only where some row has them: the sweep point, test and eroded-label mIoU.
+    extra = [
+        (title, k)
+        for title, k in (
+            ("test mIoU", "test_miou"),
+            ("eroded mIoU", "eroded_miou"),
+            ("test eroded mIoU", "test_eroded_miou"),
+        )
+        if has_values(exp, k)
+    ]
+    mixed = len(selections(exp)) > 1
     rows = []
     for r in exp.rows:
         rows.append(
             [
                 exp.label(row_group(r)),
+                *([str(r.get("point") or "–")] if sweep else []),
                 str(r["split_seed"]),
                 str(r["seed"]),
-                "–" if r.get("miou") is None else f"{r['miou']:.4f}",
-                "–" if r.get("mf1") is None else f"{r['mf1']:.4f}",
-                "–" if r.get("oa") is None else f"{r['oa']:.4f}",
+                *(_cell(r.get(k)) for k in ("miou", *(k for _, k in extra), "mf1", "oa")),
                 "–" if r.get("best_epoch") is None else str(r["best_epoch"]),
+                *([str(r.get("selection") or "best")] if mixed else []),
                 _ran(r),
                 "–" if r.get("train_seconds") is None else f"{float(r['train_seconds']):.0f}",
                 f"`{r.get('run_dir', '')}`" + (f" ({r['note']})" if r.get("note") else ""),
             ]
         )
     doc.table(
-        ["stage", "split", "seed", "mIoU", "mF1", "OA", "best epoch", "ran", "train s", "run"],
+        ["stage", *(["point"] if sweep else []), "split", "seed", "mIoU", *(t for t, _ in extra)]
+        + ["mF1", "OA", "best epoch", *(["selection"] if mixed else []), "ran", "train s", "run"],
         rows,
-        caption="ran: optimiser steps taken and the passes over the training data they amount to "
-        "(what ran, whatever the configured epochs; – for runs that did not record it).",
+        caption="mIoU, mF1, OA: validation subset. ran: optimiser steps taken and the passes over the "
+        "training data they amount to (what ran, whatever the configured epochs; – for runs that did "
+        "not record it).",
     )
     doc.p(
         "Every number above is read from `results.json` (one row per run; columns in docs/config.md).", "note"
@@ -565,6 +783,21 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
                 "Class pixel share (all valid pixels): "
                 + ", ".join(f"{c} {100 * v:.1f} %" for c, v in cpf.items() if v is not None)
             )
+    axes = sweep_axes(exp)
+    if axes:
+        items.append(
+            "Sweep (cross product, every arm and seed at each point): "
+            + "; ".join(f"`{k}` ∈ {{{', '.join(value_label(v) for v in vs)}}}" for k, vs in axes.items())
+        )
+    provenance = weak_provenance(exp)
+    if provenance:
+        items.append(
+            "Weak labels per arm (results.json `weak_labels`, `weak_noise`): "
+            + "; ".join(
+                f"{arm} {', '.join(labels)}, noise {', '.join(f'`{n}`' for n in noise)}"
+                for arm, (labels, noise) in provenance.items()
+            )
+        )
     items += _environment_items(exp)
     doc.ul(items)
     doc.p(
@@ -577,7 +810,7 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
     if splits:
         rows = []
         for k, sp in splits.items():
-            for sub in ("strong", "weak", "val"):
+            for sub in [x for x in ("strong", "weak", "val", "test") if x in sp["subsets"] or x != "test"]:
                 s = sp["subsets"].get(sub, {})
                 rows.append(
                     [
@@ -593,7 +826,7 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
             ["split", "subset", "patches", "% patches", "valid pixels", "% pixels"],
             rows,
             caption="Split sizes. strong: pixel labels; weak: only class proportions are used; "
-            "val: evaluation.",
+            "val: evaluation and model selection; test (when held out): evaluation only.",
         )
     cfgs = _run_configs(exp)
     if cfgs:
@@ -675,9 +908,26 @@ def _setup_section(doc: Doc, exp: Experiment) -> None:
         f"split (not averaged per patch); pixels labelled 255 ({ignored}) are ignored; a class with no "
         "ground-truth pixel in the validation split is absent: excluded "
         "from mIoU / mean F1 (null in per-class columns), while its false positives still lower the IoU "
-        "of the true classes; metrics are those of the best checkpoint (highest val mIoU).",
+        "of the true classes; the test subset, when held out, is scored the same way. "
+        + _selection_convention(exp)
+        + (
+            " Eroded-label mIoU: the same predictions scored against the eroded (`_noBoundary`) labels, "
+            "boundary bands ignored (the ISPRS benchmark's convention)."
+            if has_values(exp, "eroded_miou") or has_values(exp, "test_eroded_miou")
+            else ""
+        ),
         "note",
     )
+
+
+def _selection_convention(exp: Experiment) -> str:
+    """Say which weights the metrics are of (``selection`` column; rows without it were ``best``)."""
+    sel = selections(exp)
+    if set(sel) == {"best"}:
+        return "Metrics are those of the best checkpoint (highest validation mIoU)."
+    if set(sel) == {"last"}:
+        return "Metrics are those of the last epoch's weights (`selection: last`)."
+    return "Metrics are those of each run's `selection` (mixed: see All runs)."
 
 
 def report(exp_dir: str | Path, *, samples: int | None = None) -> Path:

@@ -117,3 +117,58 @@ def format_p(p: float | None) -> str:
     if p < 1e-4:
         return f"{p:.1e}"
     return f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """Where a swept reference curve first reaches a target value (:func:`first_crossing`).
+
+    Attributes:
+        kind: ``interpolated`` (``x`` lies on the curve, between or at swept points), ``below`` (the
+            curve already exceeds the target at its smallest swept x: the crossing lies below it) or
+            ``above`` (the curve never reaches the target: the crossing lies above its largest x).
+        x: The interpolated x for ``interpolated``; the smallest (``below``) or largest (``above``)
+            swept x otherwise.
+        monotone: Whether the curve is non-decreasing over the swept x values. When it is not, ``x`` is
+            the *first* (smallest) x where it reaches the target.
+    """
+
+    kind: str
+    x: float
+    monotone: bool
+
+
+def first_crossing(xs: Sequence[float], ys: Sequence[float], target: float) -> Crossing:
+    """Smallest x where the piecewise-linear curve through ``(xs, ys)`` reaches ``target``.
+
+    The curve is the linear interpolation between consecutive swept points, sorted by x; nothing is
+    extrapolated outside the swept range. Used for "the baseline needs X % pixel labels to match M":
+    ``xs`` are the baseline's strong fractions, ``ys`` its mean mIoU, ``target`` the method's mIoU. A
+    non-monotone curve (seed noise) may reach the target more than once; the first crossing is the
+    fewest labels that are enough on the swept evidence.
+
+    Args:
+        xs: Swept x values (distinct, any order).
+        ys: Curve value at each x.
+        target: Value to reach.
+
+    Raises:
+        ValueError: When ``xs`` is empty, its length differs from ``ys``, or it has duplicates.
+    """
+    if not xs or len(xs) != len(ys):
+        raise ValueError(
+            f"first_crossing needs as many ys as xs (got {len(xs)} xs, {len(ys)} ys), at least 1"
+        )
+    if len(set(xs)) != len(xs):
+        raise ValueError(f"first_crossing needs distinct xs, got {list(xs)}")
+    pts = sorted(zip((float(x) for x in xs), (float(y) for y in ys), strict=True))
+    monotone = all(b[1] >= a[1] for a, b in zip(pts, pts[1:], strict=False))
+    x0, y0 = pts[0]
+    if y0 > target:
+        return Crossing("below", x0, monotone)
+    if y0 == target:
+        return Crossing("interpolated", x0, monotone)
+    for (xa, ya), (xb, yb) in zip(pts, pts[1:], strict=False):
+        if ya < target <= yb:  # ya < yb here, so the division is safe
+            return Crossing("interpolated", xa + (target - ya) * (xb - xa) / (yb - ya), monotone)
+    return Crossing("above", pts[-1][0], monotone)
