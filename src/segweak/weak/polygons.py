@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from segweak.errors import SegweakError
-from segweak.weak.table import cell_text
 
 PIXEL = "pixel"
 FILE = "file"
@@ -178,8 +177,9 @@ def read_features(path: Path, region_crs: str) -> tuple[list[str], list[list[str
         region_crs: ``file``, ``pixel`` or a CRS (module docstring).
 
     Returns:
-        ``(header, rows, polygons)``: the attribute names, one row of cell texts per feature (as a CSV
-        would hold them) and the features' polygons.
+        ``(header, rows, polygons)``: the attribute names, one row of attribute values per feature
+        (typed as the file stores them; None where a feature lacks the attribute) and the features'
+        polygons.
 
     Raises:
         SegweakError: Unreadable file, a feature without a polygon, or no usable CRS.
@@ -203,7 +203,7 @@ def read_features(path: Path, region_crs: str) -> tuple[list[str], list[list[str
         crs = file_crs
     else:
         crs = _check_crs(path, region_crs)
-    rows = [[cell_text(p.get(h)) for h in header] for p in props]
+    rows = [[p.get(h) for h in header] for p in props]
     return header, rows, Polygons(path, [dict(g) for g in geoms if g is not None], crs)
 
 

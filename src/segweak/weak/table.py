@@ -222,7 +222,8 @@ def read_table(
     elif suffix in GEO_SUFFIXES:
         from segweak.weak.polygons import read_features
 
-        header, data, polygons = read_features(path, region_crs)
+        header, values, polygons = read_features(path, region_crs)
+        data = [[cell_text(v) for v in row] for row in values]
     elif suffix == ".shp":
         raise SegweakError(
             f"{path}: Shapefiles are not read; save the layer as GeoPackage (.gpkg) or GeoJSON"
