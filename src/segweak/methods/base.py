@@ -48,15 +48,36 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
+import torch
 from torch import Tensor, nn
 
 from segweak.config import EXPERIMENT_STAGES, REMOVED_STAGES, TrainConfig, from_dict, to_dict
 from segweak.errors import SegweakError
 
-if TYPE_CHECKING:
-    from segweak.train.module import SegModule
+
+class Task(Protocol):
+    """What a method may use of the task that runs it (:class:`~segweak.train.module.SegModule`).
+
+    Methods depend on this protocol, not on the task class, so that ``methods/`` sits below
+    ``train/`` (the task builds its method from the registry; a method never imports the task).
+    """
+
+    cfg: TrainConfig
+    model: nn.Module
+    global_step: int
+    global_rank: int
+    device: torch.device
+
+    def pixel_loss(self, logits: Tensor, mask: Tensor) -> Tensor:
+        """Pixel loss of ``logits`` (B, K, H, W) against ``mask`` (B, H, W) (ignore = 255)."""
+        ...
+
+    def log(self, name: str, value: Any, **kwargs: Any) -> None:
+        """Log a scalar (Lightning's ``LightningModule.log``)."""
+        ...
+
 
 SUBSETS = ("strong", "weak", "full")
 """Split subsets a method can read: ``full`` = strong ∪ weak."""
@@ -172,7 +193,7 @@ class TrainingMethod(nn.Module):
         """Named sub-batches read every training step (at least one)."""
         raise NotImplementedError
 
-    def training_step(self, task: SegModule, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:
+    def training_step(self, task: Task, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:
         """Loss terms of one step.
 
         Args:
@@ -187,7 +208,7 @@ class TrainingMethod(nn.Module):
         """
         raise NotImplementedError
 
-    def validation_terms(self, task: SegModule, logits: Tensor, batch: dict[str, Any]) -> dict[str, Tensor]:
+    def validation_terms(self, task: Task, logits: Tensor, batch: dict[str, Any]) -> dict[str, Tensor]:
         """Extra scalars logged as ``val/<name>`` / ``test/<name>`` for a validation batch.
 
         Args:
@@ -197,7 +218,7 @@ class TrainingMethod(nn.Module):
         """
         return {}
 
-    def make_views(self, task: SegModule, name: str, batch: dict[str, Any], n: int) -> list[Tensor]:
+    def make_views(self, task: Task, name: str, batch: dict[str, Any], n: int) -> list[Tensor]:
         """Make the ``n - 1`` extra views of sub-batch ``name`` (called when its need has ``views > 1``).
 
         Runs on the device, per batch, so views can differ per patch (e.g. a photometric strong
@@ -210,13 +231,13 @@ class TrainingMethod(nn.Module):
             f"method {self.name!r} declares views > 1 but does not implement make_views"
         )
 
-    def setup(self, task: SegModule) -> None:
+    def setup(self, task: Task) -> None:
         """Run once when the task is built, after the network: create checkpointed state here."""
 
-    def on_fit_start(self, task: SegModule) -> None:
+    def on_fit_start(self, task: Task) -> None:
         """Run when training starts (after ``init.checkpoint`` or a resumed checkpoint is loaded)."""
 
-    def on_train_batch_end(self, task: SegModule) -> None:
+    def on_train_batch_end(self, task: Task) -> None:
         """Run after every optimiser step (e.g. to update an EMA teacher)."""
 
     def extra_repr(self) -> str:  # noqa: D102

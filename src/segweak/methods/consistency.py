@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from segweak.errors import SegweakError
-from segweak.methods.base import Need, TrainingMethod, register
+from segweak.methods.base import Need, Task, TrainingMethod, register
 from segweak.methods.proportion import WeakLabelMethod, check_non_negative, check_proportion_loss
 from segweak.weak.augment import strong_photometric
 from segweak.weak.consistency import REDUCTIONS, consistency_ce, fixmatch_targets, softmax_mse
@@ -187,7 +187,7 @@ class TwoViewMethod(TrainingMethod):
             "weak": Need(subset="weak", labels=self.weak_labels, views=2, batch_size=weak),
         }
 
-    def make_views(self, task: Any, name: str, batch: dict[str, Any], n: int) -> list[Tensor]:
+    def make_views(self, task: Task, name: str, batch: dict[str, Any], n: int) -> list[Tensor]:
         """Strong photometric views of ``batch["image"]`` (B, C, H, W), seeded by :func:`view_seed`."""
         o = self.options
         image = batch["image"]
@@ -209,7 +209,7 @@ class TwoViewMethod(TrainingMethod):
         o = self.options
         return o.consistency_weight * RAMPS[o.ramp](step, o.ramp_steps)
 
-    def forward_student(self, task: Any, strong: Mapping[str, Any], *views: Tensor) -> list[Tensor]:
+    def forward_student(self, task: Task, strong: Mapping[str, Any], *views: Tensor) -> list[Tensor]:
         """Student logits of the strong patches and of each view, from one forward pass.
 
         One concatenated batch, so BatchNorm statistics cover every image of the step (as FixMatch
@@ -234,7 +234,7 @@ class MeanTeacher(TwoViewMethod, WeakLabelMethod):
     pretrain = False
     weak_labels: ClassVar[str] = "weak"
 
-    def setup(self, task: Any) -> None:
+    def setup(self, task: Task) -> None:
         """Create the teacher as a frozen copy of the network (its weights are set in on_fit_start)."""
         self.teacher = copy.deepcopy(task.model).requires_grad_(False).eval()
         # Lightning warns about modules in eval mode when training starts; the teacher's are meant
@@ -254,7 +254,7 @@ class MeanTeacher(TwoViewMethod, WeakLabelMethod):
             self.teacher.eval()
         return self
 
-    def on_fit_start(self, task: Any) -> None:
+    def on_fit_start(self, task: Task) -> None:
         """Copy the student into the teacher, unless the teacher came from a resumed checkpoint.
 
         Runs after ``init.checkpoint`` was loaded (and the head reset), so the teacher starts equal to
@@ -272,7 +272,7 @@ class MeanTeacher(TwoViewMethod, WeakLabelMethod):
             return o.ema_decay
         return min(o.ema_decay, 1.0 - 1.0 / (step + 1))
 
-    def on_train_batch_end(self, task: Any) -> None:
+    def on_train_batch_end(self, task: Task) -> None:
         """θ' ← d_t θ' + (1 − d_t) θ (:func:`~segweak.weak.teacher.ema_update`)."""
         ema_update(self.teacher, task.model, self.ema_decay(int(task.global_step)), self.options.ema_buffers)
 
@@ -281,7 +281,7 @@ class MeanTeacher(TwoViewMethod, WeakLabelMethod):
         o = self.options
         return {"proportion": self.proportion_term(logits, batch, self.area(batch), o.loss, o.eps)}
 
-    def training_step(self, task: Any, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
+    def training_step(self, task: Task, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
         strong, weak = batches["strong"], batches["weak"]
         weak_view, strong_view = weak["views"]
         z_strong, z_student = self.forward_student(task, strong, strong_view)
@@ -310,7 +310,7 @@ class SemiSupervised(TwoViewMethod):
     control = True
     weak_labels: ClassVar[str] = "none"
 
-    def training_step(self, task: Any, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
+    def training_step(self, task: Task, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
         strong, weak = batches["strong"], batches["weak"]
         z_strong, z_weak, z_aug = self.forward_student(task, strong, *weak["views"])
         # fixmatch_targets runs without gradient: the weak view's prediction is a fixed target.

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from segweak.errors import SegweakError
-from segweak.methods.base import Need, register
+from segweak.methods.base import Need, Task, register
 from segweak.methods.proportion import WeakLabelMethod, check_non_negative, check_proportion_loss
 from segweak.weak.teacher import linear_rampup, sigmoid_rampup
 
@@ -107,7 +107,7 @@ class Joint(WeakLabelMethod):
         o = self.options
         return o.weight * ramp(step, o.ramp_steps, o.ramp)
 
-    def training_step(self, task: Any, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
+    def training_step(self, task: Task, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
         strong, weak = batches["strong"], batches["weak"]
         n_strong = strong["image"].shape[0]
         logits = task(torch.cat([strong["image"], weak["image"]]))

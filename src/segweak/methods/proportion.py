@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from segweak.errors import SegweakError
-from segweak.methods.base import Need, TrainingMethod, register
+from segweak.methods.base import Need, Task, TrainingMethod, register
 from segweak.weak.bags import bag_inverse, bag_max, bag_mean, bag_sum
 from segweak.weak.losses import PROPORTION_LOSSES, proportion_loss_rows
 from segweak.weak.pooling import area_mask, lse_pool, max_pool, soft_proportions
@@ -141,11 +141,11 @@ class WeakLabelMethod(TrainingMethod):
         """
         raise NotImplementedError
 
-    def training_step(self, task: Any, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
+    def training_step(self, task: Task, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
         batch = batches["weak"]
         return self.weak_terms(task(batch["image"]), batch)
 
-    def validation_terms(self, task: Any, logits: Tensor, batch: dict[str, Any]) -> dict[str, Tensor]:
+    def validation_terms(self, task: Task, logits: Tensor, batch: dict[str, Any]) -> dict[str, Tensor]:
         """``weak_loss``: the sum of the weak terms on a validation batch."""
         total: Tensor | None = None
         for term in self.weak_terms(logits, batch).values():

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from segweak.config import TrainConfig
 from segweak.errors import SegweakError
-from segweak.methods.base import Need, TrainingMethod, method_options, register
+from segweak.methods.base import Need, Task, TrainingMethod, method_options, register
 from segweak.methods.proportion import check_non_negative
 from segweak.train.pseudo_labels import ASSIGNMENTS, inference_device, is_complete, make_pseudo_labels
 
@@ -106,7 +106,7 @@ class PseudoLabel(TrainingMethod):
             "weak": Need(subset="weak", labels="mask", masks_from=self.options.labels),
         }
 
-    def training_step(self, task: Any, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
+    def training_step(self, task: Task, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
         strong, weak = batches["strong"], batches["weak"]
         n_strong = strong["image"].shape[0]
         logits = task(torch.cat([strong["image"], weak["image"]]))

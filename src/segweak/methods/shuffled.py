@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from segweak.errors import SegweakError
-from segweak.methods.base import register
+from segweak.methods.base import Task, register
 from segweak.methods.proportion import Proportion, ProportionOptions
 from segweak.weak.shuffle import shuffle_assignment
 
@@ -111,13 +111,13 @@ class Shuffled(Proportion):
     # The permutation is over patches and their computed proportions; imported labels come in bags.
     imported_weak_labels = False
 
-    def setup(self, task: Any) -> None:
+    def setup(self, task: Task) -> None:
         """Create the label tables (empty until training starts; not saved: π is re-derived)."""
         k = self.num_classes
         self.register_buffer("shuffled_weak", torch.empty(0, k), persistent=False)
         self.register_buffer("shuffled_presence", torch.empty(0, k), persistent=False)
 
-    def on_fit_start(self, task: Any) -> None:
+    def on_fit_start(self, task: Task) -> None:
         """Build the (N_store, K) tables of permuted labels and record π in the run directory."""
         from segweak.io import atomic_write_json
 
@@ -158,6 +158,6 @@ class Shuffled(Proportion):
         index = torch.as_tensor(batch["index"], device=self.shuffled_weak.device)
         return {**batch, "weak": self.shuffled_weak[index], "presence": self.shuffled_presence[index]}
 
-    def training_step(self, task: Any, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
+    def training_step(self, task: Task, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
         batch = batches["weak"]
         return self.weak_terms(task(batch["image"]), self.permuted(batch))

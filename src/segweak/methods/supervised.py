@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from segweak.errors import SegweakError
-from segweak.methods.base import Need, TrainingMethod, register
+from segweak.methods.base import Need, Task, TrainingMethod, register
 
 
 @dataclass
@@ -41,6 +41,6 @@ class Supervised(TrainingMethod):
     def needs(self) -> dict[str, Need]:  # noqa: D102
         return {self.options.subset: Need(subset=self.options.subset, labels="mask")}
 
-    def training_step(self, task: Any, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
+    def training_step(self, task: Task, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:  # noqa: D102
         batch = batches[self.options.subset]
         return {"pixel": task.pixel_loss(task(batch["image"]), batch["mask"])}
