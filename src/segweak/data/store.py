@@ -164,12 +164,23 @@ def _validate_tile(
             f"tile {tile.id!r} has {image.shape[2]} channels but earlier tiles have {channels}; "
             "all images of a store must have the same bands"
         )
+    return _value_histogram(mask, k, f"tile {tile.id!r}: mask", tile.label_path)
+
+
+def _value_histogram(mask: np.ndarray, k: int, what: str, path: str | None) -> np.ndarray:
+    """Return the (256,) histogram of a class mask, refusing values outside ``0..k-1`` and ignore.
+
+    Args:
+        mask: H×W uint8 class mask.
+        k: Number of classes.
+        what: How the error names the mask, e.g. ``"tile 'area1': mask"``.
+        path: The label file, for the error.
+    """
     hist = np.bincount(mask.ravel(), minlength=256)
     bad = np.flatnonzero(hist[k:IGNORE_INDEX])
     if bad.size:
         raise SegweakError(
-            f"tile {tile.id!r}: mask contains value(s) {(bad + k).tolist()} outside 0..{k - 1} and "
-            f"{IGNORE_INDEX} ({tile.label_path})"
+            f"{what} contains value(s) {(bad + k).tolist()} outside 0..{k - 1} and {IGNORE_INDEX} ({path})"
         )
     return hist
 
@@ -359,13 +370,7 @@ def _write_eroded(
             f"tile {tile.id!r}: eroded label {tile.eroded_label_path} is {eroded.dtype} {eroded.shape}, "
             f"the full label is uint8 {tuple(shape)}; fix the labels or prepare with --no-eroded-metrics"
         )
-    hist = np.bincount(eroded.ravel(), minlength=256)
-    bad = np.flatnonzero(hist[k:IGNORE_INDEX])
-    if bad.size:
-        raise SegweakError(
-            f"tile {tile.id!r}: eroded label contains value(s) {(bad + k).tolist()} outside 0..{k - 1} "
-            f"and {IGNORE_INDEX} ({tile.eroded_label_path})"
-        )
+    hist = _value_histogram(eroded, k, f"tile {tile.id!r}: eroded label", tile.eroded_label_path)
     patches = tiling.extract(eroded, origins, patch)
     mm = np.load(tmp / ERODED_MASKS, mmap_mode="r+")
     mm[start : start + len(origins)] = patches
