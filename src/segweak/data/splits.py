@@ -63,7 +63,6 @@ OFFICIAL_TEST = "official"
 VAIHINGEN_TEST_AREAS = (2, 4, 6, 8, 10, 12, 14, 16, 20, 22, 24, 27, 29, 31, 33, 35, 38)
 """Area numbers of the ISPRS 2D labelling benchmark's Vaihingen test set (the other 16 were released
 for training); a Vaihingen store's group of area ``N`` is ``areaN``."""
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
