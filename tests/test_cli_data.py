@@ -23,6 +23,18 @@ def test_prepare_vaihingen(cli_store, capsys):
     assert st.meta["source"]["describe"]["keep_clutter"] is False
 
 
+def test_prepare_keeps_eroded_masks_unless_told_not_to(cli_store, synthetic_root, tmp_path, capsys):
+    assert Store(cli_store).has_eroded_masks  # the synthetic set has _noBoundary labels for every tile
+    out = tmp_path / "full-only"
+    args = ["prepare", "vaihingen", "--root", str(synthetic_root), "--out", str(out), "--patch", "128"]
+    assert main([*args, "--no-eroded-metrics"]) == 0
+    assert "(with eroded-label masks)" not in capsys.readouterr().out
+    assert not Store(out).has_eroded_masks and not (out / "masks_eroded.npy").exists()
+    assert main([*args, "--overwrite"]) == 0
+    assert "(with eroded-label masks)" in capsys.readouterr().out
+    assert Store(out).has_eroded_masks
+
+
 def test_prepare_existing_output_and_bad_patch(cli_store, synthetic_root, tmp_path, capsys):
     assert main(["prepare", "vaihingen", "--root", str(synthetic_root), "--out", str(cli_store)]) == 2
     assert "--overwrite" in capsys.readouterr().err

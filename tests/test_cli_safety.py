@@ -166,7 +166,7 @@ def test_swapped_array_is_refused(store_copy, fake_source, tmp_path, capsys):
 def test_info_verify(store_copy, capsys):
     assert main(["info", str(store_copy), "--verify"]) == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
-    assert "images.npy ok, masks.npy ok, patches.csv ok" in out
+    assert "images.npy ok, masks.npy ok, masks_eroded.npy ok, patches.csv ok" in out
     assert main(["info", str(store_copy), "--verify", "--json"]) == 0
     assert '"verified"' in capsys.readouterr().out
     # a patch edited in place *and* the sampled hash rewritten: only the full hash catches it

@@ -192,7 +192,10 @@ def _prepared(out: Path) -> None:
     from segweak.data.store import Store
 
     st = Store(out)
-    typer.echo(f"wrote {out}: {len(st)} patches of {st.patch}x{st.patch} from {st.meta['n_tiles']} tiles")
+    eroded = " (with eroded-label masks)" if st.has_eroded_masks else ""
+    typer.echo(
+        f"wrote {out}: {len(st)} patches of {st.patch}x{st.patch} from {st.meta['n_tiles']} tiles{eroded}"
+    )
     unlabelled = st.meta.get("unlabelled_tiles") or []
     if unlabelled:
         typer.echo(
@@ -216,6 +219,12 @@ def _dsm_rule(dsm: str | None, dsm_range: tuple[float, float] | None, dsm_window
     from segweak.data.dsm import DsmNormalisation
 
     return DsmNormalisation(method=dsm, range_m=dsm_range, window_m=dsm_window)
+
+
+_ERODED_METRICS_HELP = (
+    "When every tile also has an eroded (_noBoundary) label, store it too (masks_eroded.npy), so "
+    "evaluation reports metrics on the eroded labels next to the full ones (the ISPRS convention)."
+)
 
 
 @prepare_app.command("vaihingen")
@@ -247,6 +256,9 @@ def prepare_vaihingen_cmd(
         None, "--dsm-range", help="LOW HIGH metres mapped to 0..255 (default for ndsm: 0 51)."
     ),
     dsm_window: float = typer.Option(100.0, "--dsm-window", help="ndsm ground window in metres."),
+    eroded_metrics: bool = typer.Option(
+        True, "--eroded-metrics/--no-eroded-metrics", help=_ERODED_METRICS_HELP
+    ),
 ) -> None:
     """Prepare a store from ISPRS Vaihingen (official zips or extracted folders)."""
     from segweak.data.sources import VaihingenSource
@@ -254,7 +266,9 @@ def prepare_vaihingen_cmd(
 
     rule = _dsm_rule(dsm, dsm_range, dsm_window)
     source = VaihingenSource(root, keep_clutter=keep_clutter, eroded=eroded, tolerance=tolerance, dsm=rule)
-    _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite))
+    _prepared(
+        prepare(source, out, patch=patch, stride=stride, overwrite=overwrite, eroded_metrics=eroded_metrics)
+    )
 
 
 @prepare_app.command("potsdam")
@@ -285,6 +299,9 @@ def prepare_potsdam_cmd(
         None, "--dsm-range", help="LOW HIGH metres mapped to 0..255 (default for ndsm: 0 51)."
     ),
     dsm_window: float = typer.Option(100.0, "--dsm-window", help="ndsm ground window in metres."),
+    eroded_metrics: bool = typer.Option(
+        True, "--eroded-metrics/--no-eroded-metrics", help=_ERODED_METRICS_HELP
+    ),
 ) -> None:
     """Prepare a store from ISPRS Potsdam (release zips or extracted folders)."""
     from segweak.data.potsdam import PotsdamSource
@@ -294,7 +311,9 @@ def prepare_potsdam_cmd(
     source = PotsdamSource(
         root, imagery=imagery, keep_clutter=keep_clutter, eroded=eroded, tolerance=tolerance, dsm=rule
     )
-    _prepared(prepare(source, out, patch=patch, stride=stride, overwrite=overwrite))
+    _prepared(
+        prepare(source, out, patch=patch, stride=stride, overwrite=overwrite, eroded_metrics=eroded_metrics)
+    )
 
 
 @prepare_app.command("folder")
@@ -475,6 +494,8 @@ def info_cmd(
         f"patches: {data['n_patches']} of {data['patch']}x{data['patch']} (stride {data['stride']}) "
         f"from {data['n_tiles']} tiles; valid pixels: {data['n_valid_pixels']}"
     )
+    if data.get("eroded_masks"):
+        console.print("eroded-label masks: yes (evaluation reports eroded-label metrics too)")
     table = Table(title="classes")
     table.add_column("index", justify="right")
     table.add_column("class")
@@ -630,7 +651,12 @@ def train_cmd(
         typer.echo(runtime.thread_summary())
     metrics = train(cfg, wait=wait)
     if is_global_zero():  # under DDP every rank runs this command; one result line is enough
-        typer.echo(f"{cfg.run_dir}: {_metric_line(metrics)} (best epoch {metrics.get('best_epoch')})")
+        chosen = f"best epoch {metrics.get('best_epoch')}"
+        if metrics.get("selection") == "last":
+            chosen = f"last epoch {metrics.get('selected_epoch')}"
+        typer.echo(f"{cfg.run_dir}: {_metric_line(metrics)} ({chosen})")
+        if metrics.get("test"):
+            typer.echo(f"  test ({metrics['test']['n_patches']} patches): {_metric_line(metrics['test'])}")
 
 
 @app.command("evaluate")
@@ -638,7 +664,9 @@ def evaluate_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.ckpt) written by segweak train."),
     store: Path = typer.Option(..., "--store", help="Prepared store directory."),
     split: str = typer.Option("default", "--split", help="Split name."),
-    subset: str = typer.Option("val", "--subset", help="strong, weak, val, full or all."),
+    subset: str = typer.Option(
+        "val", "--subset", help="strong, weak, val, test (a split that holds one out), full or all."
+    ),
     out: Path | None = typer.Option(None, "--out", help="Write the metrics to this JSON file."),
     batch_size: int = typer.Option(16, "--batch-size", help="Batch size."),
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
@@ -650,6 +678,8 @@ def evaluate_cmd(
         checkpoint, store, split=split, subset=subset, batch_size=batch_size, device=device, out=out
     )
     typer.echo(f"{checkpoint} on {split}/{subset}: {_metric_line(metrics)}")
+    if metrics.get("eroded"):
+        typer.echo(f"  eroded labels: {_metric_line(metrics['eroded'])}")
     for name, iou in metrics["per_class_iou"].items():
         typer.echo(f"  {name:<16} IoU {'absent' if iou is None else f'{iou:.4f}'}")
 

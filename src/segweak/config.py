@@ -222,6 +222,10 @@ class TrainerConfig:
     limit_val_batches: float | int = 1.0
 
 
+SELECTIONS = ("best", "last")
+"""``selection`` values: report the checkpoint with the best validation mIoU, or the final weights."""
+
+
 @dataclass
 class TrainConfig:
     """One training run: a training method on a store/split with a model, optimiser and trainer.
@@ -232,6 +236,10 @@ class TrainConfig:
         out_dir: Parent directory of run directories.
         run_name: Run directory name under ``out_dir``; ``None`` derives ``<method>-seed<seed>``.
         resume: Continue from ``checkpoints/last.ckpt`` of the run directory when it exists.
+        selection: Which weights the run reports and hands on (:data:`SELECTIONS`): ``best`` (the
+            validation with the highest mIoU: ``checkpoints/best.ckpt``) or ``last`` (the final
+            weights: ``checkpoints/last.ckpt``), whose validation metrics go into ``metrics.json``,
+            and which are evaluated on the split's ``test`` subset when it has one.
         methods: One section per method name holding that method's options (its ``Options``
             dataclass, e.g. ``methods: {joint: {weight: 0.5}}``), checked strictly against the
             method where training starts. Only the section of ``method`` is used.
@@ -241,6 +249,7 @@ class TrainConfig:
     out_dir: str = "runs"
     run_name: str | None = None
     resume: bool = False
+    selection: str = "best"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -262,6 +271,7 @@ class TrainConfig:
         """
         if not self.method:
             raise SegweakError("method is empty: name a training method, e.g. --set method=supervised")
+        _choice("selection", self.selection, SELECTIONS)
         _choice("optim.optimizer", self.optim.optimizer, ("adamw", "adam", "sgd"))
         _choice("optim.scheduler", self.optim.scheduler, ("cosine", "none"))
         _choice("weak.area", self.weak.area, WEAK_AREAS)

@@ -269,7 +269,8 @@ class SegMetrics(nn.Module):
 
     Accumulates a (K, K) confusion matrix over every pixel of the split (ignore index 255 skipped),
     the mean absolute error between predicted and true class proportions, the presence F1 and the
-    number of patches seen.
+    number of patches seen; for batches with ``mask_eroded`` (a store with eroded-boundary masks) a
+    second confusion matrix against those, reported under ``eroded``.
 
     Args:
         num_classes: Number of classes ``K``.
@@ -282,6 +283,8 @@ class SegMetrics(nn.Module):
         self.prop_mae = ProportionMAEMetric()
         self.presence = PresenceF1Metric()
         self.patches = PatchCount()
+        self.eroded = ConfusionMatrixMetric(num_classes)
+        self.eroded_patches = PatchCount()
 
     @torch.no_grad()
     def update(
@@ -296,14 +299,19 @@ class SegMetrics(nn.Module):
         Args:
             logits: (B, K, H, W) pixel logits.
             batch: Needs ``mask`` (B, H, W) int64; ``weak`` (B, K) and ``presence`` (B, K) for the
-                weak metrics (skipped when absent), and ``valid`` (B, H, W) with ``area="valid"``.
+                weak metrics (skipped when absent), ``valid`` (B, H, W) with ``area="valid"``, and
+                optionally ``mask_eroded`` (B, H, W) int64 for the eroded-label metrics.
             area: Where predicted proportions are averaged, as in training (``weak.area``): ``patch``
                 (whole patch) or ``valid`` (non-ignore pixels); ``None`` skips the weak metrics.
             presence_threshold: A class is predicted present when its share of argmax pixels over the
                 area exceeds this (``weak.presence_threshold``).
         """
-        self.confusion.update(logits.argmax(dim=1), batch["mask"])
+        pred = logits.argmax(dim=1)
+        self.confusion.update(pred, batch["mask"])
         self.patches.update(batch["mask"].shape[0])
+        if "mask_eroded" in batch:
+            self.eroded.update(pred, batch["mask_eroded"])
+            self.eroded_patches.update(batch["mask_eroded"].shape[0])
         if area is not None and "weak" in batch and (area == "patch" or "valid" in batch):
             valid = batch["valid"] if area == "valid" else None
             logits = logits.float()
@@ -314,7 +322,9 @@ class SegMetrics(nn.Module):
     def compute(self, classes: list[str]) -> dict[str, Any]:
         """Metrics dict: ``metrics_from_confusion`` keys + ``n_patches``, ``prop_mae``, ``presence_f1``.
 
-        ``prop_mae`` and ``presence_f1`` are None when no batch carried weak labels.
+        ``prop_mae`` and ``presence_f1`` are None when no batch carried weak labels. When the batches
+        carried eroded masks, ``eroded`` holds ``metrics_from_confusion`` keys and ``n_patches`` on
+        those (the same predictions; fewer pixels, as the boundary bands are ignored).
         """
         result = metrics_from_confusion(self.confusion.compute(), classes)
         result["n_patches"] = int(self.patches.compute())
@@ -322,6 +332,12 @@ class SegMetrics(nn.Module):
         weak_seen = int(self.prop_mae.compute().isnan().logical_not())
         result["prop_mae"] = float(self.prop_mae.compute()) if weak_seen else None
         result["presence_f1"] = float(self.presence.compute()) if weak_seen else None
+        # Every process evaluates batches of the same store (each at least one batch), so all take this
+        # branch or none: compute() below syncs across them.
+        if self.eroded_patches.update_count:
+            eroded = metrics_from_confusion(self.eroded.compute(), classes)
+            del eroded["classes"]  # the same as the main metrics'
+            result["eroded"] = {**eroded, "n_patches": int(self.eroded_patches.compute())}
         return result
 
     def reset(self) -> None:
@@ -330,3 +346,5 @@ class SegMetrics(nn.Module):
         self.prop_mae.reset()
         self.presence.reset()
         self.patches.reset()
+        self.eroded.reset()
+        self.eroded_patches.reset()

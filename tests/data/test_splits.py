@@ -331,3 +331,19 @@ def test_split_mismatch(store_copy):
     )
     legacy = load_split(store_copy, "default")
     assert split_mismatch(legacy, (0.1, 0.7, 0.2), "patch", 0) is None
+
+
+def test_a_test_subset_is_optional_and_other_subsets_are_refused(store_copy):
+    import json
+
+    man = make_split(store_copy, "s", fractions=(0.1, 0.7, 0.2))
+    path = store_copy / "splits" / "s.json"
+    man["subsets"]["weak"], man["subsets"]["test"] = man["subsets"]["weak"][:-4], man["subsets"]["weak"][-4:]
+    path.write_text(json.dumps(man))
+    assert load_split(store_copy, "s")["subsets"]["test"] == man["subsets"]["test"]
+    man["subsets"]["holdout"] = man["subsets"].pop("test")
+    path.write_text(json.dumps(man))
+    with pytest.raises(
+        SegweakError, match=r"s.json: 'subsets' must have the keys strong, weak, val and optionally test"
+    ):
+        load_split(store_copy, "s")

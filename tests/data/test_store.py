@@ -249,11 +249,12 @@ def test_store_records_file_hashes_and_verifies(tiny_store, tmp_path):
 
     st = Store(tiny_store)
     files = st.meta["files"]
-    assert sorted(files) == ["images.npy", "masks.npy", "patches.csv"]
+    # The synthetic Vaihingen source has eroded labels: their masks are recorded like the others.
+    assert sorted(files) == ["images.npy", "masks.npy", "masks_eroded.npy", "patches.csv"]
     for name, rec in files.items():
         data = (tiny_store / name).read_bytes()
         assert rec["bytes"] == len(data) and rec["sha256"] == hashlib.sha256(data).hexdigest()
-    assert st.verify() == {"images.npy": "ok", "masks.npy": "ok", "patches.csv": "ok"}
+    assert st.verify() == {name: "ok" for name in files}
     assert info(tiny_store, verify=True)["verified"] == st.verify()
 
 
@@ -338,3 +339,76 @@ def test_sampled_hash_reads_little_and_sees_every_region(tmp_path):
         assert sampled_sha256(path) != ref
     path.write_bytes(bytes(data) + b"x")
     assert sampled_sha256(path) != ref
+
+
+# ---- eroded-boundary masks next to the full ones ------------------------------------------------------
+
+
+def test_eroded_masks_are_kept_when_every_tile_has_eroded_labels(tiny_store):
+    st = Store(tiny_store)
+    assert st.has_eroded_masks and info(tiny_store)["eroded_masks"] is True
+    full, eroded = np.asarray(st.masks), np.asarray(st.eroded_masks)
+    assert eroded.shape == full.shape and eroded.dtype == np.uint8
+    # Erosion only turns boundary pixels into ignore: wherever both label a pixel, they agree.
+    both = (full != 255) & (eroded != 255)
+    assert np.array_equal(full[both], eroded[both]) and (eroded == 255).sum() > (full == 255).sum()
+    rec = st.meta["eroded_masks"]
+    assert rec["file"] == "masks_eroded.npy" and rec["ignore"] == int((eroded == 255).sum())
+    assert sum(rec["pixels"].values()) == int((eroded != 255).sum())
+    # A store holds everything it needs after pickling (DataLoader workers) and maps lazily.
+    assert np.array_equal(pickle.loads(pickle.dumps(st)).eroded_masks[3], eroded[3])
+
+
+def test_no_eroded_masks_when_opted_out_or_already_read_eroded(synthetic_root, tmp_path):
+    from segweak.data.dataset import SegweakDataset
+    from segweak.data.sources import VaihingenSource
+    from segweak.data.splits import make_split
+
+    off = prepare(
+        VaihingenSource(synthetic_root), tmp_path / "off", patch=64, progress=False, eroded_metrics=False
+    )
+    # The labels read are the eroded ones already: a second copy would say nothing new.
+    read_eroded = prepare(
+        VaihingenSource(synthetic_root, eroded=True), tmp_path / "er", patch=64, progress=False
+    )
+    for store in (off, read_eroded):
+        st = Store(store)
+        assert not st.has_eroded_masks and st.meta["eroded_masks"] is None
+        assert not (store / "masks_eroded.npy").exists() and sorted(st.meta["files"]) == [
+            "images.npy",
+            "masks.npy",
+            "patches.csv",
+        ]
+        with pytest.raises(SegweakError, match=r"has no eroded masks \(masks_eroded.npy\)"):
+            _ = st.eroded_masks
+    make_split(off, "s", fractions=(0.25, 0.5, 0.25))
+    with pytest.raises(SegweakError, match="has no eroded masks"):
+        SegweakDataset(off, "s", "val", with_eroded=True)
+
+
+def test_a_source_without_eroded_labels_for_every_tile_keeps_none(fake_source, tmp_path):
+    out = prepare(fake_source([(64, 64)]), tmp_path / "s", patch=32, progress=False)
+    assert not Store(out).has_eroded_masks and not (out / "masks_eroded.npy").exists()
+
+
+def test_damaged_or_missing_eroded_masks_are_refused_on_open(tiny_store, tmp_path):
+    copy = _store_copy(tiny_store, tmp_path)
+    masks = np.load(copy / "masks_eroded.npy", mmap_mode="r+")
+    masks[:] = np.asarray(Store(tiny_store).masks)  # the full masks swapped in: same shape, other content
+    masks.flush()
+    del masks
+    with pytest.raises(SegweakError, match=r"masks_eroded.npy does not match .*sampled hash"):
+        Store(copy)
+    (copy / "masks_eroded.npy").unlink()
+    with pytest.raises(SegweakError, match=r"masks_eroded.npy does not match .*file is missing"):
+        Store(copy)
+
+
+def test_overwrite_replaces_a_store_with_eroded_masks(tiny_store, synthetic_root, tmp_path):
+    from segweak.data.sources import VaihingenSource
+
+    copy = _store_copy(tiny_store, tmp_path)
+    prepare(
+        VaihingenSource(synthetic_root), copy, patch=64, overwrite=True, progress=False, log=lambda _: None
+    )
+    assert Store(copy).patch == 64 and Store(copy).has_eroded_masks

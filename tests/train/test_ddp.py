@@ -2,7 +2,8 @@
 
 The command runs in a subprocess, as users run it: Lightning starts rank 1 as a second copy of the
 command. The ``odd`` split has 6 strong patches (3 per rank, fewer than the batch size of 4) and 13
-validation patches (7 + 6: a padding sampler would count one patch twice).
+validation patches (7 + 6: a padding sampler would count one patch twice); the test below also holds
+out 7 of its weak patches as a ``test`` subset (4 + 3), and the store has eroded-label masks.
 
 Every file rename (segweak writes all its files through ``segweak.io``, temp file + ``os.replace``)
 is logged with the rank of the process that did it, by a ``sitecustomize`` module on the path.
@@ -67,27 +68,32 @@ def _writes(log: Path, run_dir: Path) -> list[tuple[str, str]]:
 def _check_run(proc: subprocess.CompletedProcess[str], run_dir: Path, store: Path) -> dict:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("Initializing distributed") == 2, proc.stderr[-3000:]
-    # One result line, from rank 0.
-    assert [line for line in proc.stdout.splitlines() if "mIoU" in line] == [
-        line for line in proc.stdout.splitlines() if line.startswith(f"{run_dir}: mIoU")
-    ]
-    assert proc.stdout.count("mIoU") == 1, proc.stdout
+    # One result line and its test line, from rank 0.
+    lines = [line for line in proc.stdout.splitlines() if "mIoU" in line]
+    assert len(lines) == 2 and lines[0].startswith(f"{run_dir}: mIoU"), proc.stdout
+    assert lines[1].startswith("  test (7 patches): mIoU"), proc.stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    ev = evaluate(run_dir / "checkpoints" / "best.ckpt", store, split="odd", batch_size=16)
     from segweak.data.splits import load_split
     from segweak.data.store import Store
 
-    val = load_split(store, "odd")["subsets"]["val"]
-    assert metrics["n_patches"] == ev["n_patches"] == 13
-    assert metrics["n_pixels"] == ev["n_pixels"] == int(Store(store).valid[val].sum())
-    for key in ("miou", "mf1", "oa", "per_class_iou", "per_class_f1", "absent_classes", "presence_f1"):
-        assert metrics[key] == ev[key], key
-    # Proportions are float32 means over pixels: another batch composition changes their last bits.
-    assert metrics["prop_mae"] == pytest.approx(ev["prop_mae"], rel=1e-6)
+    subsets = load_split(store, "odd")["subsets"]
+    # Validation and test are sharded without padding: every patch counts once, as in evaluate.
+    for reported, subset, n in ((metrics, "val", 13), (metrics["test"], "test", 7)):
+        ev = evaluate(run_dir / "checkpoints" / "best.ckpt", store, split="odd", subset=subset, batch_size=16)
+        assert reported["n_patches"] == ev["n_patches"] == n
+        assert reported["n_pixels"] == ev["n_pixels"] == int(Store(store).valid[subsets[subset]].sum())
+        for key in ("miou", "mf1", "oa", "per_class_iou", "per_class_f1", "absent_classes", "presence_f1"):
+            assert reported[key] == ev[key], key
+        # Proportions are float32 means over pixels: another batch composition changes their last bits.
+        assert reported["prop_mae"] == pytest.approx(ev["prop_mae"], rel=1e-6)
+        assert reported["eroded"] == ev["eroded"] and reported["eroded"]["n_patches"] == n
     return metrics
 
 
-def test_ddp_train_on_two_cpu_processes_matches_evaluate_writes_once_and_resumes(odd_store, tmp_path):
+def test_ddp_train_on_two_cpu_processes_matches_evaluate_writes_once_and_resumes(
+    odd_store_with_test, tmp_path
+):
+    store = odd_store_with_test
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -97,7 +103,7 @@ def test_ddp_train_on_two_cpu_processes_matches_evaluate_writes_once_and_resumes
             {
                 "method": "supervised",
                 "out_dir": str(tmp_path / "runs"),
-                "data": {"store": str(odd_store), "split": "odd", "batch_size": 4, "eval_batch_size": 4},
+                "data": {"store": str(store), "split": "odd", "batch_size": 4, "eval_batch_size": 4},
                 "model": {"encoder": "tu-test_efficientnet", "weights": "none"},
                 "trainer": {
                     "max_epochs": 1,
@@ -112,7 +118,7 @@ def test_ddp_train_on_two_cpu_processes_matches_evaluate_writes_once_and_resumes
     run_dir = tmp_path / "runs" / "supervised-seed0"
     log = tmp_path / "writes.log"
 
-    first = _check_run(_segweak(["train", "-c", str(config)], hook, log), run_dir, odd_store)
+    first = _check_run(_segweak(["train", "-c", str(config)], hook, log), run_dir, store)
     # Each rank trained on its 3 strong patches (one incomplete batch kept): one step per epoch.
     assert first["steps"] == 1 and first["epochs"] == 1
     # What-ran keys count per process: one rank's pass over its 3 patches is 1 batch (the same step).
@@ -135,7 +141,7 @@ def test_ddp_train_on_two_cpu_processes_matches_evaluate_writes_once_and_resumes
     (run_dir / "metrics.json").unlink()
     log.unlink()
     resume = ["train", "-c", str(config), "--resume", "--set", "trainer.max_epochs=2"]
-    second = _check_run(_segweak(resume, hook, log), run_dir, odd_store)
+    second = _check_run(_segweak(resume, hook, log), run_dir, store)
     assert second["steps"] == 2 and second["epochs"] == 2
     resumed_rows = list(csv.DictReader((run_dir / "history.csv").open()))
     assert [r["epoch"] for r in resumed_rows] == ["1", "2"] and resumed_rows[0] == rows[0]

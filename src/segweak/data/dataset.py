@@ -43,10 +43,11 @@ from segweak.errors import SegweakError
 from segweak.weak import noise as weak_noise
 from segweak.weak.labels import presence, proportions
 
-SUBSET_CHOICES = ("strong", "weak", "val", "full", "all")
-"""``full`` = strong ∪ weak (with masks: the full-supervision upper bound); ``all`` = every split patch."""
+SUBSET_CHOICES = ("strong", "weak", "val", "test", "full", "all")
+"""``test`` exists only in splits that hold one out; ``full`` = strong ∪ weak (with masks: the
+full-supervision upper bound); ``all`` = every split patch (test included)."""
 
-_MASK_DEFAULT = {"strong": True, "val": True, "full": True, "weak": False, "all": False}
+_MASK_DEFAULT = {"strong": True, "val": True, "test": True, "full": True, "weak": False, "all": False}
 
 
 class SegweakDataset(Dataset):
@@ -55,12 +56,13 @@ class SegweakDataset(Dataset):
     Args:
         store: Store or store path.
         split: Split name (``STORE/splits/NAME.json``) or an already loaded manifest dict.
-        subset: ``strong``, ``weak``, ``val``, ``full`` (strong ∪ weak, with masks) or ``all``
-            (strong ∪ weak ∪ val, without masks unless ``with_mask=True``).
+        subset: ``strong``, ``weak``, ``val``, ``test`` (only in a split that has one), ``full``
+            (strong ∪ weak, with masks) or ``all`` (every patch of the split, without masks unless
+            ``with_mask=True``).
         transform: Optional dict -> dict callable applied to the uint8 ``image`` (H×W×C) and
             ``mask`` (H×W) before normalisation (e.g.
             :func:`~segweak.data.transforms.default_train_transform`).
-        with_mask: Return ``mask``; ``None`` = True for strong/val/full, False for weak/all.
+        with_mask: Return ``mask``; ``None`` = True for strong/val/test/full, False for weak/all.
         presence_threshold: Override the split's presence threshold.
         with_valid: Return ``valid``; ``None`` = the same as ``with_mask``.
         with_weak: Return the weak labels ``weak`` and ``presence``; False also never computes them
@@ -70,6 +72,8 @@ class SegweakDataset(Dataset):
             proportions and ``bag`` (int, the bag's position in the set). Needs ``with_weak``.
         masks: Masks to use instead of the store's: ``masks[index]`` is the uint8 ``(P, P)`` mask of
             store patch ``index`` (255 = ignore). ``mask`` and ``valid`` then come from it.
+        with_eroded: Also return ``mask_eroded``, the store's eroded-boundary mask (evaluation only:
+            no transform may be given). Needs ``with_mask`` and a store with eroded masks.
         noise: Weak-label noise (:class:`~segweak.config.NoiseConfig`); None or model ``none``
             leaves the labels as they are. Only for training data: evaluation stays clean.
 
@@ -78,7 +82,8 @@ class SegweakDataset(Dataset):
         ``image_stats`` (0..255 scale); ``mask``: int64 ``(P, P)``, 255 = ignore (only when masks are
         returned); ``valid``: float32 ``(P, P)`` (only with ``with_valid``); ``weak``: float32
         ``(K,)`` class proportions over valid pixels (sum 1) and ``presence``: float32 ``(K,)`` 1.0
-        where the proportion exceeds the threshold (only with ``with_weak``); ``id``: str;
+        where the proportion exceeds the threshold (only with ``with_weak``); ``mask_eroded``: int64
+        ``(P, P)``, 255 = ignore (only with ``with_eroded``); ``id``: str;
         ``index``: int patch index in the store; ``bag``: int (only with ``weak_set``).
 
     Attributes:
@@ -101,6 +106,7 @@ class SegweakDataset(Dataset):
         with_weak: bool = True,
         weak_set: dict[str, Any] | None = None,
         masks: Any = None,
+        with_eroded: bool = False,
         noise: Any = None,
     ) -> None:
         self.store = open_store(store)
@@ -111,7 +117,12 @@ class SegweakDataset(Dataset):
         if subset == "full":
             idx = subsets["strong"] + subsets["weak"]
         elif subset == "all":
-            idx = subsets["strong"] + subsets["weak"] + subsets["val"]
+            idx = [i for indices in subsets.values() for i in indices]
+        elif subset not in subsets:
+            raise SegweakError(
+                f"split {self.split['name']!r} of store {self.store.path} has no {subset!r} subset "
+                f"(it has {', '.join(subsets)}); make a split with one (`segweak split`)"
+            )
         else:
             idx = subsets[subset]
         self.subset = subset
@@ -121,6 +132,11 @@ class SegweakDataset(Dataset):
         self.with_valid = self.with_mask if with_valid is None else bool(with_valid)
         self.with_weak = bool(with_weak)
         self.masks = masks
+        self.with_eroded = bool(with_eroded)
+        if self.with_eroded and (transform is not None or not self.with_mask or masks is not None):
+            raise ValueError("with_eroded is for evaluation: it needs with_mask, no transform and no masks")
+        if self.with_eroded:
+            self.store.eroded_masks  # noqa: B018 - raises a SegweakError when the store has none
         self.noise = noise
         thr = self.split.get("presence_threshold", 0.0) if presence_threshold is None else presence_threshold
         self.presence_threshold = float(thr)
@@ -233,12 +249,16 @@ class SegweakDataset(Dataset):
             item["bag"] = int(self.bags[i])
         if self.with_mask:
             item["mask"] = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
+        if self.with_eroded:
+            item["mask_eroded"] = torch.from_numpy(
+                np.ascontiguousarray(self.store.eroded_masks[index], dtype=np.int64)
+            )
         return item
 
     def __repr__(self) -> str:
         return (
             f"SegweakDataset(store={str(self.store.path)!r}, split={self.split['name']!r}, "
             f"subset={self.subset!r}, n={len(self)}, with_mask={self.with_mask}, "
-            f"with_valid={self.with_valid}, with_weak={self.with_weak}, "
+            f"with_valid={self.with_valid}, with_weak={self.with_weak}, with_eroded={self.with_eroded}, "
             f"masks={'store' if self.masks is None else type(self.masks).__name__})"
         )

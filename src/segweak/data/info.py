@@ -60,6 +60,7 @@ def info(
         "image_stats": {"mean": m["image_stats"]["mean"], "std": m["image_stats"]["std"]},
         "splits": st.split_names(),
         "weak_labels": weak_summary(st),
+        "eroded_masks": st.has_eroded_masks,
         "verifiable": bool(m.get("files")),
     }
     if verified is not None:

@@ -6,6 +6,8 @@ Format (``format_version`` 1, documented in ``docs/store.md``)::
       store.json    metadata (source, classes, palette, patch/stride, tiles, image statistics, ...)
       images.npy    uint8 (N, P, P, C)
       masks.npy     uint8 (N, P, P), class indices 0..K-1, 255 = ignore
+      masks_eroded.npy  optional, uint8 (N, P, P): the same patches' eroded-boundary labels
+                    (Vaihingen/Potsdam ``_noBoundary``), for the ISPRS-style metrics next to the full ones
       patches.csv   index, id, tile, group, row, col, size, valid, count_<class>...
       splits/       split manifests (see :mod:`segweak.data.splits`)
 
@@ -14,11 +16,15 @@ streams tile by tile into ``np.lib.format.open_memmap`` arrays, so peak memory i
 regardless of the dataset size. Everything is written into a temporary sibling directory that is
 renamed into place at the end: an interrupted prepare leaves nothing at the output path.
 
+When every tile of the source has an eroded label besides the one it is read with, :func:`prepare`
+also cuts the eroded labels into ``masks_eroded.npy`` (``store.json`` ``eroded_masks``), so evaluation
+can report metrics on both (``eroded_metrics=False`` skips it).
+
 ``store.json`` records the size, SHA-256 and a *sampled* SHA-256 (of a fixed set of 4 KiB blocks) of
-``images.npy``, ``masks.npy`` and ``patches.csv``. Opening a store checks the ``.npy`` headers against
-the metadata, the file sizes and the sampled hashes (milliseconds whatever the store size), so a
-truncated file or one swapped in from another store is refused; :meth:`Store.verify` (``segweak info
---verify``) rereads everything and compares the full hashes.
+``images.npy``, ``masks.npy``, ``patches.csv`` and ``masks_eroded.npy`` when present. Opening a store
+checks the ``.npy`` headers against the metadata, the file sizes and the sampled hashes (milliseconds
+whatever the store size), so a truncated file or one swapped in from another store is refused;
+:meth:`Store.verify` (``segweak info --verify``) rereads everything and compares the full hashes.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ from segweak.weak.labels import class_counts
 
 FORMAT_VERSION = 1
 STORE_FILES = ("store.json", "images.npy", "masks.npy", "patches.csv")
+ERODED_MASKS = "masks_eroded.npy"
+"""Optional store file: the eroded-boundary masks (``store.json`` ``eroded_masks`` names it)."""
 CHECKED_FILES = ("images.npy", "masks.npy", "patches.csv")
 """Files whose size and hashes ``store.json`` records (key ``files``)."""
 SAMPLE_BLOCKS = 64
@@ -262,7 +270,11 @@ def _not_a_store(path: Path) -> str | None:
         return "its store.json was not written by segweak prepare"
     # Anything a store does not hold (besides segweak's own hidden temporary/lock files) belongs to
     # someone else and must not be deleted with the store.
-    foreign = [p.name for p in path.iterdir() if p.name not in (*STORE_FILES, "splits") and not _own(p.name)]
+    foreign = [
+        p.name
+        for p in path.iterdir()
+        if p.name not in (*STORE_FILES, ERODED_MASKS, "splits") and not _own(p.name)
+    ]
     splits = path / "splits"
     if splits.is_dir():
         foreign += [
@@ -304,6 +316,65 @@ def _tile_inputs(tiles: Iterable[SourceTile]) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# eroded-boundary masks
+
+
+def _has_eroded_labels(tiles: Sequence[Any]) -> bool:
+    """Whether every tile has an eroded label that it is not already read with.
+
+    A store with eroded masks for only some tiles would report "eroded" metrics over part of the
+    evaluated patches, so they are kept only when all tiles have them.
+    """
+    return all(
+        getattr(t, "eroded_label_path", None)
+        and not getattr(t, "use_eroded", False)
+        and dataclasses.is_dataclass(t)
+        and hasattr(t, "read_mask")
+        for t in tiles
+    )
+
+
+def _write_eroded(
+    tile: Any,
+    shape: tuple[int, ...],
+    k: int,
+    tmp: Path,
+    origins: list[tuple[int, int]],
+    patch: int,
+    start: int,
+    hashers: dict[str, Any],
+) -> np.ndarray:
+    """Read ``tile``'s eroded label, write its patches into ``masks_eroded.npy`` from row ``start``.
+
+    Returns:
+        The label's value histogram (256,).
+
+    Raises:
+        SegweakError: When the eroded label's size or values break the contract of a mask.
+    """
+    eroded, _ = dataclasses.replace(tile, use_eroded=True).read_mask()
+    eroded = np.asarray(eroded)
+    if eroded.dtype != np.uint8 or eroded.shape != tuple(shape):
+        raise SegweakError(
+            f"tile {tile.id!r}: eroded label {tile.eroded_label_path} is {eroded.dtype} {eroded.shape}, "
+            f"the full label is uint8 {tuple(shape)}; fix the labels or prepare with --no-eroded-metrics"
+        )
+    hist = np.bincount(eroded.ravel(), minlength=256)
+    bad = np.flatnonzero(hist[k:IGNORE_INDEX])
+    if bad.size:
+        raise SegweakError(
+            f"tile {tile.id!r}: eroded label contains value(s) {(bad + k).tolist()} outside 0..{k - 1} "
+            f"and {IGNORE_INDEX} ({tile.eroded_label_path})"
+        )
+    patches = tiling.extract(eroded, origins, patch)
+    mm = np.load(tmp / ERODED_MASKS, mmap_mode="r+")
+    mm[start : start + len(origins)] = patches
+    hashers[ERODED_MASKS].update(mm[start : start + len(origins)])
+    del mm
+    return hist
+
+
+# ---------------------------------------------------------------------------------------------------
 # prepare
 
 
@@ -316,6 +387,7 @@ def prepare(
     progress: bool = True,
     inputs: Iterable[str | os.PathLike[str]] = (),
     log: Log | None = None,
+    eroded_metrics: bool = True,
 ) -> Path:
     """Cut every tile of ``source`` into ``patch``-sized windows and write a prepared store.
 
@@ -332,6 +404,9 @@ def prepare(
         inputs: Further paths the source reads (e.g. the palette file); ``out`` must not be or
             contain them, nor the source's root/images/masks folders or any tile's folder.
         log: Receives one-line notes (what is replaced, leftovers cleaned); default standard error.
+        eroded_metrics: When every tile has an eroded-boundary label besides the one it is read
+            with (Vaihingen/Potsdam ``_noBoundary`` read as full labels), also store those as
+            ``masks_eroded.npy``; evaluation then reports metrics on them too. False skips it.
 
     Returns:
         The store path.
@@ -358,6 +433,8 @@ def prepare(
     check_disjoint(out, _tile_inputs(tiles))
     if replacing:
         log(f"--overwrite: {out} ({describe_entries(out)}) will be replaced once the new store is complete")
+    with_eroded = eroded_metrics and _has_eroded_labels(tiles)
+    arrays = ("images.npy", "masks.npy", *((ERODED_MASKS,) if with_eroded else ()))
     # Pass 1 (headers only): window origins of every tile -> N, so the arrays can be pre-allocated.
     origins = [tiling.windows(t.shape, patch, stride, t.id) for t in tiles]
     n_total = sum(len(o) for o in origins)
@@ -369,6 +446,7 @@ def prepare(
         hashers: dict[str, Any] = {}
         hist_sum: np.ndarray | None = None  # (C, 256) exact per-channel value histogram
         tile_hist = np.zeros(256, dtype=np.int64)
+        eroded_hist = np.zeros(256, dtype=np.int64)
         tile_stats: list[dict[str, Any]] = []
         idx = 0
         count_cols = [f"count_{n}" for n in names]
@@ -392,13 +470,15 @@ def prepare(
                 hist = _validate_tile(tile, image, mask, channels, k)
                 tile_hist += hist
                 if channels is None:
-                    # Create both .npy files at full size (sparse until written); C is known now.
+                    # Create the .npy files at full size (sparse until written); C is known now.
                     channels = int(image.shape[2])
                     shapes = {
                         "images.npy": (n_total, patch, patch, channels),
                         "masks.npy": (n_total, patch, patch),
+                        ERODED_MASKS: (n_total, patch, patch),
                     }
-                    for fname, shape in shapes.items():
+                    for fname in arrays:
+                        shape = shapes[fname]
                         mm = np.lib.format.open_memmap(tmp / fname, mode="w+", dtype=np.uint8, shape=shape)
                         del mm
                         offset = _npy_header(tmp / fname)[3]
@@ -419,6 +499,8 @@ def prepare(
                 hashers["images.npy"].update(images_mm[idx : idx + n])
                 hashers["masks.npy"].update(masks_mm[idx : idx + n])
                 del images_mm, masks_mm  # unmapping leaves write-back to the kernel (no per-tile msync)
+                if with_eroded:
+                    eroded_hist += _write_eroded(tile, mask.shape, k, tmp, tile_origins, patch, idx, hashers)
                 counts = class_counts(tile_masks, k)
                 valid = counts.sum(axis=1)
                 for j, (r, c) in enumerate(tile_origins):
@@ -433,7 +515,7 @@ def prepare(
                 bar.advance(task)
         assert idx == n_total and hist_sum is not None
         files: dict[str, dict[str, Any]] = {}
-        for fname in ("images.npy", "masks.npy"):
+        for fname in arrays:
             fd = os.open(tmp / fname, os.O_RDONLY)
             try:
                 os.fsync(fd)  # on disk before the directory is renamed into place
@@ -481,6 +563,14 @@ def prepare(
                 "ignore": int(tile_hist[IGNORE_INDEX]),
                 "snapping": _snap_summary(tile_stats),
             },
+            # The eroded-boundary masks of the same patches (None: the store has none).
+            "eroded_masks": {
+                "file": ERODED_MASKS,
+                "pixels": {n: int(eroded_hist[i]) for i, n in enumerate(names)},
+                "ignore": int(eroded_hist[IGNORE_INDEX]),
+            }
+            if with_eroded
+            else None,
             "files": files,
         }
         atomic_write_json(tmp / "store.json", meta)
@@ -508,6 +598,7 @@ class Store:
         rows, cols: Patch origin in its tile, ``(N,)`` int64.
         counts: ``(N, K)`` int64 per-class valid pixel counts.
         valid: ``(N,)`` int64 valid (non-ignore) pixels per patch.
+        has_eroded_masks: Whether the store holds eroded-boundary masks (:attr:`eroded_masks`).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -531,10 +622,12 @@ class Store:
                 f"({__version__}) reads version {FORMAT_VERSION}; re-run `segweak prepare`"
             )
         self.classes: list[str] = list(self.meta["classes"])
+        self.has_eroded_masks = bool(self.meta.get("eroded_masks"))
         self._check_files()
         self._read_manifest()
         self._images: np.ndarray | None = None
         self._masks: np.ndarray | None = None
+        self._eroded_masks: np.ndarray | None = None
 
     def _damaged(self, fname: str, detail: str) -> SegweakError:
         return SegweakError(
@@ -550,6 +643,10 @@ class Store:
         """
         n, p = int(self.meta["n_patches"]), int(self.meta["patch"])
         expected_shapes = {"images.npy": (n, p, p, int(self.meta["channels"])), "masks.npy": (n, p, p)}
+        if self.has_eroded_masks:
+            if not (self.path / ERODED_MASKS).is_file():
+                raise self._damaged(ERODED_MASKS, "store.json records eroded masks but the file is missing")
+            expected_shapes[ERODED_MASKS] = (n, p, p)
         for fname, expected in expected_shapes.items():
             shape, fortran, dtype, offset = _npy_header(self.path / fname)
             if shape != expected or dtype != np.uint8 or fortran:
@@ -624,6 +721,7 @@ class Store:
         state = self.__dict__.copy()
         state["_images"] = None
         state["_masks"] = None
+        state["_eroded_masks"] = None
         return state
 
     def __len__(self) -> int:
@@ -655,6 +753,22 @@ class Store:
         if self._masks is None:
             self._masks = np.load(self.path / "masks.npy", mmap_mode="r")
         return self._masks
+
+    @property
+    def eroded_masks(self) -> np.ndarray:
+        """``(N, P, P)`` uint8 memmap (read-only) of the eroded-boundary masks, 255 = ignore.
+
+        Raises:
+            SegweakError: When the store has none (:attr:`has_eroded_masks` is false).
+        """
+        if not self.has_eroded_masks:
+            raise SegweakError(
+                f"store {self.path} has no eroded masks ({ERODED_MASKS}); prepare it from a source with "
+                "eroded labels (segweak prepare vaihingen|potsdam) to get them"
+            )
+        if self._eroded_masks is None:
+            self._eroded_masks = np.load(self.path / ERODED_MASKS, mmap_mode="r")
+        return self._eroded_masks
 
     @property
     def mean(self) -> np.ndarray:

@@ -41,7 +41,8 @@ def evaluate(
         checkpoint: ``.ckpt`` written by ``segweak train``.
         store: Prepared store directory.
         split: Split manifest name.
-        subset: ``val``, ``strong``, ``weak``, ``full`` or ``all`` (masks are loaded for all of them).
+        subset: ``val``, ``test`` (a split that has one), ``strong``, ``weak``, ``full`` or ``all``
+            (masks are loaded for all of them; eroded masks too when the store has them).
         batch_size: Batch size.
         device: Torch device string, e.g. ``cpu`` or ``cuda``.
         out: Optional JSON file to write the metrics to (atomically).
@@ -49,7 +50,8 @@ def evaluate(
 
     Returns:
         ``metrics_from_confusion`` keys (miou, mf1, oa, per_class_iou, ..., n_pixels) plus
-        ``n_patches``, ``prop_mae``, ``presence_f1``, ``checkpoint``, ``store``, ``split``, ``subset``.
+        ``n_patches``, ``prop_mae``, ``presence_f1``, ``checkpoint``, ``store``, ``split``, ``subset``,
+        and ``eroded`` (metrics on the eroded-boundary masks) when the store has them.
 
     Raises:
         SegweakError: Bad options (device, batch size, ``out``), missing checkpoint/store/split, or
@@ -66,7 +68,7 @@ def evaluate(
     st = Store(store)
     check_classes(classes, st.classes, checkpoint, f"store {store}")
     check_in_channels(cfg.model.in_channels, st.meta, str(store), str(checkpoint))
-    dataset = SegweakDataset(st, split, subset, with_mask=True)
+    dataset = SegweakDataset(st, split, subset, with_mask=True, with_eroded=st.has_eroded_masks)
     if len(dataset) == 0:
         raise SegweakError(
             f"subset {subset!r} of split {split!r} in store {store} is empty; nothing to evaluate"

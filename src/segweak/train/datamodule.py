@@ -16,7 +16,9 @@ labels are not even computed). A need with ``masks_from`` reads its masks from t
 (:class:`~segweak.train.pseudo_labels.PseudoLabels`) instead of the store; the artefact is opened and
 checked against the store, split and subset when the datamodule is built, before training starts.
 Validation always uses the ``val`` subset with pixel masks (and its ``valid`` map and clean weak
-labels, for the weak metrics); ``weak.noise`` corrupts the weak labels of training sub-batches only.
+labels, for the weak metrics); the test loader the split's ``test`` subset (when it has one) in the
+same form. Both also carry the eroded-boundary masks when the store has them (``mask_eroded``, for
+the eroded-label metrics). ``weak.noise`` corrupts the weak labels of training sub-batches only.
 Augmentations apply to training data only.
 
 Reproducibility: :class:`EpochReseed` reseeds every RNG at the start of each epoch from
@@ -32,7 +34,7 @@ takes its own share of it (:class:`EpochSampler`), padded so that all ranks run 
 steps; whether the last incomplete batch is dropped is decided on that per-rank share. With several
 sub-batches every sub-batch's loader is sharded this way. Validation: rank ``r`` gets patches
 ``r, r + W, r + 2W, …`` with no padding (:class:`ShardSampler`), so every validation patch is counted
-exactly once in the split-wide metrics.
+exactly once in the split-wide metrics. The test subset is sharded the same way.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from segweak.methods import Need
 
 VAL_SUBSET = "val"
+TEST_SUBSET = "test"
 EPOCH_MODES = {"longest": "max_size_cycle", "shortest": "min_size"}
 """``data.epoch`` -> Lightning ``CombinedLoader`` mode."""
 
@@ -268,6 +271,7 @@ class SegDataModule(L.LightningDataModule):
         }
         self.train_datasets: dict[str, Any] = {}
         self.val_dataset: Any = None
+        self.test_dataset: SegweakDataset | None = None
         self.store: Store | None = None
         # The loaders draw their workers' base seed from this generator instead of the global RNG, so
         # creating a loader iterator (which Lightning does at different moments when resuming) does
@@ -337,13 +341,23 @@ class SegDataModule(L.LightningDataModule):
             self.train_datasets = {
                 name: self._train_dataset(name, need, i) for i, (name, need) in enumerate(self.needs.items())
             }
+        eroded = self.store.has_eroded_masks
         if self.val_dataset is None:
-            self.val_dataset = SegweakDataset(self.store, split, VAL_SUBSET)
+            self.val_dataset = SegweakDataset(self.store, split, VAL_SUBSET, with_eroded=eroded)
             if len(self.val_dataset) == 0:
                 raise SegweakError(
                     f"subset 'val' of split {split!r} in store {self.cfg.data.store} is empty; "
                     "training needs validation patches (make a split with a non-zero val fraction)"
                 )
+        if self.test_dataset is None and self.has_test():
+            self.test_dataset = SegweakDataset(self.store, split, TEST_SUBSET, with_eroded=eroded)
+
+    def has_test(self) -> bool:
+        """Whether the run's split holds out a non-empty ``test`` subset (opens the store)."""
+        from segweak.data.splits import load_split
+
+        self._open()
+        return bool(load_split(self.store, self.cfg.data.split)["subsets"].get(TEST_SUBSET))
 
     def reseed_epoch(self, epoch: int) -> None:
         """Give each training set a fresh augmentation pipeline for ``epoch`` (see :class:`EpochReseed`)."""
@@ -365,15 +379,16 @@ class SegDataModule(L.LightningDataModule):
             world_size: Number of processes that will share the data.
 
         Raises:
-            SegweakError: When the ``val`` subset has fewer patches than processes.
+            SegweakError: When the ``val`` or ``test`` subset has fewer patches than processes.
         """
         self.setup("fit")
-        if len(self.val_dataset) < world_size:
-            raise SegweakError(
-                f"subset 'val' of split {self.cfg.data.split!r} has {len(self.val_dataset)} patch(es) for "
-                f"{world_size} processes; every process needs one (lower trainer.devices or make a larger "
-                "validation subset)"
-            )
+        for name, dataset in ((VAL_SUBSET, self.val_dataset), (TEST_SUBSET, self.test_dataset)):
+            if dataset is not None and len(dataset) < world_size:
+                raise SegweakError(
+                    f"subset {name!r} of split {self.cfg.data.split!r} has {len(dataset)} patch(es) for "
+                    f"{world_size} processes; every process needs one (lower trainer.devices or make a "
+                    f"larger {name} subset)"
+                )
 
     def _loader(self, dataset: Any, batch_size: int, train: bool, stream: int = 0) -> DataLoader:
         rank, world = self._rank_and_world()
@@ -449,8 +464,18 @@ class SegDataModule(L.LightningDataModule):
         )
 
     def test_dataloader(self) -> DataLoader:
-        """Same as :meth:`val_dataloader` (the split's held-out subset)."""
-        return self.val_dataloader()
+        """Return the batches of the split's ``test`` subset, in order, sharded like validation.
+
+        Raises:
+            SegweakError: When the split has no (or an empty) ``test`` subset.
+        """
+        if self.test_dataset is None or len(self.test_dataset) == 0:
+            raise SegweakError(
+                f"split {self.cfg.data.split!r} of store {self.cfg.data.store} has no test subset to evaluate"
+            )
+        return self._loader(
+            self.test_dataset, self.cfg.data.eval_batch_size or self.cfg.data.batch_size, train=False
+        )
 
 
 class EpochReseed(L.Callback):

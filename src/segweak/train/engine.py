@@ -4,19 +4,23 @@ Run directory (``cfg.run_dir``)::
 
     config.yaml              resolved TrainConfig (written before training starts; ``methods`` holds
                              the method's resolved options)
-    checkpoints/last.ckpt    end of the latest validated epoch (used by ``resume``)
-    checkpoints/best.ckpt    best validation mIoU
+    checkpoints/last.ckpt    end of the latest validated epoch (used by ``resume``); once training is
+                             over, the final weights (``selection: last`` reports them)
+    checkpoints/best.ckpt    best validation mIoU (``selection: best`` reports it)
     logs/csv/version_N/      Lightning CSV logs;  logs/tensorboard/version_N/: TensorBoard
     history.csv              per-epoch metrics: epoch (1-based), step (optimiser steps so far),
                              train_loss, val_loss, val_miou, val_mf1, val_oa, val_prop_mae,
                              val_presence_f1, then train_<term> per loss term of the method
     environment.json         library versions, CPU/GPU, threads, segweak commit (segweak.runtime)
-    metrics.json             validation metrics of the best checkpoint (written last: marks completion)
+    metrics.json             validation (and test) metrics of the selected checkpoint (written last:
+                             marks completion)
     .segweak.lock            while a process trains it (segweak.lock)
 
 ``metrics.json`` keys: ``method, seed, epochs, steps, classes, miou, mf1, oa, per_class_iou,
-per_class_f1, absent_classes, n_pixels, n_patches, checkpoint`` (path of the best checkpoint relative
-to the run directory), ``prop_mae, presence_f1, val_loss, train_seconds, best_epoch`` (1-based),
+per_class_f1, absent_classes, n_pixels, n_patches, checkpoint`` (path of the selected checkpoint
+relative to the run directory), ``selection`` (``best`` or ``last``), ``selected_epoch`` and
+``selected_step`` (when the selected weights were saved; 1-based epoch), ``prop_mae, presence_f1,
+val_loss, train_seconds, best_epoch`` (1-based epoch of ``best.ckpt``, whatever the selection),
 ``run_dir`` and what ran: ``optimizer_steps`` (optimiser steps taken; the same number as ``steps``,
 both kept for readers of either name), ``steps_per_epoch`` (training batches per epoch after
 ``trainer.limit_train_batches``), ``epoch_length`` (batches in one full pass of the training loader,
@@ -25,11 +29,17 @@ per process), ``data_passes`` (``optimizer_steps / epoch_length``: a run capped 
 ``limit_train_batches``; ``weak_labels``: where the weak labels came from (``kind: computed`` from
 the masks, or ``kind: imported`` with the set's ``name``, table ``file`` and ``sha256``, ``bags``,
 ``patches``, ``bags_used``, ``bags_left_out``) and ``used`` (whether the method read weak labels).
+With a store that holds eroded-boundary masks, ``eroded``: the same metric keys (and ``n_patches``)
+on those. With a split that holds out a ``test`` subset, ``test``: the selected checkpoint's metrics
+on the whole test subset (the validation keys ``miou, mf1, oa, per_class_iou, per_class_f1,
+absent_classes, absent_false_positives, n_pixels, n_patches, prop_mae, presence_f1, loss`` and, with
+eroded masks, ``eroded``); ``segweak evaluate CKPT --subset test`` gives the same numbers.
 
 The final metrics always cover every patch of the ``val`` subset, whatever
-``trainer.limit_val_batches`` says (that key only shortens the validations that pick the best
-checkpoint). When the best checkpoint is the last validated step and that validation saw the whole
-subset, its metrics are reused; otherwise ``best.ckpt`` is validated once more.
+``trainer.limit_val_batches`` says (that key only shortens the validations during training). When
+the selected checkpoint holds the weights of the last validation and that validation saw the whole
+subset, its metrics are reused; otherwise the selected checkpoint is validated once more. The test
+subset is evaluated once, after training, and never takes part in the selection.
 
 Several processes (``trainer.strategy: ddp``): every rank runs this function; only rank 0 writes
 files, and every rank returns only once ``metrics.json`` exists.
@@ -175,39 +185,77 @@ def _check_launcher(trainer: L.Trainer, strategy: str) -> None:
         )
 
 
-def _final_metrics(
-    trainer: L.Trainer, module: SegModule, datamodule: SegDataModule, best: Path, best_step: int
-) -> dict[str, Any]:
-    """Return the validation metrics of ``best`` over the whole validation subset.
+def selected_checkpoint(cfg: TrainConfig) -> Path:
+    """Path of the checkpoint a finished run of ``cfg`` reports and hands on (``selection``).
 
-    Reuses the last validation of ``fit`` when it measured the best checkpoint's weights (same global
-    step) on every validation patch; otherwise validates ``best`` again, with
+    What evaluation, prediction, fine-tuning (``init.checkpoint``) or a teacher should read from the
+    run: ``checkpoints/best.ckpt`` for ``selection: best``, ``checkpoints/last.ckpt`` (the final
+    weights) for ``selection: last``. ``metrics.json`` ``checkpoint`` names the same file.
+    """
+    return cfg.run_dir / "checkpoints" / ("last.ckpt" if cfg.selection == "last" else "best.ckpt")
+
+
+def _saved_at(path: Path) -> tuple[int, int]:
+    """``(1-based epoch, global step)`` a checkpoint was saved at."""
+    ckpt = load_checkpoint(path)
+    return int(ckpt.get("epoch", -1)) + 1, int(ckpt.get("global_step", -1))
+
+
+def _final_metrics(
+    trainer: L.Trainer, module: SegModule, datamodule: SegDataModule, selected: Path, selected_step: int
+) -> dict[str, Any]:
+    """Return the validation metrics of ``selected`` over the whole validation subset.
+
+    Reuses the last validation of ``fit`` when it measured the selected checkpoint's weights (same
+    global step) on every validation patch; otherwise validates ``selected`` again, with
     ``trainer.limit_val_batches`` lifted so that every patch counts.
 
     Args:
         trainer: The trainer that ran ``fit``.
         module: Its module (``last_metrics`` / ``last_metrics_step`` of the last validation).
         datamodule: Its datamodule.
-        best: The best checkpoint.
-        best_step: The global step ``best`` was saved at.
+        selected: The selected checkpoint (``best.ckpt`` or ``last.ckpt``).
+        selected_step: The global step ``selected`` was saved at.
 
     Raises:
         SegweakError: When no validation metrics come out, or they do not cover the whole subset.
     """
     n_val = len(datamodule.val_dataset)
     val = module.last_metrics
-    if val is None or module.last_metrics_step != best_step or val["n_patches"] != n_val:
+    if val is None or module.last_metrics_step != selected_step or val["n_patches"] != n_val:
         # Lightning reads this attribute when the validation loop sets up its batches.
         trainer.limit_val_batches = 1.0
-        trainer.validate(module, datamodule=datamodule, ckpt_path=str(best), weights_only=True, verbose=False)
+        trainer.validate(
+            module, datamodule=datamodule, ckpt_path=str(selected), weights_only=True, verbose=False
+        )
         val = module.last_metrics
     if val is None:
-        raise SegweakError(f"validation of {best} produced no metrics")
+        raise SegweakError(f"validation of {selected} produced no metrics")
     if val["n_patches"] != n_val:
         raise SegweakError(
-            f"the final validation of {best} covered {val['n_patches']} of {n_val} validation patches"
+            f"the final validation of {selected} covered {val['n_patches']} of {n_val} validation patches"
         )
     return val
+
+
+def _test_metrics(
+    trainer: L.Trainer, module: SegModule, datamodule: SegDataModule, selected: Path
+) -> dict[str, Any]:
+    """Evaluate ``selected`` once on the whole ``test`` subset of the split.
+
+    Runs Lightning's test loop on every rank: the subset is sharded without padding (as validation)
+    and the metric states are summed over the ranks, so each test patch counts once.
+
+    Raises:
+        SegweakError: When the metrics do not cover the whole test subset.
+    """
+    n_test = len(datamodule.test_dataset)
+    trainer.test(module, datamodule=datamodule, ckpt_path=str(selected), weights_only=True, verbose=False)
+    test = module.last_metrics
+    if test is None or test["n_patches"] != n_test:
+        covered = None if test is None else test["n_patches"]
+        raise SegweakError(f"the test evaluation of {selected} covered {covered} of {n_test} test patches")
+    return {k: v for k, v in test.items() if k != "classes"}
 
 
 def _progress_bar() -> L.Callback:
@@ -437,7 +485,7 @@ def _train_locked(cfg: TrainConfig, callbacks: list[L.Callback] | None) -> dict[
     steps_per_epoch = trainer.num_training_batches
     epoch_length = datamodule.epoch_length(trainer.world_size)
 
-    # Validating the best checkpoint below restores its older history: keep the final one.
+    # Validating the selected checkpoint below restores its older history: keep the final one.
     history = [dict(r) for r in module.history]
     train_seconds = float(module.train_seconds)
     epochs, steps = int(trainer.current_epoch), int(trainer.global_step)
@@ -445,10 +493,18 @@ def _train_locked(cfg: TrainConfig, callbacks: list[L.Callback] | None) -> dict[
     if not best.is_file():
         # ValidateFinalStep validates the last step of every budget, so this is not a config problem.
         raise SegweakError(f"no best checkpoint was written in {ckpt_dir}: training ended without validating")
-    best_ckpt = load_checkpoint(best)
-    best_epoch, best_step = int(best_ckpt.get("epoch", -1)) + 1, int(best_ckpt.get("global_step", -1))
-    del best_ckpt
-    val = _final_metrics(trainer, module, datamodule, best, best_step)
+    best_epoch, best_step = _saved_at(best)
+    selected = best if cfg.selection == "best" else last
+    selected_epoch, selected_step = (best_epoch, best_step) if selected == best else _saved_at(selected)
+    if cfg.selection == "last" and selected_step != steps:
+        # last.ckpt is saved after every validation and ValidateFinalStep validates the final step.
+        raise SegweakError(
+            f"{last} holds step {selected_step}, not the final step {steps}; rerun the training"
+        )
+    val = _final_metrics(trainer, module, datamodule, selected, selected_step)
+    test = (
+        _test_metrics(trainer, module, datamodule, selected) if datamodule.test_dataset is not None else None
+    )
     metrics: dict[str, Any] = {
         "method": cfg.method,
         "seed": cfg.trainer.seed,
@@ -462,12 +518,19 @@ def _train_locked(cfg: TrainConfig, callbacks: list[L.Callback] | None) -> dict[
         "classes": list(classes),
         **{k: v for k, v in val.items() if k != "loss"},
         "val_loss": val.get("loss"),
-        "checkpoint": str(best.relative_to(run_dir)) if best.is_relative_to(run_dir) else str(best),
+        "checkpoint": str(selected.relative_to(run_dir))
+        if selected.is_relative_to(run_dir)
+        else str(selected),
+        "selection": cfg.selection,
+        "selected_epoch": selected_epoch,
+        "selected_step": selected_step,
         "train_seconds": round(train_seconds if train_seconds > 0 else fit_seconds, 3),
         "best_epoch": best_epoch,
         "run_dir": str(run_dir),
         "weak_labels": _weak_provenance(cfg, datamodule),
     }
+    if test is not None:
+        metrics["test"] = test
     if trainer.is_global_zero:
         atomic_write_text(run_dir / "history.csv", _history_csv(history))
         atomic_write_json(run_dir / "metrics.json", metrics)
