@@ -151,7 +151,7 @@ def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> P
 
 
 def split_weak_labels(cfg: ExperimentConfig) -> str | None:
-    """The imported weak-label set the experiment's splits are made with (``train.weak.labels``).
+    """Return the imported weak-label set the experiment's splits are made with (``train.weak.labels``).
 
     ``None`` when the runs use labels computed from the masks; with an imported set, the patches of
     images without masks that one of its bags covers join the weak subset
