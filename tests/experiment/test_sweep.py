@@ -74,10 +74,10 @@ def test_expansion_is_the_cross_product_in_axis_order(tmp_path):
         ({"split.strong": []}, r"^sweep\.split\.strong: give a non-empty list"),
         ({"split.strong": 0.1}, r"^sweep\.split\.strong: give a non-empty list"),
         ({"split.strong": [0.1, 0.1]}, r"^sweep\.split\.strong: the value 0\.1 is listed twice"),
-        ({"split.strong": [0.1, 0.9]}, r"^sweep\.split\.strong: value 0\.9: .*not a strong fraction in \(0, 0\.8\]"),
-        ({"split.strong": [0.1], "split.fractions": [[0.1, 0.7, 0.2]]}, r"^sweep\.split\.strong: .*split\.fractions"),
+        ({"split.strong": [0.1, 0.9]}, r"^sweep\.split\.strong: value 0\.9: .*fraction in \(0, 0\.8\]"),
+        ({"split.strong": [0.1], "split.nested": [True]}, r"^sweep\.split\.strong: .*split\.nested"),
         ({"train.optim.lr": ["fast"]}, r"^sweep\.train\.optim\.lr: value fast: "),
-        ({"train.weak.noise.model": ["gauss"]}, r"^sweep\.train\.weak\.noise\.model: value gauss: .*weak\.noise\.model"),
+        ({"train.weak.noise.model": ["gauss"]}, r"^sweep\.train\.weak\.noise\.model: value gauss: .*noise"),
         ({"train.optim.lrr": [0.1]}, r"^sweep\.train\.optim\.lrr: value 0\.1: .*unknown config key"),
         ({"methods": [["proportion"], ["nope"]]}, r"^sweep\.methods: value \[\"nope\"\]: "),
         ({"dataset.patch": [16, 32]}, r"^sweep\.dataset\.patch: dataset\.source is 'store'"),
@@ -254,3 +254,18 @@ def test_make_splits_with_imported_weak_labels_checks_the_set(tmp_path, tiny_sto
     # The manifest made without the set differs from what the experiment asks for.
     with pytest.raises(SegweakError, match="exists with other settings .*weak_labels None, wanted fields"):
         make_splits(cfg, store, log=lambda m: None)
+
+
+def test_label_efficiency_config_plan():
+    cfg = plan.load_experiment_config(
+        Path(__file__).resolve().parents[2] / "configs" / "label-efficiency.yaml"
+    )
+    points = plan.sweep_points(cfg)
+    assert [p.factors["split.strong"] for p in points] == [0.05, 0.1, 0.2]
+    runs = plan.plan_runs(cfg, points=points)
+    trained = [r for r in runs if r.trained_at is None]
+    assert {r.arm for r in runs} == {"baseline", "proportion", "full"}
+    assert sum(r.stage == "full" for r in trained) == len(cfg.seeds)  # once per seed, shown at 3 points
+    assert sum(r.stage == "full" for r in runs) == 3 * len(cfg.seeds)
+    # The budget stated in the file's header: 3 points x (40 + 80 + 40) + 120 steps per seed.
+    assert sum(r.cfg.trainer.max_steps for r in trained) == len(cfg.seeds) * (3 * (40 + 80 + 40) + 120)

@@ -6,8 +6,8 @@ training method, :mod:`segweak.methods`):
 * ``baseline``: ``supervised`` on the strong subset (ImageNet/offline encoder),
 * ``weak``: each pre-training method of ``methods`` (e.g. ``proportion``: weak labels of the weak
   subset only),
-* ``finetune``: ``supervised`` on the strong subset from the same split/seed/method's weak
-  ``best.ckpt`` (``init.checkpoint``),
+* ``finetune``: ``supervised`` on the strong subset from the same split/seed/method's weak run's
+  selected checkpoint (:func:`segweak.train.engine.selected_checkpoint`, ``init.checkpoint``),
 * one row per other method of ``methods`` (e.g. ``joint``), named after the method; a method that
   depends on another row (:meth:`~segweak.methods.TrainingMethod.depends_on`, e.g. ``pseudo_label``
   taught by ``finetune-proportion``) gives one run per round, each preceded by the artefact it reads
@@ -17,6 +17,10 @@ training method, :mod:`segweak.methods`):
 Each run lives in ``EXP/runs/<stage>[-<method>]-split<k>-seed<s>/`` (a single-run method's row:
 ``<method>-split<k>-seed<s>``; a round of a method with rounds: ``<method>-split<k>-seed<s>-round<r>``,
 its artefact in ``EXP/pseudo/`` under the same name).
+
+A sweep (:mod:`segweak.experiment.sweep`) repeats all of this at every point, in
+``EXP/runs/<point slug>/`` and ``EXP/pseudo/<point slug>/``; a run with the same inputs at several
+points trains once and is reported at each (:func:`plan_runs`).
 
 Running the plan is :mod:`segweak.experiment.run`; its results rows are
 :mod:`segweak.experiment.results`.
@@ -335,6 +339,10 @@ def check_runs(cfg: ExperimentConfig, points: list[SweepPoint] | None = None) ->
     matches the bands of the data when they are known before preparing (see :func:`_source_bands`).
     Runs whose results already exist are skipped (they will not train), so a finished GPU experiment
     can still be collected on a CPU machine.
+
+    Args:
+        cfg: Validated experiment config.
+        points: Its sweep points (:func:`sweep_points`), when already expanded.
 
     Returns:
         The planned runs (see :func:`plan_runs`).
