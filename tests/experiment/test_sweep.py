@@ -269,3 +269,29 @@ def test_label_efficiency_config_plan():
     assert sum(r.stage == "full" for r in runs) == 3 * len(cfg.seeds)
     # The budget stated in the file's header: 3 points x (40 + 80 + 40) + 120 steps per seed.
     assert sum(r.cfg.trainer.max_steps for r in trained) == len(cfg.seeds) * (3 * (40 + 80 + 40) + 120)
+
+
+def test_sample_predictions_read_the_selected_checkpoint(tmp_path, tiny_store):
+    from segweak.experiment.results import load_experiment
+    from segweak.experiment.samples import wanted_spec
+
+    exp = tmp_path / "exp"
+    for name, selection in (("a", "best"), ("b", "last")):
+        (exp / "runs" / name / "checkpoints").mkdir(parents=True)
+        (exp / "runs" / name / "checkpoints" / f"{selection}.ckpt").write_bytes(b"x")
+    rows = [
+        {
+            "stage": "baseline",
+            "method": "",
+            "seed": 0,
+            "split_seed": 0,
+            "run_dir": "runs/a",
+            "selection": "best",
+        },
+        {"stage": "full", "method": "", "seed": 0, "split_seed": 0, "run_dir": "runs/b", "selection": "last"},
+    ]
+    results = {"store": str(tiny_store), "splits": {"0": "default"}, "split_seeds": [0], "rows": rows}
+    (exp / "results.json").write_text(json.dumps(results))
+    spec = wanted_spec(load_experiment(exp), 2, 0)
+    assert [run[3] for run in spec["runs"]] == ["checkpoints/best.ckpt", "checkpoints/last.ckpt"]
+    assert all(run[2] is not None for run in spec["runs"])  # both files found: none missing
