@@ -673,6 +673,10 @@ class ExperimentConfig:
             name (``baseline``, ``weak``, ``finetune``, ``full``) or by the name of a single-run
             method of ``methods``.
         report: Report options (:class:`ReportConfig`).
+        sweep: Axes of a sweep, ``{dotted key: [values, ...]}``: the experiment runs at every point
+            of their cross product (:mod:`segweak.experiment.sweep`). Keys address this config
+            (``dataset.patch``, ``train.weak.noise``, ``methods``, ...) or are derived
+            (``split.strong``); ``{}``: no sweep.
     """
 
     name: str = "experiment"
@@ -685,6 +689,7 @@ class ExperimentConfig:
     train: dict[str, Any] = field(default_factory=dict)
     stage_overrides: dict[str, Any] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
+    sweep: dict[str, Any] = field(default_factory=dict)
 
     def compared_methods(self) -> list[str]:
         """Methods compared with the baseline: ``methods``; default ``[proportion]`` with a ``weak`` stage."""

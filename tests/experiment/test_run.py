@@ -394,7 +394,9 @@ def test_demo_config_is_packaged_identically():
     assert quick.train["model"]["weights"] == "none" and quick.stage_overrides == {}
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "vaihingen.yaml", "potsdam.yaml", "folder-example.yaml"])
+@pytest.mark.parametrize(
+    "name", ["demo.yaml", "vaihingen.yaml", "potsdam.yaml", "folder-example.yaml", "label-efficiency.yaml"]
+)
 def test_shipped_configs_load(name):
     path = REPO / "configs" / name
     cfg = plan.load_experiment_config(path)

@@ -150,59 +150,67 @@ def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> P
     return store_path
 
 
+def split_weak_labels(cfg: ExperimentConfig) -> str | None:
+    """Return the imported weak-label set the experiment's splits are made with (``train.weak.labels``).
+
+    ``None`` when the runs use labels computed from the masks; with an imported set, the patches of
+    images without masks that one of its bags covers join the weak subset
+    (:func:`segweak.data.splits.make_split`, ``weak_labels``).
+    """
+    from segweak.weak.table import COMPUTED
+
+    labels = ((cfg.train.get("weak") or {}).get("labels")) or COMPUTED
+    return None if labels == COMPUTED else str(labels)
+
+
 def make_splits(
     cfg: ExperimentConfig, store_path: Path, log: Callable[[str], None] = print
 ) -> dict[int, str]:
     """Make (or check and reuse) one split manifest per split seed; return ``{split_seed: name}``.
 
+    Every ``split`` key is passed on (``fractions``, ``by``, ``nested``, ``test``), and
+    ``train.weak.labels`` when it names an imported set (:func:`split_weak_labels`).
+
     Raises:
-        SegweakError: When a manifest of that name exists with other fractions/unit/seed.
+        SegweakError: When a manifest of that name exists with other settings.
     """
-    from segweak.data.splits import fraction_warning, load_split, make_split
+    from segweak.data.splits import fraction_warning, load_split, make_split, split_mismatch
     from segweak.data.store import Store
 
     store = Store(store_path)
     names: dict[int, str] = {}
-    want_fr = dict(zip(("strong", "weak", "val"), cfg.split.fractions, strict=True))
-    for k in cfg.split.seeds:
+    sp = cfg.split
+    weak_labels = split_weak_labels(cfg)
+    for k in sp.seeds:
         name = split_name(cfg, k)
         names[k] = name
         manifest = store_path / "splits" / f"{name}.json"
         if manifest.is_file():
-            existing = _split_dict(load_split(store, name))
-            same = (
-                existing.get("seed") == k
-                and existing.get("by") == cfg.split.by
-                and all(
-                    abs(float(existing.get("fractions", {}).get(s, -1)) - f) < 1e-9
-                    for s, f in want_fr.items()
-                )
-            )
-            if not same:
+            existing = load_split(store, name)
+            diff = split_mismatch(existing, sp.fractions, sp.by, k, nested=sp.nested, test=sp.test)
+            if diff is None and existing.get("weak_labels") != weak_labels:
+                diff = f"weak_labels {existing.get('weak_labels')}, wanted {weak_labels}"
+            if diff is not None:
                 raise SegweakError(
-                    f"split manifest {manifest} exists with other settings (seed {existing.get('seed')}, "
-                    f"by {existing.get('by')}, fractions {existing.get('fractions')}); set split.name to a "
+                    f"split manifest {manifest} exists with other settings ({diff}); set split.name to a "
                     "new name or delete the manifest and the runs trained on it"
                 )
             log(f"split {name!r} exists, reusing it")
             continue
-        log(f"making split {name!r} (fractions {cfg.split.fractions}, by {cfg.split.by}, seed {k})")
-        made = make_split(store, name, fractions=cfg.split.fractions, by=cfg.split.by, seed=k)
+        nested = ", nested" if sp.nested else ""
+        test = f", test {sp.test}" if sp.test is not None else ""
+        log(f"making split {name!r} (fractions {sp.fractions}, by {sp.by}{nested}{test}, seed {k})")
+        made = make_split(
+            store,
+            name,
+            fractions=sp.fractions,
+            by=sp.by,
+            seed=k,
+            nested=sp.nested,
+            test=sp.test,
+            weak_labels=weak_labels,
+        )
         warning = fraction_warning(made)
         if warning:
             log(f"warning: {warning}")
     return names
-
-
-def _split_dict(split: Any) -> dict[str, Any]:
-    """Return a split manifest as a plain dict, whatever object ``load_split`` returns."""
-    if isinstance(split, dict):
-        return split
-    for attr in ("to_dict", "as_dict"):
-        if hasattr(split, attr):
-            return getattr(split, attr)()
-    import dataclasses
-
-    if dataclasses.is_dataclass(split):
-        return dataclasses.asdict(split)  # type: ignore[arg-type]
-    return dict(vars(split))

@@ -6,8 +6,8 @@ training method, :mod:`segweak.methods`):
 * ``baseline``: ``supervised`` on the strong subset (ImageNet/offline encoder),
 * ``weak``: each pre-training method of ``methods`` (e.g. ``proportion``: weak labels of the weak
   subset only),
-* ``finetune``: ``supervised`` on the strong subset from the same split/seed/method's weak
-  ``best.ckpt`` (``init.checkpoint``),
+* ``finetune``: ``supervised`` on the strong subset from the same split/seed/method's weak run's
+  selected checkpoint (:func:`segweak.train.engine.selected_checkpoint`, ``init.checkpoint``),
 * one row per other method of ``methods`` (e.g. ``joint``), named after the method; a method that
   depends on another row (:meth:`~segweak.methods.TrainingMethod.depends_on`, e.g. ``pseudo_label``
   taught by ``finetune-proportion``) gives one run per round, each preceded by the artefact it reads
@@ -18,6 +18,10 @@ Each run lives in ``EXP/runs/<stage>[-<method>]-split<k>-seed<s>/`` (a single-ru
 ``<method>-split<k>-seed<s>``; a round of a method with rounds: ``<method>-split<k>-seed<s>-round<r>``,
 its artefact in ``EXP/pseudo/`` under the same name).
 
+A sweep (:mod:`segweak.experiment.sweep`) repeats all of this at every point, in
+``EXP/runs/<point slug>/`` and ``EXP/pseudo/<point slug>/``; a run with the same inputs at several
+points trains once and is reported at each (:func:`plan_runs`).
+
 Running the plan is :mod:`segweak.experiment.run`; its results rows are
 :mod:`segweak.experiment.results`.
 """
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +42,10 @@ from segweak.config import (
     load_config,
     parse_overrides,
     read_yaml,
+    to_dict,
 )
 from segweak.errors import SegweakError
+from segweak.experiment.sweep import SweepPoint, expand, sweep_axes
 
 ARTEFACTS_DIR = "pseudo"
 """Experiment subdirectory of the artefacts rounds read (``EXP/pseudo/<run name>/``)."""
@@ -80,6 +86,11 @@ class PlannedRun:
         teacher: ``best.ckpt`` of the run that teaches this round (a method with rounds).
         artefact: Directory of the artefact the round reads, written from ``teacher`` before it
             trains (:meth:`~segweak.methods.TrainingMethod.prepare`).
+        point: Label of the sweep point the row belongs to (``""`` without a sweep).
+        factors: ``{dotted key: value}`` of that point.
+        trained_at: Label of the point whose identical run this row reports (its ``cfg`` is that
+            run's), or ``None`` when the run is this point's own.
+        upstream: Run directory of the run this one starts from (``init.checkpoint`` or ``teacher``).
     """
 
     stage: str
@@ -92,12 +103,20 @@ class PlannedRun:
     round: int | None = None
     teacher: str | None = None
     artefact: str | None = None
+    point: str = ""
+    factors: dict[str, Any] = field(default_factory=dict)
+    trained_at: str | None = None
+    upstream: str | None = None
 
     @property
     def key(self) -> tuple[Any, ...]:
-        """``(stage, method, split_seed, seed)``, plus ``round`` for a round of a method with rounds."""
+        """``(stage, method, split_seed, seed)``, plus ``round`` for a round of a method with rounds.
+
+        In a sweep the point's label comes first: ``(point, stage, method, split_seed, seed[, round])``.
+        """
         key = (self.stage, self.method, self.split_seed, self.seed)
-        return key if self.round is None else (*key, self.round)
+        key = key if self.round is None else (*key, self.round)
+        return (self.point, *key) if self.point else key
 
     @property
     def arm(self) -> str:
@@ -123,7 +142,8 @@ class PlannedRun:
         """Short description for progress output."""
         name = f"{self.stage}:{self.method}" if self.method else self.stage
         rnd = f" round{self.round}" if self.round is not None else ""
-        return f"{name} split{self.split_seed} seed{self.seed}{rnd}"
+        at = f" @ {self.point}" if self.point else ""
+        return f"{name} split{self.split_seed} seed{self.seed}{rnd}{at}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,7 +174,7 @@ def load_experiment_config(path: str | Path | None, overrides: list[str] | None 
         )
     cfg = load_config(ExperimentConfig, path, overrides).validate()
     check_train_sections(cfg)
-    plan_runs(cfg, experiment_store(cfg))  # validates every run's resolved TrainConfig
+    plan_runs(cfg)  # validates every sweep point and every run's resolved TrainConfig
     return cfg
 
 
@@ -310,7 +330,7 @@ def _source_bands(cfg: ExperimentConfig) -> tuple[int, str] | None:
     return len(bands), f"dataset.source {ds.source} ({'+'.join(bands)})"
 
 
-def check_runs(cfg: ExperimentConfig) -> list[PlannedRun]:
+def check_runs(cfg: ExperimentConfig, points: list[SweepPoint] | None = None) -> list[PlannedRun]:
     """Resolve and validate every run's training config, and check them against this machine and data.
 
     Called by :func:`run_experiment` before anything is written; :func:`load_experiment_config` only
@@ -319,6 +339,10 @@ def check_runs(cfg: ExperimentConfig) -> list[PlannedRun]:
     matches the bands of the data when they are known before preparing (see :func:`_source_bands`).
     Runs whose results already exist are skipped (they will not train), so a finished GPU experiment
     can still be collected on a CPU machine.
+
+    Args:
+        cfg: Validated experiment config.
+        points: Its sweep points (:func:`sweep_points`), when already expanded.
 
     Returns:
         The planned runs (see :func:`plan_runs`).
@@ -330,7 +354,7 @@ def check_runs(cfg: ExperimentConfig) -> list[PlannedRun]:
     from segweak.train.engine import is_complete
     from segweak.train.preflight import check_trainer_hardware
 
-    runs = plan_runs(cfg, experiment_store(cfg))
+    runs = plan_runs(cfg, points=points)
     bands = _source_bands(cfg)
     for run in runs:
         if is_complete(run.cfg.run_dir):
@@ -384,6 +408,7 @@ def resolve_train_config(
     init_from: str | None = None,
     round: int | None = None,
     artefact: str | None = None,
+    slug: str = "",
 ) -> TrainConfig:
     """Resolve one run's TrainConfig: defaults <- ``train`` <- ``stage_overrides`` <- experiment keys.
 
@@ -403,6 +428,8 @@ def resolve_train_config(
         init_from: ``init.checkpoint`` of a ``finetune`` row.
         round: Round of a method with rounds (part of the run's name).
         artefact: The round's artefact directory, set as the method's ``artefact_option``.
+        slug: The sweep point's directory name (``""`` without a sweep): runs go to
+            ``<out_dir>/runs/<slug>/``.
     """
     from segweak.methods import check_config
 
@@ -411,7 +438,7 @@ def resolve_train_config(
     for layer in layers:
         data = deep_merge(data, copy.deepcopy(cfg.stage_overrides.get(layer, {})))
     forced: dict[str, Any] = {
-        "out_dir": str(Path(cfg.out_dir) / "runs"),
+        "out_dir": str(runs_root(cfg, slug)),
         "run_name": run_name(stage, method, split_seed, seed, round),
         "resume": True,
         "data": {"store": str(store), "split": split_name(cfg, split_seed)},
@@ -435,34 +462,139 @@ def resolve_train_config(
         raise SegweakError(f"stage {stage}: {exc}") from None
 
 
-def plan_runs(cfg: ExperimentConfig, store: str | Path) -> list[PlannedRun]:
-    """Every run of the protocol, in the order they must train (weak before finetune).
+def runs_root(cfg: ExperimentConfig, slug: str = "") -> Path:
+    """Directory of a sweep point's runs: ``<out_dir>/runs`` (no sweep) or ``<out_dir>/runs/<slug>``."""
+    root = Path(cfg.out_dir) / "runs"
+    return root / slug if slug else root
 
-    Per split seed x seed: ``baseline``; ``weak`` then ``finetune`` for each pre-training method;
-    one row per single-run method (one run per round for a method that depends on another row:
-    round 1 taught by that row's final ``best.ckpt``, round r + 1 by round r's); ``full``.
+
+def artefacts_root(cfg: ExperimentConfig, slug: str = "") -> Path:
+    """Directory of a sweep point's artefacts: ``<out_dir>/pseudo[/<slug>]``."""
+    root = Path(cfg.out_dir) / ARTEFACTS_DIR
+    return root / slug if slug else root
+
+
+def sweep_points(cfg: ExperimentConfig) -> list[SweepPoint]:
+    """Return the experiment's sweep points (one without a sweep), each point's config and runs checked.
+
+    Raises:
+        SegweakError: Naming ``sweep.<key>`` or the point at fault (:func:`segweak.experiment.sweep.expand`).
+    """
+
+    def check(point: ExperimentConfig) -> None:
+        check_train_sections(point)
+        registry: dict[str, PlannedRun] = {}
+        for k in point.split.seeds:
+            for s in point.seeds:
+                _plan_split_seed(point, experiment_store(point), k, s, "", registry)
+
+    return expand(cfg, check=check if sweep_axes(cfg) else None)
+
+
+def plan_runs(
+    cfg: ExperimentConfig, store: str | Path | None = None, points: list[SweepPoint] | None = None
+) -> list[PlannedRun]:
+    """Every run of the protocol at every sweep point, in the order they must train.
+
+    Per point, per split seed x seed: ``baseline``; ``weak`` then ``finetune`` for each pre-training
+    method; one row per single-run method (one run per round for a method that depends on another
+    row: round 1 taught by that row's final selected checkpoint, round r + 1 by round r's); ``full``.
+
+    A run whose inputs are the same as a run planned at an earlier point (resolved training config,
+    store, the split subsets it reads, the run it starts from) is not planned again: its row at the
+    later point carries the earlier run's config and ``trained_at`` (e.g. ``full`` across a
+    ``split.strong`` sweep: strong ∪ weak and val are the same patches at every point).
 
     Args:
         cfg: Validated experiment config.
-        store: Path of the prepared store.
+        store: Path of the prepared store every point uses (tests, single-store experiments);
+            ``None``: each point's own (:func:`experiment_store`).
+        points: The sweep points (:func:`sweep_points`), when already expanded.
 
     Returns:
         Planned runs.
     """
+    registry: dict[str, PlannedRun] = {}
     runs: list[PlannedRun] = []
-    for k in cfg.split.seeds:
-        for s in cfg.seeds:
-            runs += _plan_split_seed(cfg, store, k, s)
+    for point in points if points is not None else sweep_points(cfg):
+        point_store = store if store is not None else experiment_store(point.cfg)
+        for k in point.cfg.split.seeds:
+            for s in point.cfg.seeds:
+                runs += _plan_split_seed(point.cfg, point_store, k, s, point.slug, registry, point)
     return runs
 
 
-def _plan_split_seed(cfg: ExperimentConfig, store: str | Path, k: int, s: int) -> list[PlannedRun]:
-    """Plan the runs of split seed ``k`` x training seed ``s`` (see :func:`plan_runs`)."""
+def _split_reads(cfg: ExperimentConfig, train_cfg: TrainConfig, split_seed: int) -> dict[str, Any]:
+    """Return the split settings that fix the patches a run reads (its share of the run's identity).
+
+    A supervised ``full`` run reads strong ∪ weak, val and test: with nested splits those do not
+    depend on how strong and weak share their fraction, so only the val/test fractions count.
+    Any other run may read every subset, so every setting counts.
+    """
+    from segweak.experiment.data import split_weak_labels
+
+    sp = cfg.split
+    fractions: list[Any] = list(sp.fractions)
+    subset = (
+        train_cfg.methods.get("supervised", {}).get("subset") if train_cfg.method == "supervised" else None
+    )
+    if subset == "full" and sp.nested:
+        fractions = ["strong+weak", *fractions[2:]]
+    return {
+        "seed": split_seed,
+        "by": sp.by,
+        "nested": sp.nested,
+        "test": sp.test,
+        "fractions": fractions,
+        "weak_labels": split_weak_labels(cfg),
+    }
+
+
+def _identity(
+    cfg: ExperimentConfig, run: PlannedRun, store: str | Path, registry: dict[str, PlannedRun]
+) -> str:
+    """Return a string equal for two planned runs exactly when they would train the same thing."""
+    upstream = None
+    if run.upstream is not None:
+        owner = registry.get(f"dir:{run.upstream}")
+        upstream = owner.cfg.run_dir.as_posix() if owner is not None else run.upstream
+    comparable = comparable_config(run.cfg)
+    pop_keys(comparable, ("data", "split"))
+    return json.dumps(
+        {
+            "config": comparable,
+            "store": Path(store).as_posix(),
+            "split": _split_reads(cfg, run.cfg, run.split_seed),
+            "row": [run.stage, run.method, run.round],
+            "upstream": upstream,
+        },
+        sort_keys=True,
+        default=str,
+    )
+
+
+def _plan_split_seed(
+    cfg: ExperimentConfig,
+    store: str | Path,
+    k: int,
+    s: int,
+    slug: str,
+    registry: dict[str, PlannedRun],
+    point: SweepPoint | None = None,
+) -> list[PlannedRun]:
+    """Plan the runs of split seed ``k`` x training seed ``s`` at one point (see :func:`plan_runs`).
+
+    ``registry`` maps each planned run's identity (and ``dir:<run dir>``) to the run that trains it,
+    across points; a run already there is reported, not planned again.
+    """
     from segweak.methods import method_class
+    from segweak.train.engine import selected_checkpoint
 
     methods = methods_of(cfg)
     runs: list[PlannedRun] = []
-    final: dict[str, str] = {}  # row -> best.ckpt of its last run (what a dependant starts from)
+    final: dict[str, str] = {}  # row -> selected checkpoint of its last run (what a dependant starts from)
+    label = point.label if point is not None else ""
+    factors = dict(point.factors) if point is not None else {}
 
     def add(
         stage: str,
@@ -473,26 +605,38 @@ def _plan_split_seed(cfg: ExperimentConfig, store: str | Path, k: int, s: int) -
         teacher: str | None = None,
         artefact: str | None = None,
     ) -> str:
-        """Plan one run; return its best.ckpt path."""
+        """Plan one run (or report an identical earlier one); return its selected checkpoint."""
         tc = resolve_train_config(
             cfg, stage, method=method, split_seed=k, seed=s, store=store, init_from=init_from,
-            round=round, artefact=artefact,
+            round=round, artefact=artefact, slug=slug,
         )  # fmt: skip
-        sname = split_name(cfg, k)
-        run = PlannedRun(stage, method, k, sname, s, tc, round=round, teacher=teacher, artefact=artefact)
+        source = init_from or teacher
+        run = PlannedRun(
+            stage, method, k, split_name(cfg, k), s, tc, round=round, teacher=teacher, artefact=artefact,
+            point=label, factors=factors,
+            upstream=str(Path(source).parent.parent) if source is not None else None,
+        )  # fmt: skip
+        identity = _identity(cfg, run, store, registry)
+        owner = registry.get(identity)
+        if owner is not None and owner.point != label:
+            run.cfg, run.teacher, run.artefact = owner.cfg, owner.teacher, owner.artefact
+            run.trained_at = owner.point
+        else:
+            registry[identity] = run
+        registry[f"dir:{run.cfg.run_dir}"] = run
         runs.append(run)
-        return str(tc.run_dir / "checkpoints" / "best.ckpt")
+        return str(selected_checkpoint(run.cfg))
 
     if "baseline" in cfg.stages:
         final["baseline"] = add("baseline")
     pretrain = [m for m in methods if _pretrains(m)]
+    weak_ckpt: dict[str, str] = {}
     if "weak" in cfg.stages:
         for m in pretrain:
-            add("weak", m)
+            weak_ckpt[m] = add("weak", m)
     if "finetune" in cfg.stages:
         for m in pretrain:
-            weak_dir = Path(cfg.out_dir) / "runs" / run_name("weak", m, k, s)
-            final[m] = add("finetune", m, init_from=str(weak_dir / "checkpoints" / "best.ckpt"))
+            final[m] = add("finetune", m, init_from=weak_ckpt[m])
     for m in (m for m in methods if not _pretrains(m)):
         cls = method_class(m)
         options = _arm_options(cfg, m)
@@ -502,12 +646,45 @@ def _plan_split_seed(cfg: ExperimentConfig, store: str | Path, k: int, s: int) -
             continue
         teacher = final[row]  # present: check_train_sections checked the dependency
         for r in range(1, cls.rounds(options) + 1):
-            artefact = str(Path(cfg.out_dir) / ARTEFACTS_DIR / run_name(m, "", k, s, r))
+            artefact = str(artefacts_root(cfg, slug) / run_name(m, "", k, s, r))
             teacher = add(m, round=r, artefact=artefact, teacher=teacher)
         final[m] = teacher
     if "full" in cfg.stages:
         add("full")
     return runs
+
+
+#: Keys ignored when checking that a finished run was trained with the config asked for now
+#: (paths may move with the experiment directory; the rest does not change the numbers).
+IGNORED_FOR_MATCH = (
+    ("out_dir",),
+    ("run_name",),
+    ("resume",),
+    ("data", "store"),
+    ("data", "num_workers"),
+    ("init", "checkpoint"),
+    ("trainer", "progress_bar"),
+    ("trainer", "log_every_n_steps"),
+)
+
+
+def comparable_config(train_cfg: TrainConfig | dict[str, Any]) -> dict[str, Any]:
+    """Return a run's training config as a mapping without the keys that do not change its numbers.
+
+    Drops :data:`IGNORED_FOR_MATCH`, and a method's artefact path and planning options (more rounds
+    do not change a finished round).
+    """
+    from segweak.methods import METHODS
+
+    d = copy.deepcopy(to_dict(train_cfg) if not isinstance(train_cfg, dict) else train_cfg)
+    for keys in IGNORED_FOR_MATCH:
+        pop_keys(d, keys)
+    cls = METHODS.get(str(d.get("method")))
+    if cls is not None:
+        for option in (cls.artefact_option, *cls.planning_options):
+            if option:
+                pop_keys(d, ("methods", cls.name, option))
+    return d
 
 
 def experiment_store(cfg: ExperimentConfig) -> Path:

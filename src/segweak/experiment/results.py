@@ -23,7 +23,9 @@ from segweak.io import atomic_write_json, atomic_write_text
 
 RESULTS_FORMAT_VERSION = 1
 
-#: Fixed leading columns of results.csv; ``iou_<class>`` and ``f1_<class>`` follow ``oa``.
+#: Fixed leading columns of results.csv; ``iou_<class>`` and ``f1_<class>`` follow ``oa``. In a sweep,
+#: one ``factor:<dotted key>`` column per axis follows ``point``; ``test_iou_<class>`` columns come
+#: before ``test_n_pixels``.
 RESULT_COLUMNS = (
     "stage",
     "method",
@@ -34,12 +36,23 @@ RESULT_COLUMNS = (
     "seed",
     "round",
     "train_method",
+    "point",
+    "selection",
+    "strong_fraction",
+    "weak_labels",
+    "weak_noise",
     "miou",
     "mf1",
     "oa",
 )
 #: Trailing columns after the per-class ones.
 RESULT_TAIL_COLUMNS = (
+    "test_miou",
+    "test_mf1",
+    "test_oa",
+    "test_n_pixels",
+    "eroded_miou",
+    "test_eroded_miou",
     "prop_mae",
     "presence_f1",
     "n_pixels",
@@ -50,6 +63,7 @@ RESULT_TAIL_COLUMNS = (
     "data_passes",
     "train_seconds",
     "run_dir",
+    "trained_at",
     "note",
 )
 
@@ -67,9 +81,39 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
         raise SegweakError(f"cannot read {path}: {exc}; delete the run directory to retrain it") from exc
 
 
-def result_row(run: PlannedRun, metrics: dict[str, Any], exp_dir: Path, run_dir: Path) -> dict[str, Any]:
-    """One results row from a run's metrics (``per_class_*`` flattened to ``iou_<c>`` / ``f1_<c>``)."""
+def noise_label(noise: Any) -> str:
+    """Short label of a run's ``weak.noise`` (:class:`~segweak.config.NoiseConfig` or its mapping).
+
+    ``none``, ``dirichlet(concentration=50)`` or ``relative(sigma=0.3)``.
+    """
+    get = noise.get if isinstance(noise, dict) else lambda key, default=None: getattr(noise, key, default)
+    model = str(get("model", "none") or "none")
+    parameter = {"dirichlet": "concentration", "relative": "sigma"}.get(model)
+    if parameter is None:
+        return model
+    return f"{model}({parameter}={float(get(parameter)):g})"
+
+
+def result_row(
+    run: PlannedRun,
+    metrics: dict[str, Any],
+    exp_dir: Path,
+    run_dir: Path,
+    strong_fraction: float | None = None,
+) -> dict[str, Any]:
+    """One results row from a run's metrics (``per_class_*`` flattened to ``iou_<c>`` / ``f1_<c>``).
+
+    Args:
+        run: The planned run (at a sweep point: its ``point`` and ``factors`` go into the row).
+        metrics: The run's ``metrics.json``.
+        exp_dir: Experiment directory (``run_dir`` is written relative to it).
+        run_dir: The run directory (an earlier point's for a run shared across points).
+        strong_fraction: Achieved patch fraction of the strong subset of the point's split.
+    """
+    test = metrics.get("test") or {}
     row: dict[str, Any] = {
+        "point": run.point,
+        "factors": dict(run.factors),
         "stage": run.stage,
         "method": run.method,
         "arm": run.arm,
@@ -79,6 +123,10 @@ def result_row(run: PlannedRun, metrics: dict[str, Any], exp_dir: Path, run_dir:
         "seed": run.seed,
         "round": run.round,
         "train_method": run.cfg.method,
+        "selection": metrics.get("selection") or "best",  # runs before `selection` existed: best
+        "strong_fraction": strong_fraction,
+        "weak_labels": run.cfg.weak.labels,
+        "weak_noise": noise_label(run.cfg.weak.noise),
         "miou": metrics.get("miou"),
         "mf1": metrics.get("mf1"),
         "oa": metrics.get("oa"),
@@ -88,6 +136,13 @@ def result_row(run: PlannedRun, metrics: dict[str, Any], exp_dir: Path, run_dir:
         row[f"iou_{c}"] = (metrics.get("per_class_iou") or {}).get(c)
     for c in classes:
         row[f"f1_{c}"] = (metrics.get("per_class_f1") or {}).get(c)
+    for key in ("miou", "mf1", "oa"):
+        row[f"test_{key}"] = test.get(key)
+    for c in classes:
+        row[f"test_iou_{c}"] = (test.get("per_class_iou") or {}).get(c)
+    row["test_n_pixels"] = test.get("n_pixels")
+    row["eroded_miou"] = (metrics.get("eroded") or {}).get("miou")
+    row["test_eroded_miou"] = (test.get("eroded") or {}).get("miou")
     row["prop_mae"] = metrics.get("prop_mae")
     row["presence_f1"] = metrics.get("presence_f1")
     row["n_pixels"] = metrics.get("n_pixels")
@@ -101,23 +156,27 @@ def result_row(run: PlannedRun, metrics: dict[str, Any], exp_dir: Path, run_dir:
         row["run_dir"] = run_dir.resolve().relative_to(exp_dir.resolve()).as_posix()
     except ValueError:
         row["run_dir"] = str(run_dir)
+    row["trained_at"] = run.trained_at
     row["note"] = run.note
     return row
 
 
-def result_columns(classes: list[str]) -> list[str]:
-    """All results.csv columns, in order, for class names ``classes``."""
-    return (
-        list(RESULT_COLUMNS)
-        + [f"iou_{c}" for c in classes]
-        + [f"f1_{c}" for c in classes]
-        + list(RESULT_TAIL_COLUMNS)
-    )
+def result_columns(classes: list[str], factors: list[str] | None = None) -> list[str]:
+    """All results.csv columns, in order, for class names ``classes`` and sweep axes ``factors``."""
+    lead = list(RESULT_COLUMNS)
+    at = lead.index("point") + 1
+    lead[at:at] = [f"factor:{key}" for key in factors or []]
+    tail = list(RESULT_TAIL_COLUMNS)
+    at = tail.index("test_n_pixels")
+    tail[at:at] = [f"test_iou_{c}" for c in classes]
+    return lead + [f"iou_{c}" for c in classes] + [f"f1_{c}" for c in classes] + tail
 
 
 def _csv_value(v: Any) -> str:
     if v is None:
         return ""
+    if isinstance(v, dict):
+        return json.dumps(v, separators=(",", ":"))
     if isinstance(v, list):
         return ";".join(str(x) for x in v)
     if isinstance(v, float):
@@ -125,17 +184,25 @@ def _csv_value(v: Any) -> str:
     return str(v)
 
 
+def _cell(row: dict[str, Any], column: str) -> Any:
+    """Return a row's value for a CSV column (``factor:<key>``: that factor, a list JSON-encoded)."""
+    if column.startswith("factor:"):
+        value = (row.get("factors") or {}).get(column[len("factor:") :])
+        return json.dumps(value, separators=(",", ":")) if isinstance(value, list) else value
+    return row.get(column)
+
+
 def write_results(exp_dir: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``results.json`` and ``results.csv`` atomically; return their paths."""
     classes = list(meta.get("classes") or [])
-    cols = result_columns(classes)
+    cols = result_columns(classes, list((meta.get("sweep") or {}).get("axes") or {}))
     payload = {"format_version": RESULTS_FORMAT_VERSION, **meta, "columns": cols, "rows": rows}
     jpath = atomic_write_json(exp_dir / "results.json", payload)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(cols)
     for r in rows:
-        writer.writerow([_csv_value(r.get(c)) for c in cols])
+        writer.writerow([_csv_value(_cell(r, c)) for c in cols])
     cpath = atomic_write_text(exp_dir / "results.csv", buf.getvalue())
     return jpath, cpath
 

@@ -28,7 +28,6 @@ from segweak.config import (
     dump_yaml,
     from_dict,
     migrate_train_dict,
-    to_dict,
 )
 from segweak.errors import SegweakError
 from segweak.experiment.data import make_splits, prepare_data
@@ -36,30 +35,20 @@ from segweak.experiment.plan import (
     PlannedRun,
     check_runs,
     check_train_sections,
+    comparable_config,
+    experiment_store,
     methods_of,
     plan_runs,
-    pop_keys,
+    sweep_points,
 )
 from segweak.experiment.results import read_metrics, result_row, write_results
+from segweak.experiment.sweep import sweep_axes
 from segweak.io import atomic_write_text
 
 ARTEFACT_WAIT_S = 1800.0
 """How long another DDP rank waits for rank 0 to write a round's artefact (torch's default
 process-group timeout), polling every :data:`ARTEFACT_POLL_S` seconds."""
 ARTEFACT_POLL_S = 0.5
-
-#: Keys ignored when checking that a finished run was trained with the config asked for now
-#: (paths may move with the experiment directory; the rest does not change the numbers).
-_IGNORED_FOR_MATCH = (
-    ("out_dir",),
-    ("run_name",),
-    ("resume",),
-    ("data", "store"),
-    ("data", "num_workers"),
-    ("init", "checkpoint"),
-    ("trainer", "progress_bar"),
-    ("trainer", "log_every_n_steps"),
-)
 
 # --------------------------------------------------------------------------------------------------
 # Running
@@ -92,7 +81,7 @@ def _check_same_config(run: PlannedRun) -> None:
         recorded_cfg = check_config(from_dict(TrainConfig, migrate_train_dict(recorded)[0]))
     except SegweakError:
         return  # written by another segweak version: nothing reliable to compare
-    a, b = _comparable(recorded_cfg), _comparable(run.cfg)
+    a, b = comparable_config(recorded_cfg), comparable_config(run.cfg)
     if a != b:
         diffs = _diff_keys(a, b)
         hint = ""
@@ -114,22 +103,6 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
             out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     return [] if a == b else [prefix.rstrip(".")]
-
-
-def _comparable(train_cfg: TrainConfig | dict[str, Any]) -> dict[str, Any]:
-    from segweak.methods import METHODS
-
-    d = copy.deepcopy(to_dict(train_cfg) if not isinstance(train_cfg, dict) else train_cfg)
-    for keys in _IGNORED_FOR_MATCH:
-        pop_keys(d, keys)
-    # The artefact a round reads is a path the experiment sets, like init.checkpoint; planning options
-    # (more rounds) do not change a finished round.
-    cls = METHODS.get(str(d.get("method")))
-    if cls is not None:
-        for option in (cls.artefact_option, *cls.planning_options):
-            if option:
-                pop_keys(d, ("methods", cls.name, option))
-    return d
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -190,7 +163,8 @@ def _run_experiment_locked(
     if quiet_training:
         cfg = copy.deepcopy(cfg)
         cfg.train = deep_merge(cfg.train, {"trainer": {"progress_bar": False}})
-    check_runs(cfg)  # every run's config, the machine and the bands, before anything is written
+    points = sweep_points(cfg)  # every sweep point's config, before anything is written
+    check_runs(cfg, points)  # every run's config, the machine and the bands
     # Under trainer.strategy=ddp Lightning runs this whole command again for every other rank; those
     # ranks only take part in training: they print nothing and write nothing.
     rank_zero = engine.is_global_zero()
@@ -211,24 +185,26 @@ def _run_experiment_locked(
     if rank_zero:
         atomic_write_text(exp_dir / "config.yaml", dump_yaml(cfg))
         log(runtime.thread_summary())
-    store_path = prepare_data(cfg, log)
-    split_names = make_splits(cfg, store_path, log)
-    runs = plan_runs(cfg, store_path)
-    from segweak.data.store import Store
-    from segweak.models.factory import check_in_channels
-    from segweak.weak.table import COMPUTED, load_set
-
-    store = Store(store_path)
-    meta = store.meta
-    for run in runs:  # a folder source's bands are known only now; fail before the first run trains
-        try:
-            check_in_channels(run.cfg.model.in_channels, meta, str(store_path))
-            if run.cfg.weak.labels != COMPUTED:
-                load_set(store, run.cfg.weak.labels)  # an imported weak-label set the store lacks
-        except SegweakError as exc:
-            raise SegweakError(f"stage {run.stage}: {exc}") from None
+    stores: dict[str, Path] = {}  # one store per distinct dataset section, shared by its points
+    split_names: dict[str, dict[int, str]] = {}
+    for point in points:
+        where = f"sweep point {point.label}: " if point.label else ""
+        key = str(experiment_store(point.cfg))
+        if key not in stores:
+            stores[key] = prepare_data(point.cfg, lambda msg, w=where: log(f"{w}{msg}"))
+        split_key = f"{key}|{point.cfg.split.name}"
+        if split_key not in split_names:
+            # Checked before the splits are made: make_split reads an imported weak-label set.
+            _check_store_for_runs(plan_runs(point.cfg, stores[key]), stores[key])
+            split_names[split_key] = make_splits(point.cfg, stores[key], log)
+    runs = plan_runs(cfg, points=points)
+    _check_shared_splits(runs)
+    n_points = f"{len(points)} sweep point(s) x " if len(points) > 1 else ""
+    n_shared = sum(run.trained_at is not None for run in runs)
+    shared = f", {n_shared} of them the same run as at an earlier point" if n_shared else ""
     log(
-        f"{len(runs)} runs planned ({len(cfg.split.seeds)} split seed(s) x {len(cfg.seeds)} seed(s) x stages)"
+        f"{len(runs)} runs planned ({n_points}{len(cfg.split.seeds)} split seed(s) x {len(cfg.seeds)} "
+        f"seed(s) x stages{shared})"
     )
 
     done: dict[tuple[Any, ...], tuple[dict[str, Any], Path]] = {}
@@ -237,7 +213,9 @@ def _run_experiment_locked(
     for i, run in enumerate(runs, 1):
         prefix = f"[{i}/{len(runs)}] {run.label}"
         rdir = run.cfg.run_dir
-        if engine.is_complete(rdir):
+        if run.trained_at is not None and engine.is_complete(rdir):
+            log(f"{prefix}: the same run as at {run.trained_at} ({rdir}), reported here too")
+        elif engine.is_complete(rdir):
             _check_same_config(run)
             log(f"{prefix}: finished earlier, skipping")
             skipped += 1
@@ -261,7 +239,7 @@ def _run_experiment_locked(
                 )
         metrics = read_metrics(rdir)
         done[run.key] = (metrics, rdir)
-        row = result_row(run, metrics, exp_dir, rdir)
+        row = result_row(run, metrics, exp_dir, rdir, strong_fraction=_strong_fraction(run))
         rows.append(row)
         log(f"{prefix}: mIoU {_fmt(row['miou'])}  mF1 {_fmt(row['mf1'])}  OA {_fmt(row['oa'])}")
 
@@ -273,12 +251,23 @@ def _run_experiment_locked(
         "synthetic": synthetic,
         "source": cfg.dataset.source,
         "classes": classes,
-        "store": _rel(store_path, exp_dir),
-        "splits": {str(k): v for k, v in split_names.items()},
+        "store": _rel(next(iter(stores.values())), exp_dir),
+        "splits": {str(k): v for k, v in next(iter(split_names.values())).items()},
         "seeds": list(cfg.seeds),
         "split_seeds": list(cfg.split.seeds),
         "stages": [s for s in EXPERIMENT_STAGES if s in cfg.stages],
         "methods": methods_of(cfg),
+        "sweep": {"axes": sweep_axes(cfg)} if len(points) > 1 or points[0].label else {},
+        "points": [
+            {
+                "point": p.label,
+                "factors": p.factors,
+                "slug": p.slug,
+                "store": _rel(experiment_store(p.cfg), exp_dir),
+                "split": p.cfg.split.name,
+            }
+            for p in points
+        ],
         "environment": runtime.environment(),
     }
     previous = (exp_dir / "results.json").read_bytes() if (exp_dir / "results.json").is_file() else None
@@ -295,6 +284,75 @@ def _run_experiment_locked(
         path = report(exp_dir)
         log(f"report: {path}")
     return exp_dir
+
+
+def _check_store_for_runs(runs: list[PlannedRun], store_path: Path) -> None:
+    """Check, before the first run trains, what only the prepared store tells.
+
+    A folder source's bands are known only once prepared; an imported weak-label set must exist.
+
+    Raises:
+        SegweakError: Naming the stage at fault.
+    """
+    from segweak.data.store import Store
+    from segweak.models.factory import check_in_channels
+    from segweak.weak.table import COMPUTED, load_set
+
+    store = Store(store_path)
+    for run in runs:
+        try:
+            check_in_channels(run.cfg.model.in_channels, store.meta, str(store_path))
+            if run.cfg.weak.labels != COMPUTED:
+                load_set(store, run.cfg.weak.labels)  # an imported weak-label set the store lacks
+        except SegweakError as exc:
+            raise SegweakError(f"stage {run.stage}: {exc}") from None
+
+
+def _read_subsets(store: str | Path, split: str, full: bool) -> dict[str, list[int]]:
+    """Return the subsets of a split manifest a run reads (``full``: strong ∪ weak as one)."""
+    from segweak.data.splits import load_split
+
+    subsets = dict(load_split(store, split)["subsets"])
+    if full:
+        subsets = {"full": sorted(subsets.pop("strong") + subsets.pop("weak")), **subsets}
+    return subsets
+
+
+def _check_shared_splits(runs: list[PlannedRun]) -> None:
+    """Check that a run reported at several sweep points reads the same patches at each.
+
+    The planner shares a run when the split settings it depends on are the same; this confirms it on
+    the manifests made (e.g. ``full`` over nested splits: strong ∪ weak, val, test identical).
+
+    Raises:
+        SegweakError: When the manifests disagree (a run would be reported for data it did not see).
+    """
+    for run in runs:
+        if run.trained_at is None:
+            continue
+        full = (
+            run.cfg.method == "supervised" and run.cfg.methods.get("supervised", {}).get("subset") == "full"
+        )
+        store = run.cfg.data.store
+        here, there = (
+            _read_subsets(store, run.split_name, full),
+            _read_subsets(store, run.cfg.data.split, full),
+        )
+        if here != there:
+            raise SegweakError(
+                f"{run.label}: split {run.split_name!r} and split {run.cfg.data.split!r} of {store} hold "
+                f"other patches, so the run of {run.trained_at} cannot stand for this point; delete "
+                "those manifests and rerun"
+            )
+
+
+def _strong_fraction(run: PlannedRun) -> float | None:
+    """Achieved patch fraction of the strong subset of the split of the run's point (its x-axis)."""
+    from segweak.data.splits import load_split
+
+    achieved = load_split(run.cfg.data.store, run.split_name).get("achieved", {})
+    fraction = (achieved.get("strong") or {}).get("patch_fraction")
+    return float(fraction) if fraction is not None else None
 
 
 def _prepare_artefact(run: PlannedRun, prefix: str, log: Callable[[str], None]) -> None:

@@ -1,4 +1,6 @@
-"""Sample predictions of an experiment: a few validation patches predicted by every row's best checkpoint.
+"""Sample predictions of an experiment: a few validation patches predicted by every row's checkpoint.
+
+Each row's checkpoint is the one it reports (``selection``: ``best.ckpt`` or ``last.ckpt``).
 
 The report's sample grid shows them, but the report never runs a model: this module writes the
 artefact ``EXP/samples.npz`` (after the runs, by :func:`segweak.experiment.run.run_experiment`; for an
@@ -137,12 +139,13 @@ def _stamp(path: Path) -> list[int] | None:
 def wanted_spec(exp: Experiment, n: int, sample_seed: int) -> dict[str, Any] | str:
     """Return what a current ``samples.npz`` is made from, or the reason there can be none.
 
-    Patches of the first split seed's validation subset; the best checkpoint of training seed
+    Patches of the first split seed's validation subset; the selected checkpoint of training seed
     ``sample_seed`` (the first seed when it was not trained) of every row.
 
     Returns:
-        ``{format_version, n, sample_seed, split_seed, split, seed, runs: [[label, run_dir, stamp]]}``
-        or a sentence starting ``sample predictions skipped:``.
+        ``{format_version, n, sample_seed, split_seed, split, seed, runs: [[label, run_dir, stamp,
+        checkpoint]]}`` (``checkpoint`` relative to ``run_dir``) or a sentence starting
+        ``sample predictions skipped:``.
     """
     store_path = _store_path(exp)
     if store_path is None:
@@ -168,8 +171,8 @@ def wanted_spec(exp: Experiment, n: int, sample_seed: int) -> dict[str, Any] | s
             None,
         )
         run_dir = str(row["run_dir"]) if row else ""
-        ckpt = exp.path / run_dir / "checkpoints" / "best.ckpt"
-        runs.append([exp.label(g), run_dir, _stamp(ckpt) if row else None])
+        ckpt = exp.path / run_dir / _selected(row)
+        runs.append([exp.label(g), run_dir, _stamp(ckpt) if row else None, _selected(row)])
     return {
         "format_version": SAMPLES_FORMAT_VERSION,
         "n": n,
@@ -179,6 +182,12 @@ def wanted_spec(exp: Experiment, n: int, sample_seed: int) -> dict[str, Any] | s
         "seed": seed,
         "runs": runs,
     }
+
+
+def _selected(row: dict[str, Any] | None) -> str:
+    """Checkpoint a results row reports, relative to its run directory (``selection``: best or last)."""
+    name = "last.ckpt" if row is not None and row.get("selection") == "last" else "best.ckpt"
+    return f"checkpoints/{name}"
 
 
 def read_samples(exp_dir: str | Path) -> Samples | None:
@@ -224,11 +233,11 @@ def write_samples(exp: Experiment, spec: dict[str, Any]) -> Path | str:
     if not picks:
         return "sample predictions skipped: the validation subset is empty"
     labels, missing, predictions = [], [], []
-    for label, run_dir, stamp in spec["runs"]:
+    for label, run_dir, stamp, selected in spec["runs"]:
         if stamp is None:
             missing.append(label)
             continue
-        ckpt = exp.path / run_dir / "checkpoints" / "best.ckpt"
+        ckpt = exp.path / run_dir / selected
         predictions.append(predict_patches(ckpt, store, spec["split"], picks))
         labels.append(label)
     classes = list(store.classes)
@@ -278,7 +287,7 @@ def ensure_samples(
     if is_current(read_samples(exp.path), spec):
         return None
     if log is not None:
-        log(f"predicting {count} validation patches with each row's best checkpoint -> {SAMPLES_FILE}")
+        log(f"predicting {count} validation patches with each row's selected checkpoint -> {SAMPLES_FILE}")
     try:
         written = write_samples(exp, spec)
     except (SegweakError, ImportError, RuntimeError, KeyError, ValueError) as exc:

@@ -1,0 +1,297 @@
+"""Sweeps: axis checks, expansion, per-point layout, shared runs, a tiny sweep trained end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from segweak.config import ExperimentConfig, from_dict
+from segweak.data.splits import load_split, make_split
+from segweak.errors import SegweakError
+from segweak.experiment import plan, sweep
+from segweak.experiment import run as runner
+from segweak.experiment.data import make_splits
+
+TINY_TRAIN = {
+    "model": {"encoder": "tu-test_efficientnet", "weights": "none"},
+    "optim": {"lr": 0.01},
+    "data": {"batch_size": 4, "eval_batch_size": 16},
+    "trainer": {"max_epochs": -1, "max_steps": 2, "check_val_every_n_epoch": 1},
+}
+
+
+def _cfg(tmp_path: Path, store: Path | None = None, **over) -> ExperimentConfig:
+    data = {
+        "name": "sweep",
+        "out_dir": str(tmp_path / "exp"),
+        "dataset": {"source": "store", "store": str(store or tmp_path / "store"), "patch": 32},
+        "split": {"name": "default", "fractions": [0.1, 0.7, 0.2], "seeds": [0]},
+        "seeds": [0],
+        "stages": ["baseline", "weak", "finetune", "full"],
+        "methods": ["proportion"],
+        "train": TINY_TRAIN,
+        "report": {"samples": 0},
+        "sweep": {"split.strong": [0.1, 0.2]},
+    }
+    data.update(over)
+    return from_dict(ExperimentConfig, data).validate()
+
+
+def test_expansion_is_the_cross_product_in_axis_order(tmp_path):
+    # --set sweep.train.optim.lr=[...] nests the dotted key; it is read as "train.optim.lr".
+    cfg = _cfg(tmp_path, sweep={"split.strong": [0.05, 0.1], "train": {"optim": {"lr": [0.01, 0.001]}}})
+    points = sweep.expand(cfg)
+    assert [p.label for p in points] == [
+        "split.strong=0.05,train.optim.lr=0.01",
+        "split.strong=0.05,train.optim.lr=0.001",
+        "split.strong=0.1,train.optim.lr=0.01",
+        "split.strong=0.1,train.optim.lr=0.001",
+    ]
+    first = points[0]
+    assert first.factors == {"split.strong": 0.05, "train.optim.lr": 0.01}
+    assert first.slug == "split.strong-0.05_train.optim.lr-0.01"
+    # strong takes its fraction from the strong + weak share; val is unchanged; splits nest.
+    assert first.cfg.split.fractions == pytest.approx([0.05, 0.75, 0.2])
+    assert first.cfg.split.nested is True and first.cfg.sweep == {}
+    # Only split keys name the split: the learning rate does not make another manifest.
+    assert {p.cfg.split.name for p in points} == {"default_split.strong-0.05", "default_split.strong-0.1"}
+    assert first.cfg.train["optim"]["lr"] == 0.01
+    # No sweep: one point with the experiment's own config and layout.
+    (only,) = sweep.expand(_cfg(tmp_path, sweep={}))
+    assert only.label == "" and only.slug == "" and only.cfg.split.name == "default"
+
+
+@pytest.mark.parametrize(
+    ("axes", "match"),
+    [
+        ({"seeds": [[0], [1]]}, r"^sweep\.seeds: not an axis"),
+        ({"split.seeds": [[0], [1]]}, r"^sweep\.split\.seeds: not an axis"),
+        ({"optim.lr": [0.1]}, r"^sweep\.optim\.lr: not a key an experiment can sweep"),
+        ({"split.strong": []}, r"^sweep\.split\.strong: give a non-empty list"),
+        ({"split.strong": 0.1}, r"^sweep\.split\.strong: give a non-empty list"),
+        ({"split.strong": [0.1, 0.1]}, r"^sweep\.split\.strong: the value 0\.1 is listed twice"),
+        ({"split.strong": [0.1, 0.9]}, r"^sweep\.split\.strong: value 0\.9: .*fraction in \(0, 0\.8\]"),
+        ({"split.strong": [0.1], "split.nested": [True]}, r"^sweep\.split\.strong: .*split\.nested"),
+        ({"train.optim.lr": ["fast"]}, r"^sweep\.train\.optim\.lr: value fast: "),
+        ({"train.weak.noise.model": ["gauss"]}, r"^sweep\.train\.weak\.noise\.model: value gauss: .*noise"),
+        ({"train.optim.lrr": [0.1]}, r"^sweep\.train\.optim\.lrr: value 0\.1: .*unknown config key"),
+        ({"methods": [["proportion"], ["nope"]]}, r"^sweep\.methods: value \[\"nope\"\]: "),
+        ({"dataset.patch": [16, 32]}, r"^sweep\.dataset\.patch: dataset\.source is 'store'"),
+    ],
+)  # fmt: skip
+def test_axis_errors_name_the_key(tmp_path, axes, match):
+    cfg = _cfg(tmp_path, sweep=axes)
+    with pytest.raises(SegweakError, match=match) as info:
+        plan.sweep_points(cfg)
+    assert "\n" not in str(info.value)
+
+
+def test_a_point_invalid_only_in_combination_is_named(tmp_path):
+    # Each value is valid alone; the overrides of `proportion` with a method list without it are not.
+    axes = {"methods": [["proportion"], ["joint"]], "stage_overrides.proportion.optim.lr": [0.01]}
+    with pytest.raises(
+        SegweakError, match=r'^sweep point methods=\["joint"\],stage_overrides.*: stage_overrides'
+    ):
+        plan.sweep_points(_cfg(tmp_path, sweep=axes))
+    with pytest.raises(SegweakError, match=r"^sweep\.stages: not a key an experiment can sweep"):
+        plan.sweep_points(_cfg(tmp_path, sweep={"stages": [["baseline"]]}))
+
+
+def test_plan_places_runs_per_point_and_shares_full(tmp_path):
+    cfg = _cfg(tmp_path, seeds=[0, 1], train={**TINY_TRAIN, "selection": "last"})
+    runs = plan.plan_runs(cfg)
+    assert len(runs) == 2 * 2 * 4
+    at = {(r.point, r.stage, r.seed): r for r in runs}
+    low, high = "split.strong=0.1", "split.strong=0.2"
+    base = at[(low, "baseline", 0)]
+    assert base.cfg.run_dir == tmp_path / "exp" / "runs" / "split.strong-0.1" / "baseline-split0-seed0"
+    assert base.cfg.data.split == "default_split.strong-0.1" and base.factors == {"split.strong": 0.1}
+    assert base.key == (low, "baseline", "", 0, 0)
+    # Fine-tuning starts from the weak run's selected checkpoint (selection: last -> last.ckpt).
+    ft = at[(high, "finetune", 1)]
+    assert ft.cfg.init.checkpoint == str(
+        tmp_path
+        / "exp"
+        / "runs"
+        / "split.strong-0.2"
+        / "weak-proportion-split0-seed1"
+        / "checkpoints"
+        / "last.ckpt"
+    )
+    # full reads strong ∪ weak: the same at both points of nested splits; it trains once per seed.
+    full_low, full_high = at[(low, "full", 1)], at[(high, "full", 1)]
+    assert full_low.trained_at is None and full_high.trained_at == low
+    assert (
+        full_high.cfg.run_dir == full_low.cfg.run_dir and full_high.split_name == "default_split.strong-0.2"
+    )
+    assert all(at[(high, s, 0)].trained_at is None for s in ("baseline", "weak", "finetune"))
+    # A learning-rate axis: full differs per learning rate, nothing is shared across those points.
+    lr = _cfg(tmp_path, sweep={"train.optim.lr": [0.01, 0.001]}, stages=["baseline", "full"], methods=[])
+    assert all(r.trained_at is None for r in plan.plan_runs(lr))
+    # A stage-only axis: the rows it does not touch are the same run at both points.
+    wk = _cfg(tmp_path, sweep={"stage_overrides.weak.optim.lr": [0.01, 0.001]})
+    shared = {(r.point, r.stage) for r in plan.plan_runs(wk) if r.trained_at is not None}
+    assert shared == {
+        ("stage_overrides.weak.optim.lr=0.001", "baseline"),
+        ("stage_overrides.weak.optim.lr=0.001", "full"),
+    }
+
+
+def test_tiny_sweep_end_to_end(tmp_path, tiny_store, capsys):
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)  # the sweep writes its split manifests into the store
+    cfg = _cfg(tmp_path, store)
+    exp = runner.run_experiment(cfg, make_report=False)
+
+    runs = sorted(p.relative_to(exp / "runs").as_posix() for p in (exp / "runs").glob("*/*"))
+    assert runs == [
+        "split.strong-0.1/baseline-split0-seed0",
+        "split.strong-0.1/finetune-proportion-split0-seed0",
+        "split.strong-0.1/full-split0-seed0",
+        "split.strong-0.1/weak-proportion-split0-seed0",
+        "split.strong-0.2/baseline-split0-seed0",
+        "split.strong-0.2/finetune-proportion-split0-seed0",
+        "split.strong-0.2/weak-proportion-split0-seed0",
+    ]  # full trained once
+    # Nested manifests: the smaller strong set inside the larger one, the same validation patches.
+    low, high = (load_split(store, f"default_split.strong-{f}") for f in ("0.1", "0.2"))
+    assert set(low["subsets"]["strong"]) < set(high["subsets"]["strong"])
+    assert low["subsets"]["val"] == high["subsets"]["val"] and low["nested"] and high["nested"]
+    assert sorted(low["subsets"]["strong"] + low["subsets"]["weak"]) == sorted(
+        high["subsets"]["strong"] + high["subsets"]["weak"]
+    )
+
+    results = json.loads((exp / "results.json").read_text())
+    assert results["sweep"] == {"axes": {"split.strong": [0.1, 0.2]}}
+    assert [p["slug"] for p in results["points"]] == ["split.strong-0.1", "split.strong-0.2"]
+    rows = results["rows"]
+    assert [(r["point"], r["stage"]) for r in rows] == [
+        (f"split.strong={f}", s) for f in ("0.1", "0.2") for s in ("baseline", "weak", "finetune", "full")
+    ]
+    assert all(r["factors"] == {"split.strong": float(r["point"].split("=")[1])} for r in rows)
+    full_low, full_high = rows[3], rows[7]
+    assert full_high["run_dir"] == full_low["run_dir"] == "runs/split.strong-0.1/full-split0-seed0"
+    assert full_high["trained_at"] == "split.strong=0.1" and full_low["trained_at"] is None
+    assert full_high["miou"] == full_low["miou"]
+    # strong_fraction is the point's achieved fraction, also on the shared full row.
+    assert full_high["strong_fraction"] == high["achieved"]["strong"]["patch_fraction"]
+    assert (
+        rows[0]["strong_fraction"]
+        == low["achieved"]["strong"]["patch_fraction"]
+        < full_high["strong_fraction"]
+    )
+    assert {r["selection"] for r in rows} == {"best"} and {r["weak_noise"] for r in rows} == {"none"}
+    assert {r["weak_labels"] for r in rows} == {"computed"} and rows[0]["test_miou"] is None
+    with (exp / "results.csv").open(newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [t["factor:split.strong"] for t in table] == ["0.1"] * 4 + ["0.2"] * 4
+    assert table[7]["point"] == "split.strong=0.2"
+
+    # A second call trains nothing and writes the same results.
+    snapshot = (exp / "results.json").read_bytes()
+    capsys.readouterr()
+    runner.run_experiment(cfg, make_report=False)
+    out = capsys.readouterr().out
+    assert "0 run(s) trained, 7 skipped as finished" in out and "training ->" not in out
+    assert "the same run as at split.strong=0.1" in out
+    assert (exp / "results.json").read_bytes() == snapshot
+
+
+def test_dataset_patch_sweep_prepares_one_store_per_value(tmp_path, monkeypatch):
+    from segweak.data.store import Store
+    from segweak.train import engine
+
+    trained: list[str] = []
+
+    def fake_train(cfg):
+        trained.append(str(cfg.run_dir.relative_to(tmp_path / "exp" / "runs")))
+        raise SystemExit  # stop after the first run: the stores and splits exist by then
+
+    monkeypatch.setattr(engine, "train", fake_train)
+    cfg = _cfg(
+        tmp_path,
+        dataset={"source": "synthetic", "patch": 32, "synthetic": {"tiles": 2, "height": 64, "width": 64}},
+        stages=["baseline"],
+        methods=[],
+        sweep={"dataset.patch": [32, 16], "split.strong": [0.2]},
+    )
+    with pytest.raises(SystemExit):
+        runner.run_experiment(cfg, make_report=False)
+    stores = tmp_path / "exp" / "stores"
+    assert sorted(p.name for p in stores.iterdir()) == ["dataset.patch-16", "dataset.patch-32"]
+    assert Store(stores / "dataset.patch-16").meta["patch"] == 16
+    assert Store(stores / "dataset.patch-32").meta["patch"] == 32
+    assert not (tmp_path / "exp" / "store").exists()
+    for name in ("dataset.patch-16", "dataset.patch-32"):
+        assert (stores / name / "splits" / "default_split.strong-0.2.json").is_file()
+    assert trained == ["dataset.patch-32_split.strong-0.2/baseline-split0-seed0"]
+
+
+def test_make_splits_passes_every_split_key(tmp_path, tiny_store):
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    four = {"name": "held", "fractions": [0.1, 0.5, 0.2, 0.2], "seeds": [3], "nested": True}
+    cfg = _cfg(tmp_path, store, split=four, sweep={})
+    assert make_splits(cfg, store, log=lambda m: None) == {3: "held"}
+    manifest = load_split(store, "held")
+    assert manifest["nested"] and manifest["seed"] == 3 and len(manifest["subsets"]["test"]) > 0
+    assert make_splits(cfg, store, log=lambda m: None) == {3: "held"}  # reused: the same settings
+    other = _cfg(tmp_path, store, split={**four, "nested": False}, sweep={})
+    with pytest.raises(SegweakError, match="exists with other settings .*nested True, wanted False"):
+        make_splits(other, store, log=lambda m: None)
+
+
+def test_make_splits_with_imported_weak_labels_checks_the_set(tmp_path, tiny_store):
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    make_split(store, "plain", fractions=(0.1, 0.7, 0.2), seed=0)
+    split = {"name": "plain", "fractions": [0.1, 0.7, 0.2], "seeds": [0]}
+    cfg = _cfg(tmp_path, store, split=split, sweep={}, train={**TINY_TRAIN, "weak": {"labels": "fields"}})
+    # The manifest made without the set differs from what the experiment asks for.
+    with pytest.raises(SegweakError, match="exists with other settings .*weak_labels None, wanted fields"):
+        make_splits(cfg, store, log=lambda m: None)
+
+
+def test_label_efficiency_config_plan():
+    cfg = plan.load_experiment_config(
+        Path(__file__).resolve().parents[2] / "configs" / "label-efficiency.yaml"
+    )
+    points = plan.sweep_points(cfg)
+    assert [p.factors["split.strong"] for p in points] == [0.05, 0.1, 0.2]
+    runs = plan.plan_runs(cfg, points=points)
+    trained = [r for r in runs if r.trained_at is None]
+    assert {r.arm for r in runs} == {"baseline", "proportion", "full"}
+    assert sum(r.stage == "full" for r in trained) == len(cfg.seeds)  # once per seed, shown at 3 points
+    assert sum(r.stage == "full" for r in runs) == 3 * len(cfg.seeds)
+    # The budget stated in the file's header: 3 points x (40 + 80 + 40) + 120 steps per seed.
+    assert sum(r.cfg.trainer.max_steps for r in trained) == len(cfg.seeds) * (3 * (40 + 80 + 40) + 120)
+
+
+def test_sample_predictions_read_the_selected_checkpoint(tmp_path, tiny_store):
+    from segweak.experiment.results import load_experiment
+    from segweak.experiment.samples import wanted_spec
+
+    exp = tmp_path / "exp"
+    for name, selection in (("a", "best"), ("b", "last")):
+        (exp / "runs" / name / "checkpoints").mkdir(parents=True)
+        (exp / "runs" / name / "checkpoints" / f"{selection}.ckpt").write_bytes(b"x")
+    rows = [
+        {
+            "stage": "baseline",
+            "method": "",
+            "seed": 0,
+            "split_seed": 0,
+            "run_dir": "runs/a",
+            "selection": "best",
+        },
+        {"stage": "full", "method": "", "seed": 0, "split_seed": 0, "run_dir": "runs/b", "selection": "last"},
+    ]
+    results = {"store": str(tiny_store), "splits": {"0": "default"}, "split_seeds": [0], "rows": rows}
+    (exp / "results.json").write_text(json.dumps(results))
+    spec = wanted_spec(load_experiment(exp), 2, 0)
+    assert [run[3] for run in spec["runs"]] == ["checkpoints/best.ckpt", "checkpoints/last.ckpt"]
+    assert all(run[2] is not None for run in spec["runs"])  # both files found: none missing
