@@ -187,7 +187,8 @@ def _apply(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
             f"{value!r} is not a strong fraction in (0, {share:g}] (the strong + weak share of "
             f"split.fractions {fractions})"
         )
-    fractions[0], fractions[1] = float(value), max(share - float(value), 0.0)
+    # Rounded so that 0.8 - 0.05 reads 0.75 in manifests and logs, not 0.7499999999999999.
+    fractions[0], fractions[1] = float(value), round(max(share - float(value), 0.0), 12)
     split = {**data["split"], "fractions": fractions, "nested": True}
     return {**data, "split": split}
 
