@@ -652,6 +652,59 @@ class ReportConfig:
 
 
 @dataclass
+class WeakLabelsImport:
+    """One weak-label table an experiment imports into its store(s) (``weak_labels:`` list item).
+
+    The same import as ``segweak weak import TABLE --store STORE --name NAME`` (:mod:`segweak.weak.table`),
+    done after the store is prepared and before the splits are made; runs use it with
+    ``train.weak.labels: NAME``.
+
+    Attributes:
+        name: Weak-label set name (``STORE/weak/NAME.json``); not ``computed``.
+        table: CSV / Parquet table or GeoJSON / GeoPackage polygons; a relative path is read from the
+            working directory, like ``dataset.root``.
+        tolerance: Largest accepted ``|sum - 1|`` of a row's proportions (``--tolerance``).
+        normalise: Rescale rows whose sum is off instead of refusing them (``--normalise``).
+        region_crs: Polygon coordinates: ``file``, ``pixel`` or a CRS such as ``EPSG:25832``
+            (``--region-crs``).
+        min_cover: Polygons: smallest share of a patch inside one for it to join its bag
+            (``--min-cover``).
+    """
+
+    name: str = ""
+    table: str = ""
+    tolerance: float = 0.01
+    normalise: bool = False
+    region_crs: str = "file"
+    min_cover: float = 1.0
+
+    def validate(self, where: str) -> None:
+        """Check the import before any work starts; ``where`` is its key (``weak_labels[i]``).
+
+        Raises:
+            SegweakError: Naming ``where.<key>`` and what to do.
+        """
+        if not self.name:
+            raise SegweakError(
+                f"{where}.name: give the weak-label set a name (train.weak.labels: NAME uses it)"
+            )
+        check_file_stem(self.name, f"{where}.name", "weak-label set", reserved=("computed",))
+        if not self.table:
+            raise SegweakError(
+                f"{where}.table: give the path of the weak-label table (CSV, Parquet, GeoJSON)"
+            )
+        if not Path(self.table).is_file():
+            raise SegweakError(
+                f"{where}.table: {self.table} is not a file (a relative path is read from the working "
+                f"directory {Path.cwd()})"
+            )
+        if not 0.0 <= self.tolerance < 1.0:
+            raise SegweakError(f"{where}.tolerance: must be in [0, 1), got {self.tolerance}")
+        if not 0.0 < self.min_cover <= 1.0:
+            raise SegweakError(f"{where}.min_cover: must be in (0, 1], got {self.min_cover}")
+
+
+@dataclass
 class ExperimentConfig:
     """The whole protocol (``segweak run``): data, split(s), stages x seeds x weak methods.
 
@@ -677,6 +730,9 @@ class ExperimentConfig:
             of their cross product (:mod:`segweak.experiment.sweep`). Keys address this config
             (``dataset.patch``, ``train.weak.noise``, ``methods``, ...) or are derived
             (``split.strong``); ``{}``: no sweep.
+        weak_labels: Weak-label tables imported into every store of the experiment after it is
+            prepared (:class:`WeakLabelsImport`); ``train.weak.labels: NAME`` (or a sweep over it)
+            trains on one.
     """
 
     name: str = "experiment"
@@ -690,6 +746,7 @@ class ExperimentConfig:
     stage_overrides: dict[str, Any] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
     sweep: dict[str, Any] = field(default_factory=dict)
+    weak_labels: list[WeakLabelsImport] = field(default_factory=list)
 
     def compared_methods(self) -> list[str]:
         """Methods compared with the baseline: ``methods``; default ``[proportion]`` with a ``weak`` stage."""
@@ -767,6 +824,15 @@ class ExperimentConfig:
             _choice(f"stage_overrides.{key}", key, EXPERIMENT_STAGES + arms)
         if self.report.samples < 0:
             raise SegweakError(f"report.samples must be >= 0, got {self.report.samples}")
+        names: dict[str, int] = {}
+        for i, imp in enumerate(self.weak_labels):
+            imp.validate(f"weak_labels[{i}]")
+            if imp.name in names:
+                raise SegweakError(
+                    f"weak_labels[{i}].name: {imp.name!r} is already the name of "
+                    f"weak_labels[{names[imp.name]}]; give each imported table its own name"
+                )
+            names[imp.name] = i
         return self
 
 

@@ -295,3 +295,142 @@ def test_sample_predictions_read_the_selected_checkpoint(tmp_path, tiny_store):
     spec = wanted_spec(load_experiment(exp), 2, 0)
     assert [run[3] for run in spec["runs"]] == ["checkpoints/best.ckpt", "checkpoints/last.ckpt"]
     assert all(run[2] is not None for run in spec["runs"])  # both files found: none missing
+
+
+# --------------------------------------------------------------------------------------------------
+# weak_labels: tables the experiment imports into its store(s)
+# --------------------------------------------------------------------------------------------------
+
+
+def _proportion_table(store_path: Path, out: Path, blend: float = 0.5) -> Path:
+    """Write a CSV with one window row per patch: its mask proportions blended with uniform shares.
+
+    ``blend`` of the uniform share makes the imported labels deliberately differ from the computed ones.
+    """
+    from segweak.data.store import Store
+
+    store = Store(store_path)
+    k = store.num_classes
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "x0", "y0", "x1", "y1", *store.classes])
+        for i in range(len(store)):
+            counts = store.counts[i].astype(float)
+            share = counts / counts.sum() if counts.sum() > 0 else [1.0 / k] * k
+            props = [(1 - blend) * float(p) + blend / k for p in share]
+            r, c, p = int(store.rows[i]), int(store.cols[i]), store.patch
+            writer.writerow([store.tiles[i], c, r, c + p, r + p, *(repr(v) for v in props)])
+    return out
+
+
+@pytest.mark.parametrize(
+    ("imports", "match"),
+    [
+        ([{"table": "T"}], r"^weak_labels\[0\]\.name: give the weak-label set a name"),
+        ([{"name": "computed", "table": "T"}], r"^weak_labels\[0\]\.name: 'computed' is not a valid"),
+        ([{"name": "a/b", "table": "T"}], r"^weak_labels\[0\]\.name: 'a/b' is not a valid"),
+        ([{"name": "a"}], r"^weak_labels\[0\]\.table: give the path"),
+        ([{"name": "a", "table": "missing.csv"}], r"^weak_labels\[0\]\.table: missing\.csv is not a file"),
+        ([{"name": "a", "table": "T", "tolerance": 1.5}], r"^weak_labels\[0\]\.tolerance: must be in"),
+        ([{"name": "a", "table": "T", "min_cover": 0}], r"^weak_labels\[0\]\.min_cover: must be in"),
+        ([{"name": "a", "table": "T"}, {"name": "a", "table": "T"}], r"^weak_labels\[1\]\.name: 'a' is alr"),
+        ([{"name": "a", "table": "T", "crs": "x"}], r"unknown config key\(s\) weak_labels\[0\]\.crs"),
+    ],
+)  # fmt: skip
+def test_weak_labels_errors_name_the_key(tmp_path, imports, match):
+    table = tmp_path / "t.csv"
+    table.write_text("image,a\n")
+    imports = [{k: (str(table) if v == "T" else v) for k, v in imp.items()} for imp in imports]
+    with pytest.raises(SegweakError, match=match) as info:
+        _cfg(tmp_path, weak_labels=imports)
+    assert "\n" not in str(info.value)
+
+
+def test_weak_labels_import_once_and_never_overwrite(tmp_path, tiny_store):
+    from segweak.experiment.data import import_weak_labels
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    table = _proportion_table(store, tmp_path / "fields.csv")
+    cfg = _cfg(tmp_path, store, sweep={}, weak_labels=[{"name": "fields", "table": str(table)}])
+    messages: list[str] = []
+    import_weak_labels(cfg, store, messages.append)
+    written = json.loads((store / "weak" / "fields.json").read_text())
+    assert written["n_patches"] == 48 and written["source"]["sha256"]
+    assert "imported" in messages[-1] and "48 patch(es)" in messages[-1]
+    # The same table and options again (a rerun, another point on this store): nothing is rewritten.
+    mtime = (store / "weak" / "fields.json").stat().st_mtime_ns
+    import_weak_labels(cfg, store, messages.append)
+    assert "reusing it" in messages[-1]
+    assert (store / "weak" / "fields.json").stat().st_mtime_ns == mtime
+    # Other options or another table under that name: refused, the set is left as it was.
+    other = _cfg(
+        tmp_path, store, sweep={}, weak_labels=[{"name": "fields", "table": str(table), "tolerance": 0.1}]
+    )
+    with pytest.raises(
+        SegweakError, match=r"^weak_labels\[0\]: store .* already has weak-label set 'fields'.*options"
+    ):
+        import_weak_labels(other, store, messages.append)
+    _proportion_table(store, table, blend=0.25)
+    with pytest.raises(
+        SegweakError, match=r"^weak_labels\[0\]: .*SHA-256 differ.*delete .*fields\.json"
+    ) as info:
+        import_weak_labels(cfg, store, messages.append)
+    assert "\n" not in str(info.value)
+    assert json.loads((store / "weak" / "fields.json").read_text()) == written
+    # A bad row of the table is named with the import it came from.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,impervious\nnowhere,1\n")
+    cfg_bad = _cfg(tmp_path, store, sweep={}, weak_labels=[{"name": "bad", "table": str(bad)}])
+    with pytest.raises(SegweakError, match=r"^weak_labels\[0\]: .*bad\.csv row 1: unknown image 'nowhere'"):
+        import_weak_labels(cfg_bad, store, messages.append)
+
+
+def test_sweep_compares_computed_and_imported_weak_labels(tmp_path, tiny_store, capsys):
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    table = _proportion_table(tiny_store, tmp_path / "fields.csv")  # the store has no weak/ yet
+    cfg = _cfg(
+        tmp_path,
+        store,
+        stages=["baseline", "weak", "finetune"],
+        weak_labels=[{"name": "fields", "table": str(table)}],
+        sweep={"train.weak.labels": ["computed", "fields"]},
+    )
+    exp = runner.run_experiment(cfg, make_report=False)
+    out = capsys.readouterr().out
+    assert "imported" in out and (store / "weak" / "fields.json").is_file()
+
+    results = json.loads((exp / "results.json").read_text())
+    rows = results["rows"]
+    assert [(r["point"], r["stage"], r["weak_labels"]) for r in rows] == [
+        (f"train.weak.labels={w}", s, w)
+        for w in ("computed", "fields")
+        for s in ("baseline", "weak", "finetune")
+    ]
+    # The weak runs really read different labels: the imported set's provenance is recorded.
+    weak = {
+        r["weak_labels"]: json.loads((exp / r["run_dir"] / "metrics.json").read_text())
+        for r in rows
+        if r["stage"] == "weak"
+    }
+    assert weak["computed"]["weak_labels"]["kind"] == "computed"
+    assert weak["fields"]["weak_labels"]["kind"] == "imported"
+    assert (
+        weak["fields"]["weak_labels"]["sha256"]
+        == json.loads((store / "weak" / "fields.json").read_text())["source"]["sha256"]
+    )
+    with (exp / "results.csv").open(newline="") as fh:
+        csv_rows = list(csv.DictReader(fh))
+    assert [t["factor:train.weak.labels"] for t in csv_rows] == ["computed"] * 3 + ["fields"] * 3
+    assert [t["weak_labels"] for t in csv_rows] == ["computed"] * 3 + ["fields"] * 3
+    # Both points split the same patches (every image has a mask: the set adds no weak-only patches).
+    a, b = (load_split(store, f"default_train.weak.labels-{w}")["subsets"] for w in ("computed", "fields"))
+    assert a == b
+
+    # A rerun imports nothing and trains nothing.
+    snapshot = (exp / "results.json").read_bytes()
+    runner.run_experiment(cfg, make_report=False)
+    out = capsys.readouterr().out
+    assert "reusing it" in out and "0 run(s) trained" in out and "training ->" not in out
+    assert (exp / "results.json").read_bytes() == snapshot

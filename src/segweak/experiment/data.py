@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from segweak.config import (
-    ExperimentConfig,
-)
+from segweak.config import ExperimentConfig, WeakLabelsImport
 from segweak.errors import SegweakError
 from segweak.experiment.plan import experiment_store, split_name
 
@@ -148,6 +147,82 @@ def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> P
         log=log,
     )
     return store_path
+
+
+def _import_options(imp: WeakLabelsImport) -> dict[str, Any]:
+    """Return the options of an import that change the set it writes, as ``STORE/weak/NAME.json`` has them.
+
+    ``region_crs`` and ``min_cover`` only matter for polygons, so for a table they are recorded as null.
+    """
+    from segweak.weak.table import GEO_SUFFIXES
+
+    polygons = Path(imp.table).suffix.lower() in GEO_SUFFIXES
+    return {
+        "tolerance": imp.tolerance,
+        "normalise": imp.normalise,
+        "region_crs": imp.region_crs if polygons else None,
+        "min_cover": imp.min_cover if polygons else None,
+    }
+
+
+def import_weak_labels(cfg: ExperimentConfig, store_path: Path, log: Callable[[str], None] = print) -> None:
+    """Import every ``weak_labels`` table into a prepared store, unless it holds that very import.
+
+    Each table becomes ``STORE/weak/NAME.json`` (:func:`segweak.weak.table.import_table`, the same as
+    ``segweak weak import``). An existing set of that name is kept when it was imported from a file
+    with the same SHA-256 and the same options (so rerunning an experiment, or another point of a
+    sweep on the same store, imports nothing); any other existing set is never replaced.
+
+    Raises:
+        SegweakError: ``weak_labels[i]: ...`` when the store holds another set of that name, or a bad
+            row of the table (one line naming it).
+    """
+    from segweak.data.store import file_sha256
+    from segweak.weak.table import import_table, set_path
+
+    for i, imp in enumerate(cfg.weak_labels):
+        where = f"weak_labels[{i}]"
+        table = Path(imp.table)
+        sha = file_sha256(table)
+        wanted = _import_options(imp)
+        out = set_path(store_path, imp.name)
+        if out.exists():
+            try:
+                have = json.loads(out.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                have = {}
+            recorded = {key: have.get(key) for key in wanted}
+            have_sha = str((have.get("source") or {}).get("sha256", ""))
+            if have_sha == sha and recorded == wanted:
+                log(
+                    f"{where}: weak-label set {imp.name!r} of {store_path} is this import of {table}, "
+                    "reusing it"
+                )
+                continue
+            differs = "the table's SHA-256" if have_sha != sha else f"options {recorded}, wanted {wanted}"
+            raise SegweakError(
+                f"{where}: store {store_path} already has weak-label set {imp.name!r} from "
+                f"{(have.get('source') or {}).get('file', 'another import')} ({differs} differ); give "
+                f"{where}.name another name, or delete {out} (and the runs trained on it) to import {table}"
+            )
+        try:
+            data = import_table(
+                table,
+                store_path,
+                imp.name,
+                tolerance=imp.tolerance,
+                normalise=imp.normalise,
+                region_crs=imp.region_crs,
+                min_cover=imp.min_cover,
+            )
+        except SegweakError as exc:
+            raise SegweakError(f"{where}: {exc}") from None
+        normalised = data["normalised_rows"]
+        note = f", {normalised} row(s) normalised ({where}.normalise)" if normalised else ""
+        log(
+            f"{where}: imported {table} (sha256 {sha[:12]}) as weak-label set {imp.name!r}: "
+            f"{len(data['bags'])} bag(s), {data['n_patches']} patch(es){note}"
+        )
 
 
 def split_weak_labels(cfg: ExperimentConfig) -> str | None:

@@ -30,7 +30,7 @@ from segweak.config import (
     migrate_train_dict,
 )
 from segweak.errors import SegweakError
-from segweak.experiment.data import make_splits, prepare_data
+from segweak.experiment.data import import_weak_labels, make_splits, prepare_data
 from segweak.experiment.plan import (
     PlannedRun,
     check_runs,
@@ -192,6 +192,8 @@ def _run_experiment_locked(
         key = str(experiment_store(point.cfg))
         if key not in stores:
             stores[key] = prepare_data(point.cfg, lambda msg, w=where: log(f"{w}{msg}"))
+            # Before the splits: a split made with an imported set reads it (weak-only images).
+            import_weak_labels(point.cfg, stores[key], lambda msg, w=where: log(f"{w}{msg}"))
         split_key = f"{key}|{point.cfg.split.name}"
         if split_key not in split_names:
             # Checked before the splits are made: make_split reads an imported weak-label set.

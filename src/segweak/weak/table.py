@@ -406,6 +406,7 @@ def import_table(
         "normalise": normalise,
         "normalised_rows": normalised,
         "region_crs": region_crs if polygons else None,
+        "min_cover": min_cover if polygons else None,
         "rule": (
             f"patch in bag when at least {min_cover:g} of its pixels (pixel centres) lie inside the polygon"
             if polygons
