@@ -267,8 +267,13 @@ def test_label_efficiency_config_plan():
     assert {r.arm for r in runs} == {"baseline", "proportion", "full"}
     assert sum(r.stage == "full" for r in trained) == len(cfg.seeds)  # once per seed, shown at 3 points
     assert sum(r.stage == "full" for r in runs) == 3 * len(cfg.seeds)
-    # The budget stated in the file's header: 3 points x (40 + 80 + 40) + 120 steps per seed.
-    assert sum(r.cfg.trainer.max_steps for r in trained) == len(cfg.seeds) * (3 * (40 + 80 + 40) + 120)
+    # The budget stated in the file's header: 3 points x (120 + 80 + 40) + 120 steps per seed, the
+    # baseline as long as pre-training + fine-tuning.
+    assert sum(r.cfg.trainer.max_steps for r in trained) == len(cfg.seeds) * (3 * (120 + 80 + 40) + 120)
+    base = next(r for r in trained if r.stage == "baseline").cfg.trainer.max_steps
+    pre = next(r for r in trained if r.stage == "weak").cfg.trainer.max_steps
+    fine = next(r for r in trained if r.stage == "finetune").cfg.trainer.max_steps
+    assert base == pre + fine
 
 
 def test_sample_predictions_read_the_selected_checkpoint(tmp_path, tiny_store):

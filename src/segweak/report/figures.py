@@ -220,7 +220,9 @@ def plot_sweep_curves(curves: AxisCurves, colors: dict[str, str], metric: Metric
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(handles)), fontsize=8)
     fig.suptitle(
-        f"{metric.subset} mIoU vs {curves.axis} (line: mean over seeds, band: ±1 std, markers: swept points)",
+        # Two lines: on one the title was wider than a one-panel figure and was cut at both ends.
+        f"{metric.subset} mIoU vs {curves.axis}\n"
+        "(line: mean over seeds, band: ±1 std, markers: swept points)",
         fontsize=10,
     )
     _save(fig, path)
