@@ -1,17 +1,22 @@
 """Planning an experiment: its config, every run of the protocol and what each run trains with.
 
-An experiment trains, for every split seed x training seed, these rows (each one run of a
-training method, :mod:`segweak.methods`):
+The protocol is a declaration, :data:`PROTOCOL`: a tuple of :class:`StageSpec`, each saying which
+rows the stage plans (one run, one per pre-training method of ``methods``, or one per other method),
+what they train (``supervised`` on a subset, or the row's method) and which earlier stage's selected
+checkpoint (:func:`segweak.train.engine.selected_checkpoint`) they start from (``consumes``). The
+planner walks the declarations in order, for every split seed x training seed; a new protocol is a
+new declaration, not an edit of the planner. The shipped one plans these rows:
 
 * ``baseline``: ``supervised`` on the strong subset (ImageNet/offline encoder),
 * ``weak``: each pre-training method of ``methods`` (e.g. ``proportion``: weak labels of the weak
   subset only),
 * ``finetune``: ``supervised`` on the strong subset from the same split/seed/method's weak run's
-  selected checkpoint (:func:`segweak.train.engine.selected_checkpoint`, ``init.checkpoint``),
+  selected checkpoint (``consumes={"init.checkpoint": "weak"}``),
 * one row per other method of ``methods`` (e.g. ``joint``), named after the method; a method that
   depends on another row (:meth:`~segweak.methods.TrainingMethod.depends_on`, e.g. ``pseudo_label``
   taught by ``finetune-proportion``) gives one run per round, each preceded by the artefact it reads
-  (:meth:`~segweak.methods.TrainingMethod.prepare`, written under ``EXP/pseudo/``),
+  (:meth:`~segweak.methods.TrainingMethod.prepare`, written under ``EXP/pseudo/``): these rows
+  follow the methods' own declarations (``depends_on``, ``rounds``, ``prepare``),
 * ``full``: ``supervised`` on strong + weak pixel labels (the upper bound).
 
 Each run lives in ``EXP/runs/<stage>[-<method>]-split<k>-seed<s>/`` (a single-run method's row:
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,8 +56,138 @@ from segweak.experiment.sweep import SweepPoint, expand, sweep_axes
 ARTEFACTS_DIR = "pseudo"
 """Experiment subdirectory of the artefacts rounds read (``EXP/pseudo/<run name>/``)."""
 
-#: Supervised subset of each supervised protocol stage (``methods.supervised.subset``).
-SUPERVISED_STAGES = {"baseline": "strong", "finetune": "strong", "full": "full"}
+#: TrainConfig keys a stage can set to the selected checkpoint of a stage it consumes
+#: (:attr:`StageSpec.consumes`): where a run starts from.
+CONSUMABLE_KEYS = ("init.checkpoint",)
+
+ROW_KINDS = ("one", "pretrain", "methods")
+"""What rows a stage plans (:attr:`StageSpec.rows`)."""
+
+STEP_KINDS = ("pretrain", "finetune", "train")
+"""What a stage's runs are to their arm (:attr:`StageSpec.step_kind`, the results' ``step_kind``)."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Declaration of one protocol stage: the rows it plans and what each of them trains with.
+
+    Attributes:
+        name: Stage name: what ``stages`` lists, the ``stage_overrides`` layer and the prefix of its
+            runs' names (the ``methods`` stage is not listed in ``stages``: it is planned whenever
+            ``methods`` has a single-run method).
+        rows: ``one`` (one run, ``<name>-split<k>-seed<s>``), ``pretrain`` (one run per pre-training
+            method of ``methods``, ``<name>-<method>-...``) or ``methods`` (one row per other method
+            of ``methods``, named after it, following the method's own ``depends_on`` / ``rounds``
+            / ``prepare``).
+        trains: ``supervised`` (on ``subset``) or ``method`` (the row's method).
+        subset: Supervised subset (``strong`` or ``full``, ``methods.supervised.subset``) when
+            ``trains`` is ``supervised``, else ``None``.
+        consumes: ``{TrainConfig dotted key: stage}``: the key (one of :data:`CONSUMABLE_KEYS`) is
+            set to that earlier stage's selected checkpoint, of the same method for a ``pretrain``
+            stage (e.g. ``{"init.checkpoint": "weak"}``). The stage needs that stage in ``stages``.
+        step_kind: ``pretrain``, ``finetune`` or ``train`` (see :data:`STEP_KINDS`).
+        role: ``baseline`` or ``full`` for a reference row; ``None``: ``method`` or ``control``
+            after the row's method (:attr:`~segweak.methods.TrainingMethod.control`).
+        teaches: Whether its runs' final checkpoints are rows a method can depend on
+            (:meth:`~segweak.methods.TrainingMethod.depends_on`): the stage's name for a ``one``
+            stage, the method's name for a ``pretrain`` stage (the last teaching stage of that
+            method wins). Only stages before the ``methods`` stage teach.
+        method_overrides: Whether a ``pretrain`` row also takes ``stage_overrides.<method>``.
+    """
+
+    name: str
+    rows: str = "one"
+    trains: str = "supervised"
+    subset: str | None = None
+    consumes: Mapping[str, str] = field(default_factory=dict)
+    step_kind: str = "train"
+    role: str | None = None
+    teaches: bool = False
+    method_overrides: bool = False
+
+    def __post_init__(self) -> None:
+        # A declaration error is a programming error in segweak (or a test), not a user's config.
+        where = f"StageSpec {self.name!r}"
+        if self.rows not in ROW_KINDS or self.step_kind not in STEP_KINDS:
+            raise ValueError(f"{where}: rows must be one of {ROW_KINDS}, step_kind one of {STEP_KINDS}")
+        if self.trains not in ("supervised", "method"):
+            raise ValueError(f"{where}: trains must be 'supervised' or 'method', got {self.trains!r}")
+        if (self.trains == "supervised") != (self.subset is not None):
+            raise ValueError(f"{where}: a subset goes with trains='supervised', and only with it")
+        if self.trains == "method" and self.rows == "one":
+            raise ValueError(f"{where}: a one-run stage has no method to train; say trains='supervised'")
+        if self.rows == "methods" and (self.trains != "method" or self.consumes or self.method_overrides):
+            raise ValueError(f"{where}: the methods stage trains each method as the method declares")
+        if bad := [key for key in self.consumes if key not in CONSUMABLE_KEYS]:
+            raise ValueError(f"{where}: cannot consume into {bad}; choose from {CONSUMABLE_KEYS}")
+        if self.method_overrides and self.rows != "pretrain":
+            raise ValueError(f"{where}: method_overrides needs rows='pretrain'")
+
+
+#: The shipped protocol, in the order its stages train.
+PROTOCOL: tuple[StageSpec, ...] = (
+    StageSpec("baseline", subset="strong", role="baseline", teaches=True),
+    StageSpec("weak", rows="pretrain", trains="method", step_kind="pretrain", method_overrides=True),
+    StageSpec(
+        "finetune",
+        rows="pretrain",
+        subset="strong",
+        consumes={"init.checkpoint": "weak"},
+        step_kind="finetune",
+        teaches=True,
+    ),  # fmt: skip
+    StageSpec("methods", rows="methods", trains="method", teaches=True),
+    # Never a teacher: it reads the weak subset's pixel labels.
+    StageSpec("full", subset="full", role="full"),
+)
+
+
+def check_protocol(protocol: Sequence[StageSpec]) -> None:
+    """Check that the stages of a protocol fit together.
+
+    Names are unique, exactly one stage plans the ``methods`` rows, and every consumed stage is
+    declared earlier (the declaration order is the training order, so it must be topological) and
+    gives one checkpoint per consumer row (a ``one`` stage cannot consume a ``pretrain`` stage).
+
+    Raises:
+        ValueError: Naming the stage at fault (a declaration error, not a user error).
+    """
+    names = [spec.name for spec in protocol]
+    if len(set(names)) != len(names):
+        raise ValueError(f"protocol {names}: a stage name is declared twice")
+    if [spec.rows for spec in protocol].count("methods") != 1:
+        raise ValueError(f"protocol {names}: exactly one stage must have rows='methods'")
+    seen: dict[str, StageSpec] = {}
+    for spec in protocol:
+        for key, source in spec.consumes.items():
+            src = seen.get(source)
+            if src is None:
+                raise ValueError(
+                    f"StageSpec {spec.name!r}: {key} consumes {source!r}, not declared before it"
+                )
+            if src.rows == "methods" or (src.rows == "pretrain" and spec.rows != "pretrain"):
+                raise ValueError(
+                    f"StageSpec {spec.name!r}: {source!r} has one run per method; only a per-method "
+                    "stage can consume it"
+                )
+        seen[spec.name] = spec
+
+
+check_protocol(PROTOCOL)
+
+
+def stage_spec(stage: str, protocol: Sequence[StageSpec] = PROTOCOL) -> StageSpec:
+    """Return the declaration of row ``stage``: its stage, or the ``methods`` stage for a method's row."""
+    for spec in protocol:
+        if spec.name == stage and spec.rows != "methods":
+            return spec
+    return next(spec for spec in protocol if spec.rows == "methods")
+
+
+def planned_stages(cfg: ExperimentConfig, protocol: Sequence[StageSpec] = PROTOCOL) -> list[StageSpec]:
+    """Return the stages of ``protocol`` the experiment plans: those in ``stages``, and ``methods``."""
+    return [spec for spec in protocol if spec.rows == "methods" or spec.name in cfg.stages]
+
 
 #: TrainConfig keys the experiment sets itself; a ``train`` / ``stage_overrides`` entry for them is an
 #: error (``stage`` and ``finetune.init_from``: their names before training methods).
@@ -81,6 +217,7 @@ class PlannedRun:
         split_name: Split manifest name inside the store.
         seed: Training seed.
         cfg: Resolved training config.
+        spec: Declaration of the row's stage (the ``methods`` stage for a method's row).
         note: Human-readable remark stored in the results row.
         round: Round (1-based) of a method that depends on another row, else ``None``.
         teacher: ``best.ckpt`` of the run that teaches this round (a method with rounds).
@@ -99,6 +236,7 @@ class PlannedRun:
     split_name: str
     seed: int
     cfg: TrainConfig
+    spec: StageSpec = field(repr=False)
     note: str = ""
     round: int | None = None
     teacher: str | None = None
@@ -126,13 +264,13 @@ class PlannedRun:
     @property
     def step_kind(self) -> str:
         """``pretrain`` (a ``weak`` row), ``finetune`` (its fine-tuning) or ``train`` (a whole arm)."""
-        return {"weak": "pretrain", "finetune": "finetune"}.get(self.stage, "train")
+        return self.spec.step_kind
 
     @property
     def role(self) -> str:
         """``baseline``, ``full``, ``control`` (a method with ``control = True``) or ``method``."""
-        if self.stage in ("baseline", "full"):
-            return self.stage
+        if self.spec.role is not None:
+            return self.spec.role
         from segweak.methods import method_class
 
         return "control" if method_class(self.arm).control else "method"
@@ -201,12 +339,17 @@ def pop_keys(d: dict[str, Any], keys: tuple[str, ...]) -> None:
 _MISSING = object()
 
 
-def check_train_sections(cfg: ExperimentConfig) -> None:
+def _and(names: list[str]) -> str:
+    """Join ``names`` as ``a, b and c``."""
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else ""
+
+
+def check_train_sections(cfg: ExperimentConfig, protocol: Sequence[StageSpec] = PROTOCOL) -> None:
     """Check ``train``, ``stage_overrides`` and ``methods`` before anything is prepared or trained.
 
     Every section must hold valid TrainConfig keys, none the experiment controls, and valid options
-    in each ``methods.<name>`` section; every compared method must exist, and a pre-training method
-    needs the ``weak`` stage.
+    in each ``methods.<name>`` section; every compared method must exist, a pre-training method
+    needs the stage that pre-trains (``weak``), and every planned stage the stages it consumes.
 
     Raises:
         SegweakError: Naming the dotted key at fault.
@@ -240,16 +383,27 @@ def check_train_sections(cfg: ExperimentConfig) -> None:
         except SegweakError as exc:
             raise SegweakError(f"methods[{i}]: {exc}") from None
         if m == "supervised":
+            supervised = [spec.name for spec in protocol if spec.trains == "supervised"]
             raise SegweakError(
-                f"methods[{i}]: 'supervised' is what the baseline, finetune and full rows train; "
+                f"methods[{i}]: 'supervised' is what the {_and(supervised)} rows train; "
                 "list the methods to compare with them"
             )
-        if cls.pretrain and "weak" not in cfg.stages:
+        pretrains = [spec.name for spec in protocol if spec.rows == "pretrain" and spec.trains == "method"]
+        if cls.pretrain and not set(pretrains) & set(cfg.stages):
+            then = [repr(spec.name) for spec in protocol if set(spec.consumes.values()) & set(pretrains)]
+            add = " or ".join(map(repr, pretrains)) + (f" (and {_and(then)})" if then else "")
             raise SegweakError(
-                f"methods[{i}]: {m!r} pre-trains on weak labels and is then fine-tuned: add 'weak' "
-                "(and 'finetune') to stages, or remove it from methods"
+                f"methods[{i}]: {m!r} pre-trains on weak labels and is then fine-tuned: add {add} "
+                "to stages, or remove it from methods"
             )
-    _check_dependencies(cfg)
+    for spec in planned_stages(cfg, protocol):
+        for source in spec.consumes.values():
+            if source not in cfg.stages:
+                raise SegweakError(
+                    f"stages: {spec.name!r} starts from the {source!r} checkpoints, so add {source!r} "
+                    "to stages"
+                )
+    _check_dependencies(cfg, protocol)
 
 
 def _arm_options(cfg: ExperimentConfig, method: str) -> Any:
@@ -260,20 +414,25 @@ def _arm_options(cfg: ExperimentConfig, method: str) -> Any:
     return method_options(from_dict(TrainConfig, data), method)
 
 
-def teacher_rows(cfg: ExperimentConfig, upto: str) -> list[str]:
+def teacher_rows(cfg: ExperimentConfig, upto: str, protocol: Sequence[StageSpec] = PROTOCOL) -> list[str]:
     """Rows whose final checkpoint a method can depend on: those trained before ``upto``'s row.
 
-    ``baseline`` (when a stage), each pre-training method (its ``finetune`` row, when a stage) and
-    the single-run methods listed before ``upto``. Never ``full``: it reads the weak pixel labels.
+    The rows of the planned teaching stages before the ``methods`` stage (:attr:`StageSpec.teaches`;
+    shipped: ``baseline``, and each pre-training method through its ``finetune`` row) and the
+    single-run methods listed before ``upto``. Never ``full``: it reads the weak pixel labels.
     """
-    rows = ["baseline"] if "baseline" in cfg.stages else []
+    rows: list[str] = []
     methods = methods_of(cfg)
-    if "finetune" in cfg.stages:
-        rows += [m for m in methods if _pretrains(m)]
+    for spec in planned_stages(cfg, protocol):
+        if spec.rows == "methods":
+            break  # what trains after the methods' rows teaches none of them
+        if spec.teaches:
+            new = [spec.name] if spec.rows == "one" else [m for m in methods if _pretrains(m)]
+            rows += [row for row in new if row not in rows]
     return rows + [m for m in methods[: methods.index(upto)] if not _pretrains(m)]
 
 
-def _check_dependencies(cfg: ExperimentConfig) -> None:
+def _check_dependencies(cfg: ExperimentConfig, protocol: Sequence[StageSpec] = PROTOCOL) -> None:
     """Check that every method depending on a row finds it trained earlier; its artefact option unset."""
     from segweak.methods import method_class
 
@@ -285,7 +444,7 @@ def _check_dependencies(cfg: ExperimentConfig) -> None:
         row = cls.depends_on(options)
         if row is None:
             continue
-        rows = teacher_rows(cfg, m)
+        rows = teacher_rows(cfg, m, protocol)
         if row not in rows:
             raise SegweakError(
                 f"methods[{i}]: {m!r} starts from the final checkpoint of row {row!r}, which this experiment "
@@ -405,36 +564,42 @@ def resolve_train_config(
     split_seed: int,
     seed: int,
     store: str | Path,
-    init_from: str | None = None,
+    consumed: Mapping[str, str] | None = None,
     round: int | None = None,
     artefact: str | None = None,
     slug: str = "",
+    protocol: Sequence[StageSpec] = PROTOCOL,
 ) -> TrainConfig:
     """Resolve one run's TrainConfig: defaults <- ``train`` <- ``stage_overrides`` <- experiment keys.
 
-    Override layers: a protocol stage's own (``stage_overrides.<stage>``); a ``weak`` row adds its
-    method's (``stage_overrides.<method>``); a single-run method row has only its own. The experiment
-    then sets ``method``, the run's name and paths, the seed, ``init.checkpoint`` (finetune) and the
-    supervised subset. The result is checked and its method options resolved
+    Override layers: a protocol stage's own (``stage_overrides.<stage>``); a ``pretrain`` row of a
+    stage with :attr:`StageSpec.method_overrides` (``weak``) adds its method's
+    (``stage_overrides.<method>``); a single-run method row has only its own. The experiment then
+    sets ``method``, the run's name and paths, the seed, the consumed checkpoints (e.g.
+    ``init.checkpoint`` of a ``finetune`` row) and the supervised subset, as the stage's
+    :class:`StageSpec` declares. The result is checked and its method options resolved
     (:func:`segweak.methods.check_config`).
 
     Args:
         cfg: The experiment config.
-        stage: Row name: ``baseline``, ``weak``, ``finetune``, ``full`` or a single-run method.
-        method: The pre-training method of a ``weak``/``finetune`` row, else ``""``.
+        stage: Row name: a stage of ``protocol`` (``baseline``, ``weak``, ``finetune``, ``full``) or a
+            single-run method.
+        method: The pre-training method of a ``pretrain`` row (``weak``/``finetune``), else ``""``.
         split_seed: Split seed.
         seed: Training seed.
         store: Prepared store path.
-        init_from: ``init.checkpoint`` of a ``finetune`` row.
+        consumed: ``{dotted key: checkpoint}`` of what the stage consumes (:attr:`StageSpec.consumes`).
         round: Round of a method with rounds (part of the run's name).
         artefact: The round's artefact directory, set as the method's ``artefact_option``.
         slug: The sweep point's directory name (``""`` without a sweep): runs go to
             ``<out_dir>/runs/<slug>/``.
+        protocol: The protocol declaring ``stage``.
     """
     from segweak.methods import check_config
 
+    spec = stage_spec(stage, protocol)
     data = copy.deepcopy(cfg.train)
-    layers = [stage] + ([method] if stage == "weak" and method else [])
+    layers = [stage] + ([method] if spec.method_overrides and method else [])
     for layer in layers:
         data = deep_merge(data, copy.deepcopy(cfg.stage_overrides.get(layer, {})))
     forced: dict[str, Any] = {
@@ -444,13 +609,17 @@ def resolve_train_config(
         "data": {"store": str(store), "split": split_name(cfg, split_seed)},
         "trainer": {"seed": seed},
     }
-    if stage in SUPERVISED_STAGES:
+    if spec.trains == "supervised":
         forced["method"] = "supervised"
-        forced["methods"] = {"supervised": {"subset": SUPERVISED_STAGES[stage]}}
+        forced["methods"] = {"supervised": {"subset": spec.subset}}
     else:
         forced["method"] = method or stage
-    if init_from is not None:
-        forced["init"] = {"checkpoint": init_from}
+    for dotted, checkpoint in (consumed or {}).items():
+        node = forced
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = checkpoint
     if artefact is not None:
         from segweak.methods import method_class
 
@@ -474,7 +643,7 @@ def artefacts_root(cfg: ExperimentConfig, slug: str = "") -> Path:
     return root / slug if slug else root
 
 
-def sweep_points(cfg: ExperimentConfig) -> list[SweepPoint]:
+def sweep_points(cfg: ExperimentConfig, protocol: Sequence[StageSpec] = PROTOCOL) -> list[SweepPoint]:
     """Return the experiment's sweep points (one without a sweep), each point's config and runs checked.
 
     Raises:
@@ -482,23 +651,27 @@ def sweep_points(cfg: ExperimentConfig) -> list[SweepPoint]:
     """
 
     def check(point: ExperimentConfig) -> None:
-        check_train_sections(point)
+        check_train_sections(point, protocol)
         registry: dict[str, PlannedRun] = {}
         for k in point.split.seeds:
             for s in point.seeds:
-                _plan_split_seed(point, experiment_store(point), k, s, "", registry)
+                _plan_split_seed(point, experiment_store(point), k, s, "", registry, protocol=protocol)
 
     return expand(cfg, check=check if sweep_axes(cfg) else None)
 
 
 def plan_runs(
-    cfg: ExperimentConfig, store: str | Path | None = None, points: list[SweepPoint] | None = None
+    cfg: ExperimentConfig,
+    store: str | Path | None = None,
+    points: list[SweepPoint] | None = None,
+    protocol: Sequence[StageSpec] = PROTOCOL,
 ) -> list[PlannedRun]:
     """Every run of the protocol at every sweep point, in the order they must train.
 
-    Per point, per split seed x seed: ``baseline``; ``weak`` then ``finetune`` for each pre-training
-    method; one row per single-run method (one run per round for a method that depends on another
-    row: round 1 taught by that row's final selected checkpoint, round r + 1 by round r's); ``full``.
+    Per point, per split seed x seed, the planned stages of ``protocol`` in their declared order
+    (shipped: ``baseline``; ``weak`` then ``finetune`` for each pre-training method; one row per
+    single-run method, one run per round for a method that depends on another row: round 1 taught
+    by that row's final selected checkpoint, round r + 1 by round r's; ``full``).
 
     A run whose inputs are the same as a run planned at an earlier point (resolved training config,
     store, the split subsets it reads, the run it starts from) is not planned again: its row at the
@@ -510,17 +683,20 @@ def plan_runs(
         store: Path of the prepared store every point uses (tests, single-store experiments);
             ``None``: each point's own (:func:`experiment_store`).
         points: The sweep points (:func:`sweep_points`), when already expanded.
+        protocol: The stages to plan (:data:`PROTOCOL`; checked by :func:`check_protocol`).
 
     Returns:
         Planned runs.
     """
+    if protocol is not PROTOCOL:
+        check_protocol(protocol)
     registry: dict[str, PlannedRun] = {}
     runs: list[PlannedRun] = []
-    for point in points if points is not None else sweep_points(cfg):
+    for point in points if points is not None else sweep_points(cfg, protocol):
         point_store = store if store is not None else experiment_store(point.cfg)
         for k in point.cfg.split.seeds:
             for s in point.cfg.seeds:
-                runs += _plan_split_seed(point.cfg, point_store, k, s, point.slug, registry, point)
+                runs += _plan_split_seed(point.cfg, point_store, k, s, point.slug, registry, point, protocol)
     return runs
 
 
@@ -581,6 +757,7 @@ def _plan_split_seed(
     slug: str,
     registry: dict[str, PlannedRun],
     point: SweepPoint | None = None,
+    protocol: Sequence[StageSpec] = PROTOCOL,
 ) -> list[PlannedRun]:
     """Plan the runs of split seed ``k`` x training seed ``s`` at one point (see :func:`plan_runs`).
 
@@ -593,27 +770,30 @@ def _plan_split_seed(
     methods = methods_of(cfg)
     runs: list[PlannedRun] = []
     final: dict[str, str] = {}  # row -> selected checkpoint of its last run (what a dependant starts from)
+    done: dict[tuple[str, str], str] = {}  # (stage, method) -> selected checkpoint (what a consumer reads)
     label = point.label if point is not None else ""
     factors = dict(point.factors) if point is not None else {}
 
     def add(
+        spec: StageSpec,
         stage: str,
         method: str = "",
         *,
-        init_from: str | None = None,
+        consumed: dict[str, str] | None = None,
         round: int | None = None,
         teacher: str | None = None,
         artefact: str | None = None,
     ) -> str:
         """Plan one run (or report an identical earlier one); return its selected checkpoint."""
         tc = resolve_train_config(
-            cfg, stage, method=method, split_seed=k, seed=s, store=store, init_from=init_from,
-            round=round, artefact=artefact, slug=slug,
+            cfg, stage, method=method, split_seed=k, seed=s, store=store, consumed=consumed,
+            round=round, artefact=artefact, slug=slug, protocol=protocol,
         )  # fmt: skip
-        source = init_from or teacher
+        # CONSUMABLE_KEYS has one key, so a run has at most one upstream run.
+        source = next(iter((consumed or {}).values()), teacher)
         run = PlannedRun(
-            stage, method, k, split_name(cfg, k), s, tc, round=round, teacher=teacher, artefact=artefact,
-            point=label, factors=factors,
+            stage, method, k, split_name(cfg, k), s, tc, spec, round=round, teacher=teacher,
+            artefact=artefact, point=label, factors=factors,
             upstream=str(Path(source).parent.parent) if source is not None else None,
         )  # fmt: skip
         identity = _identity(cfg, run, store, registry)
@@ -627,30 +807,35 @@ def _plan_split_seed(
         runs.append(run)
         return str(selected_checkpoint(run.cfg))
 
-    if "baseline" in cfg.stages:
-        final["baseline"] = add("baseline")
-    pretrain = [m for m in methods if _pretrains(m)]
-    weak_ckpt: dict[str, str] = {}
-    if "weak" in cfg.stages:
-        for m in pretrain:
-            weak_ckpt[m] = add("weak", m)
-    if "finetune" in cfg.stages:
-        for m in pretrain:
-            final[m] = add("finetune", m, init_from=weak_ckpt[m])
-    for m in (m for m in methods if not _pretrains(m)):
-        cls = method_class(m)
-        options = _arm_options(cfg, m)
-        row = cls.depends_on(options)
-        if row is None:
-            final[m] = add(m)
+    def add_methods(spec: StageSpec) -> None:
+        """Plan the single-run methods' rows, each as its method declares (teacher, rounds)."""
+        for m in (m for m in methods if not _pretrains(m)):
+            cls = method_class(m)
+            options = _arm_options(cfg, m)
+            row = cls.depends_on(options)
+            if row is None:
+                final[m] = add(spec, m)
+                continue
+            teacher = final[row]  # present: check_train_sections checked the dependency
+            for r in range(1, cls.rounds(options) + 1):
+                artefact = str(artefacts_root(cfg, slug) / run_name(m, "", k, s, r))
+                teacher = add(spec, m, round=r, artefact=artefact, teacher=teacher)
+            final[m] = teacher
+
+    specs = {spec.name: spec for spec in protocol}
+    for spec in planned_stages(cfg, protocol):
+        if spec.rows == "methods":
+            add_methods(spec)
             continue
-        teacher = final[row]  # present: check_train_sections checked the dependency
-        for r in range(1, cls.rounds(options) + 1):
-            artefact = str(artefacts_root(cfg, slug) / run_name(m, "", k, s, r))
-            teacher = add(m, round=r, artefact=artefact, teacher=teacher)
-        final[m] = teacher
-    if "full" in cfg.stages:
-        add("full")
+        for m in [m for m in methods if _pretrains(m)] if spec.rows == "pretrain" else [""]:
+            # Present: the declaration order is topological and check_train_sections checked stages.
+            consumed = {
+                key: done[source, m if specs[source].rows == "pretrain" else ""]
+                for key, source in spec.consumes.items()
+            }
+            done[spec.name, m] = add(spec, spec.name, m, consumed=consumed)
+            if spec.teaches:
+                final[m or spec.name] = done[spec.name, m]
     return runs
 
 
