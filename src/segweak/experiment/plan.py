@@ -736,11 +736,19 @@ def _identity(
         upstream = owner.cfg.run_dir.as_posix() if owner is not None else run.upstream
     comparable = comparable_config(run.cfg)
     pop_keys(comparable, ("data", "split"))
+    split = _split_reads(cfg, run.cfg, run.split_seed)
+    if run.cfg.method == "supervised":
+        # Pixel labels only: which weak labels (computed, imported, noisy) the experiment gives the
+        # weak patches changes nothing this run trains on or measures (validation uses the masks),
+        # so a `train.weak.labels` or `train.weak.noise` axis shares it across points.
+        pop_keys(comparable, ("weak", "labels"))
+        pop_keys(comparable, ("weak", "noise"))
+        split.pop("weak_labels")
     return json.dumps(
         {
             "config": comparable,
             "store": Path(store).as_posix(),
-            "split": _split_reads(cfg, run.cfg, run.split_seed),
+            "split": split,
             "row": [run.stage, run.method, run.round],
             "upstream": upstream,
         },

@@ -111,6 +111,7 @@ def result_row(
         strong_fraction: Achieved patch fraction of the strong subset of the point's split.
     """
     test = metrics.get("test") or {}
+    pixel_only = run.cfg.method == "supervised"
     row: dict[str, Any] = {
         "point": run.point,
         "factors": dict(run.factors),
@@ -125,8 +126,10 @@ def result_row(
         "train_method": run.cfg.method,
         "selection": metrics.get("selection") or "best",  # runs before `selection` existed: best
         "strong_fraction": strong_fraction,
-        "weak_labels": run.cfg.weak.labels,
-        "weak_noise": noise_label(run.cfg.weak.noise),
+        # None for runs that read pixel labels only: no weak labels reached them (and such a run can be
+        # shared across points of a weak-label axis, docs/config.md "Sweeps").
+        "weak_labels": None if pixel_only else run.cfg.weak.labels,
+        "weak_noise": None if pixel_only else noise_label(run.cfg.weak.noise),
         "miou": metrics.get("miou"),
         "mf1": metrics.get("mf1"),
         "oa": metrics.get("oa"),

@@ -310,11 +310,19 @@ def _check_store_for_runs(runs: list[PlannedRun], store_path: Path) -> None:
             raise SegweakError(f"stage {run.stage}: {exc}") from None
 
 
-def _read_subsets(store: str | Path, split: str, full: bool) -> dict[str, list[int]]:
-    """Return the subsets of a split manifest a run reads (``full``: strong ∪ weak as one)."""
+def _read_subsets(store: str | Path, split: str, full: bool, pixel_only: bool) -> dict[str, list[int]]:
+    """Return the subsets of a split manifest a run reads (``full``: strong ∪ weak as one).
+
+    ``pixel_only`` (a run that reads pixel labels only) leaves out the weak patches of images without
+    masks (``weak_only``): such a run never reads them, whichever weak-label set put them there.
+    """
     from segweak.data.splits import load_split
 
-    subsets = dict(load_split(store, split)["subsets"])
+    manifest = load_split(store, split)
+    subsets = dict(manifest["subsets"])
+    if pixel_only and manifest.get("weak_only"):
+        maskless = set(manifest["weak_only"])
+        subsets["weak"] = [i for i in subsets["weak"] if i not in maskless]
     if full:
         subsets = {"full": sorted(subsets.pop("strong") + subsets.pop("weak")), **subsets}
     return subsets
@@ -332,13 +340,12 @@ def _check_shared_splits(runs: list[PlannedRun]) -> None:
     for run in runs:
         if run.trained_at is None:
             continue
-        full = (
-            run.cfg.method == "supervised" and run.cfg.methods.get("supervised", {}).get("subset") == "full"
-        )
+        pixel_only = run.cfg.method == "supervised"
+        full = pixel_only and run.cfg.methods.get("supervised", {}).get("subset") == "full"
         store = run.cfg.data.store
         here, there = (
-            _read_subsets(store, run.split_name, full),
-            _read_subsets(store, run.cfg.data.split, full),
+            _read_subsets(store, run.split_name, full, pixel_only),
+            _read_subsets(store, run.cfg.data.split, full, pixel_only),
         )
         if here != there:
             raise SegweakError(
