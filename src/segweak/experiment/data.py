@@ -9,7 +9,7 @@ from typing import Any
 
 from segweak.config import ExperimentConfig, WeakLabelsImport
 from segweak.errors import SegweakError
-from segweak.experiment.plan import experiment_store, split_name
+from segweak.experiment.plan import experiment_store, split_name, split_weak_labels
 
 
 def _dsm(cfg: ExperimentConfig) -> Any:
@@ -225,26 +225,13 @@ def import_weak_labels(cfg: ExperimentConfig, store_path: Path, log: Callable[[s
         )
 
 
-def split_weak_labels(cfg: ExperimentConfig) -> str | None:
-    """Return the imported weak-label set the experiment's splits are made with (``train.weak.labels``).
-
-    ``None`` when the runs use labels computed from the masks; with an imported set, the patches of
-    images without masks that one of its bags covers join the weak subset
-    (:func:`segweak.data.splits.make_split`, ``weak_labels``).
-    """
-    from segweak.weak.table import COMPUTED
-
-    labels = ((cfg.train.get("weak") or {}).get("labels")) or COMPUTED
-    return None if labels == COMPUTED else str(labels)
-
-
 def make_splits(
     cfg: ExperimentConfig, store_path: Path, log: Callable[[str], None] = print
 ) -> dict[int, str]:
     """Make (or check and reuse) one split manifest per split seed; return ``{split_seed: name}``.
 
     Every ``split`` key is passed on (``fractions``, ``by``, ``nested``, ``test``), and
-    ``train.weak.labels`` when it names an imported set (:func:`split_weak_labels`).
+    ``train.weak.labels`` when it names an imported set (:func:`~segweak.experiment.plan.split_weak_labels`).
 
     Raises:
         SegweakError: When a manifest of that name exists with other settings.

@@ -700,6 +700,19 @@ def plan_runs(
     return runs
 
 
+def split_weak_labels(cfg: ExperimentConfig) -> str | None:
+    """Return the imported weak-label set the experiment's splits are made with (``train.weak.labels``).
+
+    ``None`` when the runs use labels computed from the masks; with an imported set, the patches of
+    images without masks that one of its bags covers join the weak subset
+    (:func:`segweak.data.splits.make_split`, ``weak_labels``).
+    """
+    from segweak.weak.table import COMPUTED
+
+    labels = ((cfg.train.get("weak") or {}).get("labels")) or COMPUTED
+    return None if labels == COMPUTED else str(labels)
+
+
 def _split_reads(cfg: ExperimentConfig, train_cfg: TrainConfig, split_seed: int) -> dict[str, Any]:
     """Return the split settings that fix the patches a run reads (its share of the run's identity).
 
@@ -707,8 +720,6 @@ def _split_reads(cfg: ExperimentConfig, train_cfg: TrainConfig, split_seed: int)
     depend on how strong and weak share their fraction, so only the val/test fractions count.
     Any other run may read every subset, so every setting counts.
     """
-    from segweak.experiment.data import split_weak_labels
-
     sp = cfg.split
     fractions: list[Any] = list(sp.fractions)
     subset = (
