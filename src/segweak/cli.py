@@ -791,7 +791,8 @@ def _print_results(exp_dir: Path, console: object | None = None) -> None:
         title += " (SYNTHETIC data)"
     table = Table(title=title)
     for i, col in enumerate(header):
-        table.add_column(col, justify="left" if i == 0 else "right")
+        # The row names stay whole (no "baseli…"); the number columns wrap instead.
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows:
         table.add_row(*row)
     console.print(table)  # type: ignore[attr-defined]
