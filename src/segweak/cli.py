@@ -494,6 +494,13 @@ def info_cmd(
         f"patches: {data['n_patches']} of {data['patch']}x{data['patch']} (stride {data['stride']}) "
         f"from {data['n_tiles']} tiles; valid pixels: {data['n_valid_pixels']}"
     )
+    if data["n_tiles_unlabelled"]:
+        first = data["unlabelled_tiles"][0]
+        console.print(
+            f"with pixel masks: {data['n_tiles_labelled']} tiles, {data['n_patches_labelled']} patches; "
+            f"without (--allow-missing-masks, weak labels only): {data['n_tiles_unlabelled']} tiles "
+            f"(e.g. {first}), {data['n_patches_unlabelled']} patches"
+        )
     if data.get("eroded_masks"):
         console.print("eroded-label masks: yes (evaluation reports eroded-label metrics too)")
     table = Table(title="classes")
