@@ -494,6 +494,13 @@ def info_cmd(
         f"patches: {data['n_patches']} of {data['patch']}x{data['patch']} (stride {data['stride']}) "
         f"from {data['n_tiles']} tiles; valid pixels: {data['n_valid_pixels']}"
     )
+    if data["n_tiles_unlabelled"]:
+        first = data["unlabelled_tiles"][0]
+        console.print(
+            f"with pixel masks: {data['n_tiles_labelled']} tiles, {data['n_patches_labelled']} patches; "
+            f"without (--allow-missing-masks, weak labels only): {data['n_tiles_unlabelled']} tiles "
+            f"(e.g. {first}), {data['n_patches_unlabelled']} patches"
+        )
     if data.get("eroded_masks"):
         console.print("eroded-label masks: yes (evaluation reports eroded-label metrics too)")
     table = Table(title="classes")
@@ -550,8 +557,8 @@ app.add_typer(weak_app, name="weak")
 def weak_import_cmd(
     table: Path = typer.Argument(
         ...,
-        help="CSV or Parquet table (image[, x0, y0, x1, y1][, bag], one column per class), or GeoJSON / "
-        "GeoPackage polygons with those attributes.",
+        help="CSV or Parquet table (image[, x0, y0, x1, y1 | geometry (WKT)][, bag], one column per "
+        "class), or GeoJSON / GeoPackage polygons with those attributes (image optional).",
     ),
     store: Path = typer.Option(..., "--store", help="Prepared store directory."),
     name: str = typer.Option(..., "--name", help="Weak-label set name (STORE/weak/NAME.json)."),
@@ -567,6 +574,12 @@ def weak_import_cmd(
     min_cover: float = typer.Option(
         1.0, "--min-cover", help="Polygons: smallest share of a patch's pixels inside it to join its bag."
     ),
+    skip_unplaced: bool = typer.Option(
+        False,
+        "--skip-unplaced",
+        help="Polygons without an image: leave out those that give no patch on any tile (warns) instead "
+        "of stopping.",
+    ),
 ) -> None:
     """Import class proportions per image, pixel window or polygon as bags of patches (docs/store.md)."""
     from segweak.weak.table import import_table
@@ -580,7 +593,17 @@ def weak_import_cmd(
         overwrite=overwrite,
         region_crs=region_crs,
         min_cover=min_cover,
+        skip_unplaced=skip_unplaced,
     )
+    if data["skipped_rows"]:
+        rows = data["skipped_rows"]
+        more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+        typer.secho(
+            f"warning: {len(rows)} polygon(s) without an image gave no patch on any tile and were left out "
+            f"(--skip-unplaced): data row(s) {', '.join(map(str, rows[:10]))}{more}",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     if data["normalised_rows"]:
         typer.secho(
             f"warning: {data['normalised_rows']} row(s) did not sum to 1 within {tolerance} and were "

@@ -669,6 +669,8 @@ class WeakLabelsImport:
             (``--region-crs``).
         min_cover: Polygons: smallest share of a patch inside one for it to join its bag
             (``--min-cover``).
+        skip_unplaced: Polygons without an image: leave out those that give no patch on any tile
+            instead of refusing the table (``--skip-unplaced``).
     """
 
     name: str = ""
@@ -677,6 +679,7 @@ class WeakLabelsImport:
     normalise: bool = False
     region_crs: str = "file"
     min_cover: float = 1.0
+    skip_unplaced: bool = False
 
     def validate(self, where: str) -> None:
         """Check the import before any work starts; ``where`` is its key (``weak_labels[i]``).

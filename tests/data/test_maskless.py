@@ -161,3 +161,27 @@ def test_proportions_only_images_train_end_to_end(data, tmp_path: Path, capsys):
     ev = tmp_path / "eval.json"
     assert main(["evaluate", str(ckpt), "--store", str(store), "--out", str(ev)]) == 0
     assert json.loads(ev.read_text())["n_pixels"] == int(st.valid[man["subsets"]["val"]].sum()) > 0
+
+
+def test_info_counts_images_without_masks(data, tmp_path: Path, tiny_store: Path, capsys):
+    from segweak.data.info import info
+
+    root, _ = data
+    store = tmp_path / "store"
+    assert _prepare(root, store, "--allow-missing-masks") == 0
+    capsys.readouterr()
+    d = info(store)
+    assert (d["n_tiles"], d["n_tiles_labelled"], d["n_tiles_unlabelled"]) == (6, 4, 2)
+    assert (d["n_patches"], d["n_patches_labelled"], d["n_patches_unlabelled"]) == (24, 16, 8)
+    assert d["unlabelled_tiles"] == Store(store).meta["unlabelled_tiles"]
+    assert main(["info", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "with pixel masks: 4 tiles, 16 patches" in out and "2 tiles" in out and "8 patches" in out
+    assert main(["info", str(store), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_patches_unlabelled"] == 8
+    # A store whose images all have masks: every count is labelled, and the text says nothing more.
+    plain = info(tiny_store)
+    assert plain["n_tiles_unlabelled"] == 0 and plain["n_patches_labelled"] == plain["n_patches"]
+    assert plain["unlabelled_tiles"] == []
+    assert main(["info", str(tiny_store)]) == 0
+    assert "with pixel masks" not in capsys.readouterr().out

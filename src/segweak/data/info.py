@@ -27,7 +27,8 @@ def info(
     (:meth:`Store.verify`); the result is under ``verified`` (``{file: "ok"}``).
 
     Keys (documented in ``docs/store.md``): ``path, format_version, tool_version, created, source,
-    classes, num_classes, patch, stride, channels, band_order, bands, n_tiles, n_patches, n_valid_pixels,
+    classes, num_classes, patch, stride, channels, band_order, bands, n_tiles, n_patches, n_tiles_labelled,
+    n_tiles_unlabelled, n_patches_labelled, n_patches_unlabelled, unlabelled_tiles, n_valid_pixels,
     class_pixel_fraction {class: f}, image_stats, splits [names], weak_labels [{name, kind, file, sha256,
     bags, patches}]`` and, with ``split``, ``split``:
     ``{name, by, seed, fractions, presence_threshold, excluded, subsets: {subset: {patches,
@@ -38,6 +39,10 @@ def info(
     m = st.meta
     total_valid = int(st.valid.sum())
     per_class = st.counts.sum(axis=0)
+    # Images kept without a mask (prepare folder --allow-missing-masks) hold patches that only an
+    # imported weak-label set can train on; a store's patch count alone hides how many those are.
+    unlabelled_tiles = list(m.get("unlabelled_tiles") or [])
+    n_unlabelled = int(st.unlabelled.sum())
     out: dict[str, Any] = {
         "path": str(st.path),
         "format_version": m["format_version"],
@@ -53,6 +58,11 @@ def info(
         "bands": m.get("bands"),
         "n_tiles": m["n_tiles"],
         "n_patches": len(st),
+        "n_tiles_labelled": m["n_tiles"] - len(unlabelled_tiles),
+        "n_tiles_unlabelled": len(unlabelled_tiles),
+        "n_patches_labelled": len(st) - n_unlabelled,
+        "n_patches_unlabelled": n_unlabelled,
+        "unlabelled_tiles": unlabelled_tiles,
         "n_valid_pixels": total_valid,
         "class_pixel_fraction": {
             c: (float(per_class[i] / total_valid) if total_valid else None) for i, c in enumerate(st.classes)

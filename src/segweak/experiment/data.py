@@ -152,16 +152,18 @@ def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> P
 def _import_options(imp: WeakLabelsImport) -> dict[str, Any]:
     """Return the options of an import that change the set it writes, as ``STORE/weak/NAME.json`` has them.
 
-    ``region_crs`` and ``min_cover`` only matter for polygons, so for a table they are recorded as null.
+    ``region_crs``, ``min_cover`` and ``skip_unplaced`` only matter for polygons (GeoJSON, GeoPackage
+    or a WKT column), so for other tables they are recorded as null.
     """
-    from segweak.weak.table import GEO_SUFFIXES
+    from segweak.weak.table import polygon_regions
 
-    polygons = Path(imp.table).suffix.lower() in GEO_SUFFIXES
+    polygons = polygon_regions(imp.table)
     return {
         "tolerance": imp.tolerance,
         "normalise": imp.normalise,
         "region_crs": imp.region_crs if polygons else None,
         "min_cover": imp.min_cover if polygons else None,
+        "skip_unplaced": imp.skip_unplaced if polygons else None,
     }
 
 
@@ -191,7 +193,10 @@ def import_weak_labels(cfg: ExperimentConfig, store_path: Path, log: Callable[[s
                 have = json.loads(out.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError):
                 have = {}
-            recorded = {key: have.get(key) for key in wanted}
+            # A set imported before skip_unplaced existed was imported without it: False for polygons
+            # (whose sets record a min_cover), null for other tables.
+            legacy = {"skip_unplaced": False if have.get("min_cover") is not None else None}
+            recorded = {key: have.get(key, legacy.get(key)) for key in wanted}
             have_sha = str((have.get("source") or {}).get("sha256", ""))
             if have_sha == sha and recorded == wanted:
                 log(
@@ -214,6 +219,7 @@ def import_weak_labels(cfg: ExperimentConfig, store_path: Path, log: Callable[[s
                 normalise=imp.normalise,
                 region_crs=imp.region_crs,
                 min_cover=imp.min_cover,
+                skip_unplaced=imp.skip_unplaced,
             )
         except SegweakError as exc:
             raise SegweakError(f"{where}: {exc}") from None

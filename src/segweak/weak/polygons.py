@@ -7,6 +7,8 @@ optional ``bag``, one per class or ``proportions``) and its polygon is the regio
 * The polygon is rasterised on its image's pixel grid (a pixel is inside when its centre is, GDAL's
   rule through :func:`rasterio.features.rasterize`); a patch joins the feature's bag when at least
   ``min_cover`` of its pixels are inside (default 1.0: the whole patch, as for pixel windows).
+* A feature without an image (map coordinates only) is placed so on every georeferenced tile of the
+  store, reprojected to each tile's CRS; its bag is the union of its patches on all of them.
 * Coordinates (``region_crs``): ``file`` (default) takes the CRS the file declares (a GeoPackage
   layer's CRS; a GeoJSON's legacy ``crs`` member, else WGS 84 lon/lat as RFC 7946 says) and
   reprojects the polygon to the image's CRS; the image's CRS and affine transform come from its
@@ -14,7 +16,8 @@ optional ``bag``, one per class or ``proportions``) and its polygon is the regio
   coordinates as the image's pixel columns (x) and rows (y), for images without georeferencing; a
   CRS such as ``EPSG:25832`` names the CRS of a file that declares none.
 
-GeoJSON is read with the standard library; GeoPackage needs pyogrio and shapely (``pip install
+The same rows can come from a CSV / Parquet table's WKT column (:func:`read_wkt_column`). GeoJSON is
+read with the standard library; GeoPackage needs pyogrio and shapely, WKT shapely (``pip install
 'segweak[geo]'``). Rasterising and reprojecting use rasterio (GDAL), a core dependency.
 """
 
@@ -36,19 +39,25 @@ _POLYGON_TYPES = ("Polygon", "MultiPolygon")
 
 @dataclass
 class Polygons:
-    """The polygons of a feature file, one per data row, and how to place them on an image.
+    """The polygons of a feature file, one per data row, and how to place them on the store's tiles.
 
     Attributes:
         path: The file (for messages).
-        geometries: GeoJSON-like geometry dicts; data row ``r`` (1-based) has ``geometries[r - 1]``.
+        geometries: GeoJSON-like geometry dicts; data row ``r`` (1-based) has ``geometries[r - 1]``
+            (None for a blank table row, which the table reader skips).
         crs: CRS of the coordinates (any form ``rasterio.crs.CRS.from_user_input`` reads), or None for
             pixel coordinates.
+        unit: What messages call a data row: ``feature`` (GeoJSON / GeoPackage) or ``row`` (a table's
+            WKT column).
     """
 
     path: Path
-    geometries: list[dict[str, Any]]
+    geometries: list[dict[str, Any] | None]
     crs: str | None
+    unit: str = "feature"
     _tiles: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    # Reprojected polygons by (row, target CRS WKT): tiles of a store mostly share one CRS.
+    _projected: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def cover(self, row: int, image: str, store: Any, min_cover: float) -> np.ndarray:
         """Patches of the store that row ``row``'s polygon covers on tile ``image``.
@@ -66,44 +75,149 @@ class Polygons:
             SegweakError: Not a polygon, an image without georeferencing for CRS coordinates, or a
                 polygon that cannot be reprojected.
         """
+        rec = self._records(store)[image]
+        if self.crs is not None and not is_georeferenced(rec):
+            raise SegweakError(
+                f"{self.path} {self.unit} {row}: image {image!r} is not georeferenced (no CRS in "
+                f"{rec.get('image_path')}), so polygons in {self.crs} cannot be placed on it; give pixel "
+                "coordinates with --region-crs pixel"
+            )
+        return self._place(row, rec, store, min_cover)[1]
+
+    def cover_tiles(self, row: int, store: Any, min_cover: float) -> tuple[np.ndarray, list[str]]:
+        """Patches that row ``row``'s polygon covers on every georeferenced tile it lies on.
+
+        For a row that names no image: the polygon is reprojected to each georeferenced tile's CRS
+        and placed as by :meth:`cover`; its patches on all tiles together form one bag. Tiles without
+        georeferencing cannot be matched to map coordinates and are passed over.
+
+        Args:
+            row: 1-based data row (feature number).
+            store: Open store.
+            min_cover: Smallest share of a patch's pixels inside the polygon, in ``(0, 1]``.
+
+        Returns:
+            ``(mask, touched)``: ``(N,)`` bool over all store patches, and the ids of the tiles (store
+            order) where the polygon contains at least one pixel centre, even if no patch reaches
+            ``min_cover`` there.
+
+        Raises:
+            SegweakError: Pixel coordinates (they need an image), no georeferenced tile in the store,
+                or a polygon that cannot be reprojected.
+        """
+        if self.crs is None:
+            raise SegweakError(
+                f"{self.path} {self.unit} {row}: no image; polygons in pixel coordinates (--region-crs "
+                "pixel) need the tile id they lie on in the 'image' column"
+            )
+        recs = [rec for rec in self._records(store).values() if is_georeferenced(rec)]
+        if not recs:
+            raise SegweakError(
+                f"{self.path} {self.unit} {row}: no image, and no tile of store {store.path} is "
+                "georeferenced, so its polygon cannot be matched to a tile; give its image (tile id) and "
+                "the coordinates in pixels (--region-crs pixel)"
+            )
+        out = np.zeros(len(store), dtype=bool)
+        touched: list[str] = []
+        for rec in recs:
+            hit, mask = self._place(row, rec, store, min_cover)
+            if hit:
+                touched.append(str(rec["id"]))
+                out |= mask
+        return out, touched
+
+    def _records(self, store: Any) -> dict[str, dict[str, Any]]:
+        if not self._tiles:
+            self._tiles = {t["id"]: t for t in store.meta.get("tiles", [])}
+        return self._tiles
+
+    def _place(self, row: int, rec: dict[str, Any], store: Any, min_cover: float) -> tuple[bool, np.ndarray]:
+        """Rasterise row ``row``'s polygon on tile ``rec`` (georeferenced unless in pixel coordinates).
+
+        Returns:
+            ``(hit, mask)``: whether the polygon contains a pixel centre of the tile, and the ``(N,)``
+            bool of the store patches with at least ``min_cover`` of their pixels inside it.
+        """
         from affine import Affine
         from rasterio.features import rasterize
 
-        if not self._tiles:
-            self._tiles = {t["id"]: t for t in store.meta.get("tiles", [])}
-        rec = self._tiles[image]
         geom = self.geometries[row - 1]
+        if geom is None:
+            raise SegweakError(f"{self.path} {self.unit} {row}: has no polygon")
         if self.crs is None:
             transform = Affine.identity()
         else:
-            georef = rec.get("georef") or {}
-            if not georef.get("crs") or not georef.get("transform"):
-                raise SegweakError(
-                    f"{self.path} feature {row}: image {image!r} is not georeferenced (no CRS in "
-                    f"{rec.get('image_path')}), so polygons in {self.crs} cannot be placed on it; give pixel "
-                    "coordinates with --region-crs pixel"
-                )
-            geom = _reproject(self.path, row, geom, self.crs, georef["crs"])
+            georef = rec["georef"]
+            key = (row, str(georef["crs"]))
+            if key not in self._projected:
+                self._projected[key] = _reproject(self.path, self.unit, row, geom, self.crs, georef["crs"])
+            geom = self._projected[key]
             transform = Affine(*georef["transform"])
         h, w = (int(v) for v in rec["shape"])
-        try:
-            inside = rasterize([(geom, 1)], out_shape=(h, w), transform=transform, fill=0, dtype="uint8")
-        except (ValueError, TypeError) as exc:
-            raise SegweakError(f"{self.path} feature {row}: cannot rasterise its polygon: {exc}") from None
-        # Summed-area table: the inside pixel count of every patch window in O(1).
-        sat = np.zeros((h + 1, w + 1), dtype=np.int64)
-        sat[1:, 1:] = inside.astype(np.int64).cumsum(0).cumsum(1)
-        on_tile = np.flatnonzero(np.asarray(store.tiles) == image)
-        p = int(store.patch)
-        r0, c0 = store.rows[on_tile], store.cols[on_tile]
-        count = sat[r0 + p, c0 + p] - sat[r0, c0 + p] - sat[r0 + p, c0] + sat[r0, c0]
         out = np.zeros(len(store), dtype=bool)
+        window = _pixel_window(geom, transform, h, w)
+        if window is None:  # the polygon's bounding box misses the tile: nothing to rasterise
+            return False, out
+        r0, c0, r1, c1 = window
+        try:
+            # Only the window around the polygon is rasterised (on the tile's own pixel grid, shifted):
+            # a polygon on a 6000x6000 px tile is then as cheap as its size, not the tile's.
+            inside = rasterize(
+                [(geom, 1)],
+                out_shape=(r1 - r0, c1 - c0),
+                transform=transform @ Affine.translation(c0, r0),
+                fill=0,
+                dtype="uint8",
+            )
+        except (ValueError, TypeError) as exc:
+            raise SegweakError(
+                f"{self.path} {self.unit} {row}: cannot rasterise its polygon: {exc}"
+            ) from None
+        if not inside.any():
+            return False, out
+        # Summed-area table of the window: the inside pixel count of every patch in O(1), each patch
+        # clipped to the window (no pixel outside it is inside the polygon).
+        sat = np.zeros((r1 - r0 + 1, c1 - c0 + 1), dtype=np.int64)
+        sat[1:, 1:] = inside.astype(np.int64).cumsum(0).cumsum(1)
+        on_tile = np.flatnonzero(np.asarray(store.tiles) == rec["id"])
+        p = int(store.patch)
+        top = np.clip(store.rows[on_tile] - r0, 0, r1 - r0)
+        bottom = np.clip(store.rows[on_tile] + p - r0, 0, r1 - r0)
+        left = np.clip(store.cols[on_tile] - c0, 0, c1 - c0)
+        right = np.clip(store.cols[on_tile] + p - c0, 0, c1 - c0)
+        count = sat[bottom, right] - sat[top, right] - sat[bottom, left] + sat[top, left]
         # A hair of slack so min_cover=1.0 is not lost to float rounding of count / p².
         out[on_tile] = count / float(p * p) >= min_cover - 1e-9
-        return out
+        return True, out
 
 
-def _reproject(path: Path, row: int, geom: dict[str, Any], src: str, dst_wkt: str) -> dict[str, Any]:
+def is_georeferenced(rec: dict[str, Any]) -> bool:
+    """Whether a tile record carries the GeoTIFF CRS and transform that map coordinates need."""
+    georef = rec.get("georef") or {}
+    return bool(georef.get("crs") and georef.get("transform"))
+
+
+def _pixel_window(geom: dict[str, Any], transform: Any, h: int, w: int) -> tuple[int, int, int, int] | None:
+    """``(r0, c0, r1, c1)``: the tile's pixels around a polygon's bounding box, or None off the tile.
+
+    The box's corners go through the inverse of the tile's affine transform (which may be rotated);
+    one pixel of margin keeps every pixel whose centre can lie inside the polygon.
+    """
+    polys = geom["coordinates"] if geom["type"] == "MultiPolygon" else [geom["coordinates"]]
+    pts = np.asarray([pt[:2] for poly in polys for ring in poly for pt in ring], dtype=np.float64)
+    if pts.size == 0 or not np.isfinite(pts).all():
+        return None  # an empty polygon, or one its reprojection sent to infinity, lies on no tile
+    (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+    inverse = ~transform
+    cols, rows = zip(*(inverse @ (x, y) for x in (x0, x1) for y in (y0, y1)), strict=True)
+    r0, r1 = max(int(np.floor(min(rows))) - 1, 0), min(int(np.ceil(max(rows))) + 1, h)
+    c0, c1 = max(int(np.floor(min(cols))) - 1, 0), min(int(np.ceil(max(cols))) + 1, w)
+    return (r0, c0, r1, c1) if r1 > r0 and c1 > c0 else None
+
+
+def _reproject(
+    path: Path, unit: str, row: int, geom: dict[str, Any], src: str, dst_wkt: str
+) -> dict[str, Any]:
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
     from rasterio.warp import transform_geom
@@ -112,7 +226,7 @@ def _reproject(path: Path, row: int, geom: dict[str, Any], src: str, dst_wkt: st
         src_crs, dst_crs = CRS.from_user_input(src), CRS.from_wkt(dst_wkt)
         return geom if src_crs == dst_crs else dict(transform_geom(src_crs, dst_crs, geom))
     except (CRSError, ValueError) as exc:
-        raise SegweakError(f"{path} feature {row}: cannot reproject its polygon from {src}: {exc}") from None
+        raise SegweakError(f"{path} {unit} {row}: cannot reproject its polygon from {src}: {exc}") from None
 
 
 def _check_crs(path: Path, crs: str) -> str:
@@ -169,6 +283,32 @@ def _read_gpkg(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any] | 
     return props, geoms, meta.get("crs")
 
 
+def _check_polygons(
+    path: Path, unit: str, geoms: list[dict[str, Any] | None], blank_ok: bool = False
+) -> None:
+    """Refuse a geometry that is not a Polygon or MultiPolygon (None too, unless ``blank_ok``)."""
+    for i, g in enumerate(geoms, start=1):
+        if g is None and blank_ok:
+            continue
+        if not isinstance(g, dict) or g.get("type") not in _POLYGON_TYPES:
+            kind = g.get("type") if isinstance(g, dict) else "no geometry"
+            raise SegweakError(f"{path} {unit} {i}: {kind} is not a Polygon or MultiPolygon")
+
+
+def _coordinates_crs(path: Path, region_crs: str, file_crs: str | None, no_crs: str) -> str | None:
+    """Return the polygons' CRS (None: pixel coordinates) from ``--region-crs`` and the file's own."""
+    if region_crs == PIXEL:
+        return None
+    if region_crs == FILE:
+        if not file_crs:
+            raise SegweakError(
+                f"{path}: {no_crs}; name the polygons' CRS with --region-crs (e.g. EPSG:25832), or "
+                "--region-crs pixel for image pixel coordinates"
+            )
+        return file_crs
+    return _check_crs(path, region_crs)
+
+
 def read_features(path: Path, region_crs: str) -> tuple[list[str], list[list[str]], Polygons]:
     """Read a GeoJSON or GeoPackage file of labelled polygons as a table.
 
@@ -188,23 +328,58 @@ def read_features(path: Path, region_crs: str) -> tuple[list[str], list[list[str
     header: list[str] = []
     for p in props:
         header += [str(k) for k in p if str(k) not in header]
-    for i, g in enumerate(geoms, start=1):
-        if not isinstance(g, dict) or g.get("type") not in _POLYGON_TYPES:
-            kind = g.get("type") if isinstance(g, dict) else "no geometry"
-            raise SegweakError(f"{path} feature {i}: {kind} is not a Polygon or MultiPolygon")
-    if region_crs == PIXEL:
-        crs = None
-    elif region_crs == FILE:
-        if not file_crs:
-            raise SegweakError(
-                f"{path}: the file declares no CRS; name the polygons' CRS with --region-crs (e.g. "
-                "EPSG:25832), or --region-crs pixel for image pixel coordinates"
-            )
-        crs = file_crs
-    else:
-        crs = _check_crs(path, region_crs)
+    _check_polygons(path, "feature", geoms)
+    crs = _coordinates_crs(path, region_crs, file_crs, "the file declares no CRS")
     rows = [[p.get(h) for h in header] for p in props]
     return header, rows, Polygons(path, [dict(g) for g in geoms if g is not None], crs)
 
 
-__all__ = ["FILE", "PIXEL", "Polygons", "read_features"]
+def read_wkt_column(path: Path, column: str, cells: list[str], region_crs: str) -> Polygons:
+    """Read the polygons of a CSV / Parquet table's WKT column (``geometry``), one per data row.
+
+    The rows then place exactly as GeoJSON features do (:class:`Polygons`). A table carries no CRS,
+    so ``region_crs`` must name one (``EPSG:32632``) or be ``pixel``.
+
+    Args:
+        path: The table (for messages).
+        column: The WKT column's name as the header spells it.
+        cells: That column's cell of every data row, as text (blank rows give '').
+        region_crs: ``pixel`` or a CRS; ``file`` is refused (the table declares none).
+
+    Returns:
+        The polygons; a blank cell gives None (a blank row, skipped by the reader; a data row with a
+        blank cell is refused when it is placed).
+
+    Raises:
+        SegweakError: shapely missing (``pip install 'segweak[geo]'``), a cell that is not WKT, a
+            geometry that is not a (Multi)Polygon, or no CRS.
+    """
+    try:
+        import shapely
+        from shapely.errors import ShapelyError
+    except ImportError:
+        raise SegweakError(
+            f"{path}: column {column!r} holds WKT polygons, which need shapely: pip install 'segweak[geo]' "
+            "(or save the regions as GeoJSON)"
+        ) from None
+    crs = _coordinates_crs(
+        path, region_crs, None, f"a CSV or Parquet table declares no CRS for its {column!r} column"
+    )
+    geoms: list[dict[str, Any] | None] = []
+    for r, text in enumerate(cells, start=1):
+        if not text.strip():
+            geoms.append(None)
+            continue
+        try:
+            geom = shapely.from_wkt(text.strip())
+        except (ShapelyError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SegweakError(
+                f"{path} row {r}: column {column!r} is not WKT such as 'POLYGON ((x y, ...))': {first}"
+            ) from None
+        geoms.append(dict(shapely.geometry.mapping(geom)))
+    _check_polygons(path, "row", geoms, blank_ok=True)
+    return Polygons(path, geoms, crs, unit="row")
+
+
+__all__ = ["FILE", "PIXEL", "Polygons", "is_georeferenced", "read_features", "read_wkt_column"]

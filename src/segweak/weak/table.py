@@ -6,15 +6,16 @@ store patches it covers (a *bag*), validates every row and writes the bags as
 ``STORE/weak/NAME.json`` (atomically; ``docs/store.md`` describes the format). Training reads it with
 ``weak.labels: NAME``.
 
-Formats: CSV (header row, UTF-8); Parquet (``.parquet``, same columns; needs pyarrow, ``pip install
-'segweak[tables]'``); GeoJSON (``.geojson``/``.json``) or GeoPackage (``.gpkg``, needs
-``segweak[geo]``) whose features' attributes are the columns below and whose polygons are the
-regions (:mod:`segweak.weak.polygons` gives the polygon -> patches rule and the CRS handling).
+Formats: CSV (header row, UTF-8; optionally a WKT ``geometry`` column); Parquet (``.parquet``, same
+columns; needs pyarrow, ``pip install 'segweak[tables]'``); GeoJSON (``.geojson``/``.json``) or
+GeoPackage (``.gpkg``, needs ``segweak[geo]``) whose features' attributes are the columns below and
+whose polygons are the regions (:mod:`segweak.weak.polygons` gives the polygon -> patches rule and
+the CRS handling).
 
 Table columns (CSV, header row, UTF-8):
 
 * ``image`` (alias ``tile`` or ``scene``): the tile id in the store (``segweak info`` lists them via
-  ``patches.csv``'s ``tile`` column);
+  ``patches.csv``'s ``tile`` column); optional for polygons in map coordinates;
 * optional ``x0, y0, x1, y1``: a pixel window in the tile's pixel coordinates (x = column, y = row,
   end-exclusive); all four or none; empty cells = the whole image;
 * optional ``bag``: a name for the row's bag (default ``row<N>``);
@@ -32,8 +33,12 @@ Rules (documented in ``docs/store.md``):
   rows whose sum is off (but positive) are divided by their sum and the count is reported as a
   warning.
 * A polygon's bag holds the patches with at least ``min_cover`` (default 1.0) of their pixels inside
-  it. A ``geometry``/``wkt`` column in a CSV or Parquet table is refused: polygons come from
-  GeoJSON/GeoPackage files.
+  it. A polygon in map coordinates needs no ``image``: it is placed on every georeferenced tile it
+  lies on (:meth:`segweak.weak.polygons.Polygons.cover_tiles`); one that gives no patch is refused
+  unless ``skip_unplaced``.
+* A CSV or Parquet table may hold WKT polygons in a ``geometry`` (``wkt``, ``polygon``, ``geom``)
+  column (needs shapely); its rows are then polygon features (:func:`segweak.weak.polygons.read_wkt_column`),
+  with the CRS given by ``region_crs`` (a table declares none).
 """
 
 from __future__ import annotations
@@ -75,18 +80,20 @@ class Bag:
     Attributes:
         id: Bag name (the table's ``bag`` cell or ``row<N>``).
         row: 1-based data row of the table (header = row 0) it came from.
-        image: Tile id.
-        window: ``[x0, y0, x1, y1]`` pixel window, or None for the whole image.
+        image: Tile id the row names, or None for a polygon without one (placed on every tile).
+        window: ``[x0, y0, x1, y1]`` pixel window, or None for the whole image or a polygon.
         patches: Store patch indices in the bag, sorted.
         proportions: ``K`` class proportions summing to 1.
+        images: Tile ids holding the bag's patches, in store order (one unless ``image`` is None).
     """
 
     id: str
     row: int
-    image: str
+    image: str | None
     window: list[int] | None
     patches: list[int]
     proportions: list[float]
+    images: list[str]
 
 
 def check_set_name(name: str, what: str = "--name") -> None:
@@ -180,6 +187,28 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[str]]]:
     return header, [[cell_text(columns[h][i]) for h in columns] for i in range(n)]
 
 
+def polygon_regions(table: str | os.PathLike[str]) -> bool:
+    """Whether a table's regions are polygons: a GeoJSON / GeoPackage file, or a table with a WKT column.
+
+    Reads only the header, so an experiment can tell which import options matter before importing.
+    """
+    path = Path(table)
+    suffix = path.suffix.lower()
+    if suffix in GEO_SUFFIXES:
+        return True
+    try:
+        if suffix in PARQUET_SUFFIXES:
+            import pyarrow.parquet as pq
+
+            header = list(pq.read_schema(path).names)
+        else:
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                header = next(csv.reader(fh), [])
+    except Exception:  # unreadable or no pyarrow: the import itself reports it, with the file's name
+        return False
+    return any(h.strip().lower() in POLYGON_KEYS for h in header)
+
+
 def read_table(
     table: str | os.PathLike[str],
     store: Store,
@@ -188,7 +217,8 @@ def read_table(
     normalise: bool = False,
     region_crs: str = "file",
     min_cover: float = 1.0,
-) -> tuple[list[Bag], int]:
+    skip_unplaced: bool = False,
+) -> tuple[list[Bag], int, list[int]]:
     """Read and validate a weak-label table against a store.
 
     Args:
@@ -199,9 +229,12 @@ def read_table(
         region_crs: Coordinates of polygons: ``file`` (the file's CRS), ``pixel`` (image pixel
             coordinates) or a CRS (``EPSG:25832``) for a file that declares none.
         min_cover: Smallest share of a patch's pixels inside a polygon for the patch to join its bag.
+        skip_unplaced: Leave out polygons without an image that give no patch on any tile (instead
+            of refusing the file).
 
     Returns:
-        The bags in table order and the number of rows that were normalised.
+        The bags in table order, the number of rows that were normalised and the data rows left out
+        by ``skip_unplaced``.
 
     Raises:
         SegweakError: One line naming the table and the row (or column) at fault.
@@ -233,16 +266,33 @@ def read_table(
     if not header:
         raise SegweakError(f"{path}: the table is empty (it needs a header row)")
     lower = [h.lower() for h in header]
-    polygon = [h for h, lo in zip(header, lower, strict=True) if lo in POLYGON_KEYS]
-    if polygon:
+    wkt_cols = [i for i, lo in enumerate(lower) if lo in POLYGON_KEYS]
+    if wkt_cols and polygons is not None:
         raise SegweakError(
-            f"{path}: column {polygon[0]!r}: polygons are read from GeoJSON or GeoPackage files (one "
-            "feature per row, the proportions as attributes), not from a table column"
+            f"{path}: attribute {header[wkt_cols[0]]!r}: a feature's region is its own geometry; drop the "
+            "attribute"
         )
+    if len(wkt_cols) > 1:
+        raise SegweakError(
+            f"{path}: columns {header[wkt_cols[0]]!r} and {header[wkt_cols[1]]!r} both look like polygons; "
+            "keep one WKT column"
+        )
+    wkt_col = wkt_cols[0] if wkt_cols else None
+    if wkt_col is not None:
+        from segweak.weak.polygons import read_wkt_column
+
+        # A WKT row is a polygon feature: the same placement, CRS handling and rules as GeoJSON.
+        polygons = read_wkt_column(path, header[wkt_col], [cells[wkt_col] for cells in data], region_crs)
     image_cols = [i for i, lo in enumerate(lower) if lo in IMAGE_KEYS]
-    if len(image_cols) != 1:
+    # A polygon in map coordinates can be placed on every tile it lies on, so it needs no image.
+    if len(image_cols) > 1 or (not image_cols and polygons is None):
         raise SegweakError(f"{path}: the header needs exactly one image column (image, tile or scene)")
-    image_col = image_cols[0]
+    image_col = image_cols[0] if image_cols else None
+    if image_col is None and polygons is not None and polygons.crs is None:
+        raise SegweakError(
+            f"{path}: polygons in pixel coordinates (--region-crs pixel) need an 'image' column naming "
+            "the tile each one lies on"
+        )
     win = [lower.index(key) if key in lower else None for key in WINDOW_KEYS]
     if any(i is None for i in win) and any(i is not None for i in win):
         raise SegweakError(f"{path}: a region needs all four columns x0, y0, x1, y1 (or none)")
@@ -250,7 +300,7 @@ def read_table(
         raise SegweakError(f"{path}: a feature's region is its polygon; drop the x0, y0, x1, y1 attributes")
     bag_col = lower.index("bag") if "bag" in lower else None
     list_col = lower.index("proportions") if "proportions" in lower else None
-    known = {image_col, bag_col, list_col, *(i for i in win if i is not None)}
+    known = {image_col, wkt_col, bag_col, list_col, *(i for i in win if i is not None)}
     class_cols: dict[int, int] = {}
     for i, h in enumerate(header):
         if i in known:
@@ -258,7 +308,7 @@ def read_table(
         if h not in classes:
             raise SegweakError(
                 f"{path}: column {h!r} is not a class of the store ({', '.join(classes)}) nor a known "
-                "column (image, bag, x0, y0, x1, y1, proportions)"
+                "column (image, bag, x0, y0, x1, y1, proportions, geometry)"
             )
         class_cols[i] = classes.index(h)
     if list_col is not None and class_cols:
@@ -273,37 +323,49 @@ def read_table(
     bags: list[Bag] = []
     seen_ids: dict[str, int] = {}
     normalised = 0
+    skipped: list[int] = []
     for r, cells in enumerate(data, start=1):
         if not any(c.strip() for c in cells):
             continue
         if len(cells) != len(header):
             raise SegweakError(f"{path} row {r}: {len(cells)} cells for {len(header)} columns")
-        image = cells[image_col].strip()
-        on_tile = tiles == image
-        if not on_tile.any():
-            raise SegweakError(f"{path} row {r}: unknown image {image!r}; it is not a tile of the store")
+        image = cells[image_col].strip() if image_col is not None else ""
         window: list[int] | None = None
-        if polygons is not None:
-            window = None
-            inside = on_tile & polygons.cover(r, image, store, min_cover)
-        elif win[0] is not None and any(cells[i].strip() for i in win if i is not None):
-            x0, y0, x1, y1 = (_cell_int(path, r, header[i], cells[i]) for i in win if i is not None)
-            window = [x0, y0, x1, y1]
-            shape = tile_shapes.get(image)
-            if x0 < 0 or y0 < 0 or x1 <= x0 or y1 <= y0:
-                raise SegweakError(f"{path} row {r}: window {window} must have 0 <= x0 < x1 and 0 <= y0 < y1")
-            if shape is not None and (y1 > shape[0] or x1 > shape[1]):
-                raise SegweakError(
-                    f"{path} row {r}: window {window} reaches outside image {image!r} "
-                    f"({shape[1]}x{shape[0]} px)"
-                )
-            inside = on_tile & patches_in_window(store.rows, store.cols, size, (x0, y0, x1, y1))
+        bag_image: str | None = image
+        if polygons is not None and not image:
+            # No image: the polygon's bag is its patches on every georeferenced tile it lies on.
+            bag_image = None
+            inside, touched = polygons.cover_tiles(r, store, min_cover)
+            if not inside.any():
+                if skip_unplaced:
+                    skipped.append(r)
+                    continue
+                raise SegweakError(_unplaced(path, polygons, r, touched, store, min_cover))
         else:
-            window = None
-            inside = on_tile
+            on_tile = tiles == image
+            if not on_tile.any():
+                raise SegweakError(f"{path} row {r}: unknown image {image!r}; it is not a tile of the store")
+            if polygons is not None:
+                inside = on_tile & polygons.cover(r, image, store, min_cover)
+            elif win[0] is not None and any(cells[i].strip() for i in win if i is not None):
+                x0, y0, x1, y1 = (_cell_int(path, r, header[i], cells[i]) for i in win if i is not None)
+                window = [x0, y0, x1, y1]
+                shape = tile_shapes.get(image)
+                if x0 < 0 or y0 < 0 or x1 <= x0 or y1 <= y0:
+                    raise SegweakError(
+                        f"{path} row {r}: window {window} must have 0 <= x0 < x1 and 0 <= y0 < y1"
+                    )
+                if shape is not None and (y1 > shape[0] or x1 > shape[1]):
+                    raise SegweakError(
+                        f"{path} row {r}: window {window} reaches outside image {image!r} "
+                        f"({shape[1]}x{shape[0]} px)"
+                    )
+                inside = on_tile & patches_in_window(store.rows, store.cols, size, (x0, y0, x1, y1))
+            else:
+                inside = on_tile
         idx = np.flatnonzero(inside)
         if idx.size == 0:
-            what = f"polygon of feature {r}" if polygons is not None else f"window {window}"
+            what = f"polygon of {polygons.unit} {r}" if polygons is not None else f"window {window}"
             rule = (
                 f"at least {min_cover:.0%} inside (--min-cover)"
                 if polygons is not None
@@ -349,10 +411,41 @@ def read_table(
         if bag_id in seen_ids:
             raise SegweakError(f"{path} row {r}: bag {bag_id!r} is already row {seen_ids[bag_id]}")
         seen_ids[bag_id] = r
-        bags.append(Bag(bag_id, r, image, window, idx.tolist(), props.tolist()))
+        on = list(dict.fromkeys(tiles[idx].tolist()))  # the bag's tiles, in store order
+        bags.append(Bag(bag_id, r, bag_image, window, idx.tolist(), props.tolist(), on))
+    if not bags and skipped:
+        raise SegweakError(
+            f"{path}: none of its {len(skipped)} polygon(s) without an image gives a patch on a tile of the "
+            "store (all left out by --skip-unplaced); check their CRS (--region-crs)"
+        )
     if not bags:
         raise SegweakError(f"{path}: the table has no data rows")
-    return bags, normalised
+    return bags, normalised, skipped
+
+
+def _unplaced(
+    path: Path, polygons: Polygons, row: int, touched: list[str], store: Store, min_cover: float
+) -> str:
+    """Return the one-line error for a polygon without an image that gives no patch on any tile."""
+    unit = polygons.unit
+    size = int(store.patch)
+    if touched:
+        return (
+            f"{path} {unit} {row}: its polygon (no image) lies on {', '.join(map(repr, touched))} but "
+            f"contains no {size}x{size} patch with at least {min_cover:.0%} inside (--min-cover); "
+            "--skip-unplaced leaves such polygons out"
+        )
+    from segweak.weak.polygons import is_georeferenced
+
+    recs = store.meta.get("tiles", [])
+    plain = sum(1 for t in recs if not is_georeferenced(t))
+    note = f"; {plain} tile(s) without georeferencing cannot be matched" if plain else ""
+    # Most often the coordinates are not in the CRS they are read in: say which one was used.
+    return (
+        f"{path} {unit} {row}: its polygon (no image) lies on none of the store's {len(recs) - plain} "
+        f"georeferenced tile(s) (coordinates read in {polygons.crs}{note}); check the CRS (--region-crs), "
+        "or pass --skip-unplaced to leave such polygons out"
+    )
 
 
 def import_table(
@@ -365,6 +458,7 @@ def import_table(
     overwrite: bool = False,
     region_crs: str = "file",
     min_cover: float = 1.0,
+    skip_unplaced: bool = False,
 ) -> dict[str, Any]:
     """Validate a weak-label table and write it as ``STORE/weak/NAME.json`` (atomically).
 
@@ -377,9 +471,11 @@ def import_table(
         overwrite: Replace an existing set of that name.
         region_crs: Coordinates of polygons (:func:`read_table`).
         min_cover: Smallest share of a patch inside a polygon for it to join the bag (:func:`read_table`).
+        skip_unplaced: Leave out polygons without an image that give no patch (:func:`read_table`).
 
     Returns:
-        The written artefact (dict), with ``normalised_rows`` counting rescaled rows.
+        The written artefact (dict), with ``normalised_rows`` counting rescaled rows and
+        ``skipped_rows`` the data rows ``skip_unplaced`` left out.
 
     Raises:
         SegweakError: Bad name, existing set without ``overwrite``, or a bad row (one line).
@@ -389,10 +485,16 @@ def import_table(
     out = set_path(store.path, name)
     if out.exists() and not overwrite:
         raise SegweakError(f"{out} exists; pass --overwrite to replace weak-label set {name!r}")
-    bags, normalised = read_table(
-        table, store, tolerance=tolerance, normalise=normalise, region_crs=region_crs, min_cover=min_cover
+    bags, normalised, skipped = read_table(
+        table,
+        store,
+        tolerance=tolerance,
+        normalise=normalise,
+        region_crs=region_crs,
+        min_cover=min_cover,
+        skip_unplaced=skip_unplaced,
     )
-    polygons = Path(table).suffix.lower() in GEO_SUFFIXES
+    polygons = polygon_regions(table)
     table = Path(table)
     artefact = {
         "format_version": FORMAT_VERSION,
@@ -407,6 +509,8 @@ def import_table(
         "normalised_rows": normalised,
         "region_crs": region_crs if polygons else None,
         "min_cover": min_cover if polygons else None,
+        "skip_unplaced": skip_unplaced if polygons else None,
+        "skipped_rows": skipped,
         "rule": (
             f"patch in bag when at least {min_cover:g} of its pixels (pixel centres) lie inside the polygon"
             if polygons
@@ -419,6 +523,7 @@ def import_table(
                 "id": b.id,
                 "row": b.row,
                 "image": b.image,
+                "images": b.images,
                 "window": b.window,
                 "patches": b.patches,
                 "proportions": b.proportions,
@@ -492,6 +597,7 @@ __all__ = [
     "import_table",
     "load_set",
     "patches_in_window",
+    "polygon_regions",
     "provenance",
     "read_table",
     "set_names",
