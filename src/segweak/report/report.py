@@ -664,8 +664,9 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
             for text in _point_headlines(point.exp, metric):
                 doc.p(text)
             _tables(doc, point.exp, metric, 3)
-            if f"curves:{point.label}" in plots:
-                doc.img(*plots[f"curves:{point.label}"])
+            for key in (f"curves:{point.label}", f"samples:{point.label}"):
+                if key in plots:
+                    doc.img(*plots[key])
     else:
         _tables(doc, exp, metric, 2)
 
