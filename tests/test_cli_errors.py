@@ -92,6 +92,10 @@ def train_config(tiny_store: Path, tmp_path: Path) -> Path:
         ("data.num_workers=-1", ["data.num_workers", ">= 0"]),
         ("data.eval_batch_size=0", ["data.eval_batch_size", ">= 1"]),
         ("model.in_channels=4", ["model.in_channels is 4", "has 3 channels", "model.in_channels=3"]),
+        (
+            "methods.pseudo_label.student_init=scratch",
+            ["methods.pseudo_label.student_init", "'scratch'", "choose one of imagenet, teacher"],
+        ),
     ],
 )
 def test_train_bad_keys(train_config, tmp_path, capsys, override, expected):
@@ -162,6 +166,10 @@ def test_run_empty_config_is_refused(tmp_path, capsys, monkeypatch):
         ("train.trainer.devices=0", ["trainer.devices"]),
         ("stage_overrides.weak.trainer.max_epochs=-5", ["stage weak", "trainer.max_epochs"]),
         ("train.model.in_channels=4", ["train.model.in_channels is 4", "3 band(s)", "IR+R+G"]),
+        (
+            "train.methods.pseudo_label.student_init=Teacher",
+            ["train: methods.pseudo_label.student_init", "'Teacher'", "choose one of imagenet, teacher"],
+        ),
     ],
 )
 def test_run_bad_keys_before_any_data(experiment, capsys, override, expected):

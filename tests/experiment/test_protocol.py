@@ -90,6 +90,9 @@ def test_compare_methods_config_plans_pretraining_single_run_and_taught_rows():
     assert taught.teacher == str(
         selected_checkpoint(runs[0].cfg)
     )  # the baseline teaches (methods.pseudo_label)
+    # ... and the student starts from model.weights (the default student_init), as before the option.
+    assert taught.cfg.methods["pseudo_label"]["student_init"] == "imagenet"
+    assert taught.cfg.init.checkpoint is None and taught.note == ""
     steps = {r.cfg.run_dir.name: r.cfg.trainer.max_steps for r in runs if r.seed == 0}
     assert steps["weak-interval-split0-seed0"] == 80 and steps["finetune-interval-split0-seed0"] == 40
     assert steps["pseudo_label-split0-seed0-round1"] == 80 and steps["joint-split0-seed0"] == 120

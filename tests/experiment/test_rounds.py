@@ -227,3 +227,103 @@ def test_more_rounds_reuse_finished_ones_but_other_settings_do_not(tmp_path):
     changed = planned(rounds=2, keep=0.5)
     with pytest.raises(SegweakError, match=r"differs at: methods\.pseudo_label\.keep"):
         runner._check_same_config(changed["pseudo_label-split0-seed0-round1"])
+
+
+def _rounds(tmp_path: Path, **options) -> list[plan.PlannedRun]:
+    """The planned rounds of two-round pseudo_label taught by finetune-proportion, with ``options``."""
+    train = {**TINY_TRAIN, "methods": {"pseudo_label": {"rounds": 2, **options}}}
+    cfg = _cfg(tmp_path, tmp_path / "store", train=train)
+    plan.check_train_sections(cfg)
+    return [r for r in plan.plan_runs(cfg, tmp_path / "store") if r.round]
+
+
+def test_plan_students_start_from_their_teachers_with_student_init_teacher(tmp_path):
+    runs = tmp_path / "exp" / "runs"
+    r1, r2 = _rounds(tmp_path, student_init="teacher")
+    teacher1 = runs / "finetune-proportion-split0-seed0"
+    assert r1.teacher == r1.cfg.init.checkpoint == str(teacher1 / "checkpoints" / "best.ckpt")
+    # Round 2's teacher (and start) is round 1's student: it trains only once round 1 is final.
+    assert r2.teacher == r2.cfg.init.checkpoint == str(r1.cfg.run_dir / "checkpoints" / "best.ckpt")
+    assert (r1.upstream, r2.upstream) == (str(teacher1), str(r1.cfg.run_dir))
+    assert r2.cfg.methods["pseudo_label"]["student_init"] == "teacher"
+    assert r1.note == "starts from its teacher's weights (finetune-proportion-split0-seed0)"
+    assert r2.note == "starts from its teacher's weights (pseudo_label-split0-seed0-round1)"
+    # The default: every student starts from model.weights; the teachers are the same.
+    d1, d2 = _rounds(tmp_path)
+    assert (d1.teacher, d2.teacher) == (r1.teacher, r2.teacher)
+    assert (d1.cfg.init.checkpoint, d2.cfg.init.checkpoint, d1.note, d2.note) == (None, None, "", "")
+    assert d1.cfg.methods["pseudo_label"]["student_init"] == "imagenet"
+
+
+def test_a_finished_round_is_reused_only_with_the_same_student_init(tmp_path):
+    from segweak.config import dump_yaml, to_dict
+
+    default = _rounds(tmp_path)
+    for run in default:  # as if each round had finished before student_init existed
+        recorded = to_dict(run.cfg)
+        del recorded["methods"]["pseudo_label"]["student_init"]
+        run.cfg.run_dir.mkdir(parents=True)
+        (run.cfg.run_dir / "config.yaml").write_text(yaml.safe_dump(recorded))
+        runner._check_same_config(run)  # the recorded config reads as student_init: imagenet
+    (from_teacher, _) = _rounds(tmp_path, student_init="teacher")
+    with pytest.raises(SegweakError, match=r"differs at: methods\.pseudo_label\.student_init\)"):
+        runner._check_same_config(from_teacher)
+    (from_teacher.cfg.run_dir / "config.yaml").write_text(dump_yaml(from_teacher.cfg))
+    runner._check_same_config(from_teacher)
+
+
+def test_student_init_swept_end_to_end_starts_from_the_teachers_weights(tmp_path, tiny_store, monkeypatch):
+    import lightning as L
+    import torch
+
+    from segweak.train import engine
+    from segweak.train.checkpoint import load_checkpoint, model_state_dict
+
+    axis = "train.methods.pseudo_label.student_init"
+    cfg = _cfg(
+        tmp_path, tiny_store, stages=["baseline"], methods=["pseudo_label"],
+        train={**TINY_TRAIN, "methods": {"pseudo_label": {"teacher": "baseline"}}},
+        sweep={axis: ["imagenet", "teacher"]},
+    )  # fmt: skip
+    first: dict[str, dict[str, torch.Tensor]] = {}  # run directory -> weights before its first step
+
+    class FirstWeights(L.Callback):
+        def on_train_start(self, trainer, module):
+            state = module.model.state_dict()
+            first[trainer.default_root_dir] = {k: v.detach().clone() for k, v in state.items()}
+
+    real_train = engine.train
+    monkeypatch.setattr(engine, "train", lambda run_cfg: real_train(run_cfg, [FirstWeights()]))
+    exp = runner.run_experiment(cfg, make_report=False)
+    monkeypatch.undo()
+    rows = json.loads((exp / "results.json").read_text())["rows"]
+    assert [(r["stage"], r["factors"][axis], r["trained_at"]) for r in rows] == [
+        ("baseline", "imagenet", None),
+        ("pseudo_label", "imagenet", None),
+        ("baseline", "teacher", f"{axis}=imagenet"),  # the same baseline: it reads no pseudo_label option
+        ("pseudo_label", "teacher", None),
+    ]
+    assert (
+        rows[1]["note"] == ""
+        and rows[3]["note"] == "starts from its teacher's weights (baseline-split0-seed0)"
+    )
+    header = (exp / "results.csv").read_text().splitlines()[0].split(",")
+    assert f"factor:{axis}" in header and "note" in header
+    teacher = exp / "runs" / f"{axis}-imagenet" / "baseline-split0-seed0" / "checkpoints" / "best.ckpt"
+    teacher_state = model_state_dict(load_checkpoint(teacher))
+    students = {point: str(exp / rows[i]["run_dir"]) for i, point in ((1, "imagenet"), (3, "teacher"))}
+    assert sorted(first) == sorted([str(teacher.parent.parent), *students.values()])
+    assert all(torch.equal(first[students["teacher"]][k], v) for k, v in teacher_state.items())
+    assert not all(torch.equal(first[students["imagenet"]][k], v) for k, v in teacher_state.items())
+    recorded = yaml.safe_load((Path(students["teacher"]) / "config.yaml").read_text())
+    assert recorded["init"]["checkpoint"] == str(teacher)
+    assert recorded["methods"]["pseudo_label"]["student_init"] == "teacher"
+    # A rerun trains nothing: the finished student matches what is asked (init.checkpoint included).
+    snapshot = (exp / "results.json").read_bytes()
+
+    def no_training(run_cfg):
+        raise AssertionError(f"retrained {run_cfg.run_dir}")
+
+    monkeypatch.setattr(engine, "train", no_training)
+    runner.run_experiment(cfg, make_report=False)
+    assert (exp / "results.json").read_bytes() == snapshot

@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from segweak.cli import main
 from segweak.config import TrainConfig, load_config
@@ -17,7 +18,7 @@ from segweak.data.dataset import SegweakDataset
 from segweak.data.store import Store
 from segweak.errors import SegweakError
 from segweak.methods import Need
-from segweak.train.checkpoint import build_model_from_checkpoint, load_checkpoint
+from segweak.train.checkpoint import build_model_from_checkpoint, load_checkpoint, model_state_dict
 from segweak.train.engine import train
 from segweak.train.pseudo_labels import PseudoLabels, is_complete, make_pseudo_labels, store_fingerprint
 from segweak.weak.labels import proportions
@@ -258,6 +259,65 @@ def test_student_without_labels_is_one_error(tiny_store, tmp_path):
         train(_cfg(tiny_store, tmp_path, "method=pseudo_label"))
     with pytest.raises(SegweakError, match="methods.pseudo_label.keep must be in"):
         train(_cfg(tiny_store, tmp_path, "method=pseudo_label", "methods.pseudo_label.keep=1.5"))
+
+
+class FirstWeights(L.Callback):
+    """Copies the network's weights when training starts, before the first optimiser step."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, torch.Tensor] = {}
+
+    def on_train_start(self, trainer, module):
+        self.state = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+
+
+def test_student_starts_from_init_checkpoint_stage_by_stage(teacher, tiny_store, tmp_path):
+    """`segweak train` of a student with init.checkpoint: the teacher's weights, a fresh optimiser."""
+    pl = make_pseudo_labels(teacher, tiny_store, "default", tmp_path / "pl")
+    sets = ["method=pseudo_label", f"methods.pseudo_label.labels={pl}", "trainer.max_steps=1"]
+    teacher_state = model_state_dict(load_checkpoint(teacher))
+    starts = {}
+    for init, extra in [
+        ("teacher", ["methods.pseudo_label.student_init=teacher", f"init.checkpoint={teacher}"]),
+        ("default+checkpoint", [f"init.checkpoint={teacher}"]),  # init.checkpoint decides in train
+        ("imagenet", []),
+    ]:
+        first = FirstWeights()
+        metrics = train(_cfg(tiny_store, tmp_path / init, *sets, *extra), callbacks=[first])
+        # The teacher trained a whole epoch: one step here means the step counter started at 0.
+        assert metrics["optimizer_steps"] == 1
+        starts[init] = first.state
+    for init in ("teacher", "default+checkpoint"):
+        assert starts[init].keys() == teacher_state.keys()
+        assert all(torch.equal(starts[init][k], teacher_state[k]) for k in teacher_state)
+    assert not all(torch.equal(starts["imagenet"][k], teacher_state[k]) for k in teacher_state)
+    recorded = yaml.safe_load((tmp_path / "teacher" / "pseudo_label-seed0" / "config.yaml").read_text())
+    assert recorded["methods"]["pseudo_label"]["student_init"] == "teacher"
+    assert recorded["init"]["checkpoint"] == str(teacher)
+
+
+def test_student_init_is_checked_in_one_line(tiny_store, tmp_path):
+    with pytest.raises(SegweakError) as err:
+        train(_cfg(tiny_store, tmp_path, "methods.pseudo_label.student_init=scratch"))
+    assert str(err.value) == (
+        "methods.pseudo_label.student_init: 'scratch' is not valid; choose one of imagenet, teacher"
+    )
+    # From the teacher needs the teacher: training from model.weights instead would be a silent swap.
+    labels = "methods.pseudo_label.labels=somewhere"
+    with pytest.raises(
+        SegweakError, match=r"^methods\.pseudo_label: .*teacher's weights.*init\.checkpoint is not set"
+    ) as err:
+        train(
+            _cfg(
+                tiny_store,
+                tmp_path,
+                "method=pseudo_label",
+                labels,
+                "methods.pseudo_label.student_init=teacher",
+            )
+        )
+    assert "\n" not in str(err.value)
+    assert not any(tmp_path.iterdir())
 
 
 def test_cli_pseudo_label(teacher, tiny_store, tmp_path, capsys):

@@ -15,8 +15,10 @@ new declaration, not an edit of the planner. The shipped one plans these rows:
 * one row per other method of ``methods`` (e.g. ``joint``), named after the method; a method that
   depends on another row (:meth:`~segweak.methods.TrainingMethod.depends_on`, e.g. ``pseudo_label``
   taught by ``finetune-proportion``) gives one run per round, each preceded by the artefact it reads
-  (:meth:`~segweak.methods.TrainingMethod.prepare`, written under ``EXP/pseudo/``): these rows
-  follow the methods' own declarations (``depends_on``, ``rounds``, ``prepare``),
+  (:meth:`~segweak.methods.TrainingMethod.prepare`, written under ``EXP/pseudo/``) and, when the
+  method says so (:meth:`~segweak.methods.TrainingMethod.init_from_teacher`), starting from its
+  teacher checkpoint (``init.checkpoint``): these rows follow the methods' own declarations
+  (``depends_on``, ``rounds``, ``init_from_teacher``, ``prepare``),
 * ``full``: ``supervised`` on strong + weak pixel labels (the upper bound).
 
 Each run lives in ``EXP/runs/<stage>[-<method>]-split<k>-seed<s>/`` (a single-run method's row:
@@ -78,7 +80,7 @@ class StageSpec:
         rows: ``one`` (one run, ``<name>-split<k>-seed<s>``), ``pretrain`` (one run per pre-training
             method of ``methods``, ``<name>-<method>-...``) or ``methods`` (one row per other method
             of ``methods``, named after it, following the method's own ``depends_on`` / ``rounds``
-            / ``prepare``).
+            / ``init_from_teacher`` / ``prepare``).
         trains: ``supervised`` (on ``subset``) or ``method`` (the row's method).
         subset: Supervised subset (``strong`` or ``full``, ``methods.supervised.subset``) when
             ``trains`` is ``supervised``, else ``None``.
@@ -808,6 +810,7 @@ def _plan_split_seed(
         round: int | None = None,
         teacher: str | None = None,
         artefact: str | None = None,
+        note: str = "",
     ) -> str:
         """Plan one run (or report an identical earlier one); return its selected checkpoint."""
         tc = resolve_train_config(
@@ -817,7 +820,7 @@ def _plan_split_seed(
         # CONSUMABLE_KEYS has one key, so a run has at most one upstream run.
         source = next(iter((consumed or {}).values()), teacher)
         run = PlannedRun(
-            stage, method, k, split_name(cfg, k), s, tc, spec, round=round, teacher=teacher,
+            stage, method, k, split_name(cfg, k), s, tc, spec, note, round=round, teacher=teacher,
             artefact=artefact, point=label, factors=factors,
             upstream=str(Path(source).parent.parent) if source is not None else None,
         )  # fmt: skip
@@ -842,9 +845,20 @@ def _plan_split_seed(
                 final[m] = add(spec, m)
                 continue
             teacher = final[row]  # present: check_train_sections checked the dependency
+            from_teacher = cls.init_from_teacher(options)
             for r in range(1, cls.rounds(options) + 1):
                 artefact = str(artefacts_root(cfg, slug) / run_name(m, "", k, s, r))
-                teacher = add(spec, m, round=r, artefact=artefact, teacher=teacher)
+                # A student that starts from its teacher consumes it like a finetune row its weak run
+                # (init.checkpoint): the resume, missing-checkpoint and identity checks then apply.
+                consumed = {"init.checkpoint": teacher} if from_teacher else None
+                note = (
+                    f"starts from its teacher's weights ({Path(teacher).parent.parent.name})"
+                    if from_teacher
+                    else ""
+                )
+                teacher = add(
+                    spec, m, consumed=consumed, round=r, artefact=artefact, teacher=teacher, note=note
+                )
             final[m] = teacher
 
     specs = {spec.name: spec for spec in protocol}

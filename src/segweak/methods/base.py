@@ -16,8 +16,9 @@ A method
 * declares what it depends on: :attr:`TrainingMethod.requires_init` (a checkpoint to start from,
   ``init.checkpoint``); artefacts such as a teacher checkpoint are options of the method, checked by
   its ``Options.validate``. In an experiment, a method may also depend on another row's final
-  checkpoint (:meth:`TrainingMethod.depends_on`), run in rounds (:meth:`TrainingMethod.rounds`) and
-  write the artefact each round reads before it trains (:meth:`TrainingMethod.prepare`);
+  checkpoint (:meth:`TrainingMethod.depends_on`), run in rounds (:meth:`TrainingMethod.rounds`),
+  start each round from its teacher's weights (:meth:`TrainingMethod.init_from_teacher`) and write
+  the artefact each round reads before it trains (:meth:`TrainingMethod.prepare`);
 * computes a step, :meth:`TrainingMethod.training_step`: named sub-batches in, a dict of named loss
   terms out. Their sum is optimised; every term is logged (``train/<term>``, ``history.csv`` column
   ``train_<term>``) and plotted in the report.
@@ -262,6 +263,17 @@ class TrainingMethod(nn.Module):
         return 1
 
     @classmethod
+    def init_from_teacher(cls, options: Any) -> bool:
+        """Whether each round starts from its teacher checkpoint rather than ``model.weights``.
+
+        Only for a method with :meth:`depends_on`: ``segweak run`` then sets each round's
+        ``init.checkpoint`` to the checkpoint that teaches it (weights only, as a ``finetune`` row
+        starts from its ``weak`` run), so the round starts after its teacher is final, and
+        ``segweak train`` of such a method needs ``init.checkpoint``. Default: False.
+        """
+        return False
+
+    @classmethod
     def prepare(cls, cfg: TrainConfig, teacher: Path, out: Path, log: Callable[[str], None]) -> bool:
         """Write the artefact one round reads into directory ``out``, from its teacher checkpoint.
 
@@ -392,9 +404,16 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
             f"weak.labels: method {cfg.method!r} cannot use imported weak labels yet ({cfg.weak.labels!r}); "
             "set weak.labels=computed for it"
         )
+    options = method_options(cfg)
     if cls.requires_init and not cfg.init.checkpoint:
         raise SegweakError(
             f"method {cfg.method!r} starts from a checkpoint: set init.checkpoint "
             "(e.g. --set init.checkpoint=runs/proportion-seed0/checkpoints/best.ckpt)"
         )
-    return dataclasses.replace(cfg, methods={cfg.method: to_dict(method_options(cfg))})
+    if cls.init_from_teacher(options) and not cfg.init.checkpoint:
+        raise SegweakError(
+            f"methods.{cfg.method}: its options start the run from its teacher's weights, but "
+            "init.checkpoint is not set: give the teacher checkpoint (e.g. --set "
+            "init.checkpoint=runs/supervised-seed0/checkpoints/best.ckpt; segweak run sets it itself)"
+        )
+    return dataclasses.replace(cfg, methods={cfg.method: to_dict(options)})

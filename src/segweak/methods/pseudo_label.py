@@ -19,7 +19,10 @@ pseudo-label`` writes it from a teacher checkpoint, and this method reads it thr
 stage by stage. In ``segweak run`` the method is a row of ``rounds`` runs: round 1's teacher is the
 final checkpoint of the row ``teacher`` names (``proportion``: the ``finetune-proportion`` run of the
 same split and seed; ``baseline``), round r + 1's teacher is round r's student, and each round's
-artefact is written under ``EXP/pseudo/`` before the round trains.
+artefact is written under ``EXP/pseudo/`` before the round trains. Each student starts from
+``model.weights`` (ImageNet, ``student_init: imagenet``) or from its teacher's weights
+(``student_init: teacher``: the round's ``init.checkpoint`` is its teacher checkpoint, the same
+mechanism as a ``finetune`` row's; optimiser, schedule and step counter start fresh).
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ from segweak.methods.base import Need, Task, TrainingMethod, method_options, reg
 from segweak.methods.proportion import check_non_negative
 from segweak.train.pseudo_labels import ASSIGNMENTS, inference_device, is_complete, make_pseudo_labels
 
+STUDENT_INITS = ("imagenet", "teacher")
+"""Where a student of ``segweak run`` starts (``methods.pseudo_label.student_init``)."""
+
 
 @dataclass
 class PseudoLabelOptions:
@@ -55,6 +61,10 @@ class PseudoLabelOptions:
             teacher's probabilities) or ``sinkhorn`` (optimal transport, then exact counts).
         keep: ``segweak run``: fraction in (0, 1] of each weak patch's pixels labelled (the teacher's
             most confident per class); the others are ignored (255).
+        student_init: ``segweak run``: where each round's student starts: ``imagenet`` (the network
+            as ``model.weights`` builds it) or ``teacher`` (the round's teacher checkpoint, as
+            ``init.checkpoint``: weights only). ``segweak train`` starts from ``init.checkpoint``
+            when it is set, whatever this says; with ``teacher`` it must be set.
     """
 
     labels: str | None = None
@@ -63,6 +73,7 @@ class PseudoLabelOptions:
     rounds: int = 1
     assignment: str = "topk"
     keep: float = 1.0
+    student_init: str = "imagenet"
 
     def validate(self, prefix: str) -> None:
         """Check every choice and range (the teacher row is checked against the experiment)."""
@@ -72,6 +83,11 @@ class PseudoLabelOptions:
         if self.assignment not in ASSIGNMENTS:
             valid = ", ".join(ASSIGNMENTS)
             raise SegweakError(f"{prefix}assignment: {self.assignment!r} is not valid; choose one of {valid}")
+        if self.student_init not in STUDENT_INITS:
+            valid = ", ".join(STUDENT_INITS)
+            raise SegweakError(
+                f"{prefix}student_init: {self.student_init!r} is not valid; choose one of {valid}"
+            )
         if not 0.0 < self.keep <= 1.0:
             raise SegweakError(f"{prefix}keep must be in (0, 1], got {self.keep}")
         if not self.teacher:
@@ -122,6 +138,10 @@ class PseudoLabel(TrainingMethod):
     @classmethod
     def rounds(cls, options: PseudoLabelOptions) -> int:  # noqa: D102
         return options.rounds
+
+    @classmethod
+    def init_from_teacher(cls, options: PseudoLabelOptions) -> bool:  # noqa: D102
+        return options.student_init == "teacher"
 
     @classmethod
     def prepare(cls, cfg: TrainConfig, teacher: Path, out: Path, log: Callable[[str], None]) -> bool:
