@@ -17,21 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _ensure_store(path: Path, patch: int) -> Path:
-    from segweak.data.sources import VaihingenSource
-    from segweak.data.splits import make_split
-    from segweak.data.store import prepare
-    from segweak.data.synthetic import synthesize
-
-    if (path / "store.json").exists():
-        return path
-    root = path.parent / f"{path.name}-root"
-    if not (root / "synth.json").exists():
-        synthesize(root, n_tiles=4, height=1024, width=1024, seed=0, overwrite=True)
-    prepare(VaihingenSource(root), path, patch=patch, stride=patch, overwrite=True, progress=False)
-    make_split(path, name="default")
-    return path
+from _common import synthetic_store
 
 
 def main() -> None:
@@ -54,9 +40,8 @@ def main() -> None:
     from segweak.data.dataset import SegweakDataset
     from segweak.data.transforms import default_train_transform
 
-    store = args.store or _ensure_store(
-        Path(tempfile.gettempdir()) / "segweak-bench" / f"loader-store-{args.patch}", args.patch
-    )
+    cache = Path(tempfile.gettempdir()) / "segweak-bench"
+    store = args.store or synthetic_store(cache, "loader", patch=args.patch, tile=1024, tiles=4)
     torch.manual_seed(0)
     ds = SegweakDataset(
         store, args.split, args.subset, transform=None if args.no_augment else default_train_transform()

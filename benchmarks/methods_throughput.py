@@ -38,27 +38,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import synthetic_store
+
 SPLIT = "bench"
 FRACTIONS = (0.3, 0.5, 0.2)
 """strong / weak / val: a strong subset large enough for whole batches of the strong sub-batches."""
-
-
-def ensure_store(cache: Path, patch: int, tile: int, tiles: int) -> Path:
-    """Build (once per cache directory) a synthetic store with the ``bench`` split."""
-    from segweak.data.sources import VaihingenSource
-    from segweak.data.splits import make_split
-    from segweak.data.store import prepare
-    from segweak.data.synthetic import synthesize
-
-    store = cache / f"methods-store-p{patch}-t{tile}-n{tiles}"
-    if (store / "splits" / f"{SPLIT}.json").is_file():
-        return store
-    root = cache / f"methods-root-t{tile}-n{tiles}"
-    if not (root / "synth.json").exists():
-        synthesize(root, n_tiles=tiles, height=tile, width=tile, seed=0, overwrite=True)
-    prepare(VaihingenSource(root), store, patch=patch, stride=patch, overwrite=True, progress=False)
-    make_split(store, name=SPLIT, fractions=FRACTIONS, seed=0, overwrite=True)
-    return store
 
 
 def _images(batch: Any, names: list[str]) -> int:
@@ -211,7 +195,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="segweak-methods-") as tmp:
         cache = Path(args.cache) if args.cache else Path(tmp)
         cache.mkdir(parents=True, exist_ok=True)
-        store = Path(args.store) if args.store else ensure_store(cache, args.patch, args.tile, args.tiles)
+        if args.store:
+            store = Path(args.store)
+        else:
+            store = synthetic_store(
+                cache, "methods", patch=args.patch, tile=args.tile, tiles=args.tiles, split=SPLIT,
+                fractions=FRACTIONS,
+            )  # fmt: skip
         load0 = os.getloadavg()
         results: dict[str, list[dict[str, Any]]] = {m: [] for m in names}
         skipped: dict[str, str] = {}

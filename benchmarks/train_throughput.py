@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import synthetic_store
+
 TRAIN_TARGET = 0.95
 INFER_TARGET = 0.9
 SPLIT = "bench"
@@ -47,23 +49,13 @@ STRONG_FRACTION = 0.8
 
 def _ensure_store(cache: Path, patch: int, tile: int, min_strong: int) -> Path:
     """Build (once) a synthetic store whose ``bench`` split has >= ``min_strong`` strong patches."""
-    from segweak.data.sources import VaihingenSource
-    from segweak.data.splits import make_split
-    from segweak.data.store import prepare
-    from segweak.data.synthetic import synthesize
-
     per_tile = (tile // patch) ** 2
     n_tiles = max(2, math.ceil(min_strong / (per_tile * STRONG_FRACTION * 0.95)) + 1)
-    store = cache / f"throughput-store-p{patch}-t{tile}-n{n_tiles}"
-    if (store / "splits" / f"{SPLIT}.json").is_file():
-        return store
-    root = cache / f"throughput-root-t{tile}-n{n_tiles}"
-    if not (root / "synth.json").exists():
-        synthesize(root, n_tiles=n_tiles, height=tile, width=tile, seed=0, overwrite=True)
-    prepare(VaihingenSource(root), store, patch=patch, stride=patch, overwrite=True, progress=False)
     val = 1.0 - STRONG_FRACTION - 0.05
-    make_split(store, name=SPLIT, fractions=(STRONG_FRACTION, 0.05, val), seed=0, overwrite=True)
-    return store
+    return synthetic_store(
+        cache, "throughput", patch=patch, tile=tile, tiles=n_tiles, split=SPLIT,
+        fractions=(STRONG_FRACTION, 0.05, val),
+    )  # fmt: skip
 
 
 class BareLoop:

@@ -1,4 +1,5 @@
-"""``benchmarks/methods_throughput.py`` runs every method it is given and reports steps/s vs supervised."""
+"""The benchmark scripts: ``methods_throughput.py`` runs every method it is given and reports steps/s vs
+supervised; every script runs as ``python benchmarks/<script>.py``; the store they share is built once."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def bench(monkeypatch):
 
     monkeypatch.setattr(os, "environ", os.environ.copy())
     monkeypatch.setattr(runtime, "_POLICY", runtime._POLICY)
+    monkeypatch.syspath_prepend(str(BENCH.parent))  # what `python benchmarks/x.py` does for _common
     spec = importlib.util.spec_from_file_location("methods_throughput", BENCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -47,3 +49,42 @@ def test_methods_throughput_skips_a_method_that_cannot_run(bench, tiny_store, ca
     assert [r["method"] for r in rows] == ["supervised", "proportion"]
     assert all("methods.proportion.loss: 'nope' is not valid" in r["skipped"] for r in rows)
     assert "proportion           skipped: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("script", ["methods_throughput.py", "train_throughput.py", "loader.py"])
+def test_benchmark_scripts_run_from_the_repository_root(script):
+    import os
+    import subprocess
+    import sys
+
+    root = BENCH.parents[1]
+    done = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--help"], cwd=root, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(root / "src")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout and "--batch" in done.stdout
+
+
+def test_synthetic_store_is_built_once_and_reused(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    from _common import synthetic_store
+    from segweak.data import store as store_module
+    from segweak.data.splits import load_split
+    from segweak.data.store import Store
+
+    kwargs = {"patch": 32, "tile": 64, "tiles": 2, "split": "bench", "fractions": (0.5, 0.25, 0.25)}
+    path = synthetic_store(tmp_path, "x", **kwargs)
+    assert path == tmp_path / "x-store-p32-t64-n2"
+    store = Store(path)
+    assert (len(store), store.patch) == (8, 32)  # 2 tiles of 64² in 32-px patches
+    assert load_split(store, "bench")["fractions"] == {"strong": 0.5, "weak": 0.25, "val": 0.25}
+
+    def no_prepare(*args, **kwargs):
+        raise AssertionError("the cached store was prepared again")
+
+    monkeypatch.setattr(store_module, "prepare", no_prepare)
+    assert synthetic_store(tmp_path, "x", **kwargs) == path
+    # Another benchmark's name or size gets its own folder, not the cached one.
+    with pytest.raises(AssertionError, match="prepared again"):
+        synthetic_store(tmp_path, "y", **kwargs)

@@ -150,8 +150,10 @@ def test_report_draws_samples_from_the_artefact_and_never_runs_a_model(quick_dem
     copy = tmp_path / "exp"
     shutil.copytree(out, copy)
     # The runner wrote the predictions: 2 patches (report.samples of --quick) x 4 rows.
-    written = sm.read_samples(copy)
-    assert written is not None and written.labels == ["baseline", "weak", "finetune", "full"]
+    samples = sm.read_samples(copy)
+    assert samples is not None and [g.point for g in samples.grids] == [""]  # no sweep: one grid
+    written = samples.grids[0]
+    assert written.labels == ["baseline", "weak", "finetune", "full"]
     assert written.predictions.shape == (4, 2, 32, 32) and written.predictions.dtype == "uint8"
     assert written.images.shape == (2, 32, 32, 3) and written.masks.shape == (2, 32, 32)
     assert written.meta["classes"] and written.colors.shape == (len(written.meta["classes"]), 3)
@@ -180,7 +182,7 @@ def test_report_draws_samples_from_the_artefact_and_never_runs_a_model(quick_dem
     assert main(["report", str(copy)]) == 0
     assert len(calls) == 4 and (copy / "plots" / "samples.png").is_file()
     again = sm.read_samples(copy)
-    assert again is not None and (again.predictions == written.predictions).all()
+    assert again is not None and (again.grids[0].predictions == written.predictions).all()
     ckpt = copy / "runs" / "full-split0-seed0" / "checkpoints" / "best.ckpt"
     os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))
     assert main(["report", str(copy)]) == 0 and len(calls) == 8

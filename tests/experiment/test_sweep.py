@@ -141,11 +141,18 @@ def test_plan_places_runs_per_point_and_shares_full(tmp_path):
     }
 
 
-def test_tiny_sweep_end_to_end(tmp_path, tiny_store, capsys):
+@pytest.fixture(scope="module")
+def tiny_sweep(tiny_store, tmp_path_factory) -> tuple[ExperimentConfig, Path, Path]:
+    """``(cfg, experiment directory, store)`` of a 2-point strong-fraction sweep, trained once (no report)."""
+    tmp_path = tmp_path_factory.mktemp("sweep")
     store = tmp_path / "store"
     shutil.copytree(tiny_store, store)  # the sweep writes its split manifests into the store
     cfg = _cfg(tmp_path, store)
-    exp = runner.run_experiment(cfg, make_report=False)
+    return cfg, runner.run_experiment(cfg, make_report=False), store
+
+
+def test_tiny_sweep_end_to_end(tiny_sweep, capsys):
+    cfg, exp, store = tiny_sweep
 
     runs = sorted(p.relative_to(exp / "runs").as_posix() for p in (exp / "runs").glob("*/*"))
     assert runs == [
@@ -168,6 +175,11 @@ def test_tiny_sweep_end_to_end(tmp_path, tiny_store, capsys):
     results = json.loads((exp / "results.json").read_text())
     assert results["sweep"] == {"axes": {"split.strong": [0.1, 0.2]}}
     assert [p["slug"] for p in results["points"]] == ["split.strong-0.1", "split.strong-0.2"]
+    # Each point's manifests, for readers of results.json alone (the sample predictions).
+    assert [p["splits"] for p in results["points"]] == [
+        {"0": "default_split.strong-0.1"},
+        {"0": "default_split.strong-0.2"},
+    ]
     rows = results["rows"]
     assert [(r["point"], r["stage"]) for r in rows] == [
         (f"split.strong={f}", s) for f in ("0.1", "0.2") for s in ("baseline", "weak", "finetune", "full")
@@ -202,6 +214,66 @@ def test_tiny_sweep_end_to_end(tmp_path, tiny_store, capsys):
     assert "0 run(s) trained, 7 skipped as finished" in out and "training ->" not in out
     assert "the same run as at split.strong=0.1" in out
     assert (exp / "results.json").read_bytes() == snapshot
+
+
+def test_sweep_samples_show_every_point_on_the_same_patches(tiny_sweep, tmp_path, monkeypatch):
+    import numpy as np
+
+    from segweak.experiment import samples as sm
+    from segweak.report import report as rep
+
+    exp = tmp_path / "exp"
+    shutil.copytree(tiny_sweep[1], exp)
+    assert sm.ensure_samples(exp, 2) is None
+    written = sm.read_samples(exp)
+    assert written is not None and written.meta["format_version"] == 2
+    assert [g.point for g in written.grids] == ["split.strong=0.1", "split.strong=0.2"]
+    low, high = written.grids
+    # Nested splits share their validation patches: the same two patches at both points.
+    assert low.indices.tolist() == high.indices.tolist() and len(low.indices) == 2
+    assert (low.images == high.images).all() and (low.masks == high.masks).all()
+    # Each point's own runs (full is shared, so its prediction is the same at both points).
+    rows = json.loads((exp / "results.json").read_text())["rows"]
+    assert low.labels == high.labels == ["baseline", "weak", "finetune", "full"]
+    assert [run[1] for run in written.meta["points"][1]["runs"]] == [r["run_dir"] for r in rows[4:]]
+    assert (low.predictions[3] == high.predictions[3]).all()
+    assert low.predictions.shape == (4, 2, 32, 32)
+
+    rep.report(exp, samples=2)
+    md = (exp / "report.md").read_text()
+    for i, point in enumerate(("split.strong=0.1", "split.strong=0.2")):
+        assert (exp / "plots" / f"samples_{i}.png").is_file()
+        section = md[md.index(f"## Point `{point}`") :]
+        section = section[: section.index("\n## ")]  # up to the next second-level heading
+        assert f"plots/samples_{i}.png" in section
+        assert f"Validation patches at {point} (the same patches at every point;" in md
+    assert not (exp / "plots" / "samples.png").exists()
+
+    # Results written before points recorded their manifests name the same splits.
+    results = json.loads((exp / "results.json").read_text())
+    for point in results["points"]:
+        del point["splits"]
+    (exp / "results.json").write_text(json.dumps(results))
+    assert sm.ensure_samples(exp, 2) is None and sm.read_samples(exp).meta == written.meta
+
+    # A format-1 artefact (one grid: the first point's) still reads, and is rewritten, not drawn.
+    g0 = written.grids[0]
+    old_meta = {k: written.meta[k] for k in ("n", "sample_seed", "split_seed", "seed")}
+    old_meta.update(g0.meta, format_version=1)
+    np.savez_compressed(
+        exp / sm.SAMPLES_FILE, indices=g0.indices, images=g0.images, masks=g0.masks,
+        predictions=g0.predictions, colors=g0.colors, meta=np.asarray(json.dumps(old_meta)),
+    )  # fmt: skip
+    old = sm.read_samples(exp)
+    assert old is not None and len(old.grids) == 1 and old.grids[0].labels == g0.labels
+    rep.report(exp, samples=2)
+    assert not list((exp / "plots").glob("samples*.png"))
+    assert "samples.npz is missing or was made from other checkpoints" in (exp / "report.md").read_text()
+    calls = []
+    real = sm.predict_patches
+    monkeypatch.setattr(sm, "predict_patches", lambda *a: calls.append(a[0]) or real(*a))
+    assert sm.ensure_samples(exp, 2) is None and len(calls) == 8  # 2 points x 4 rows
+    assert sm.read_samples(exp).meta == written.meta
 
 
 def test_dataset_patch_sweep_prepares_one_store_per_value(tmp_path, monkeypatch):
@@ -301,8 +373,9 @@ def test_sample_predictions_read_the_selected_checkpoint(tmp_path, tiny_store):
     results = {"store": str(tiny_store), "splits": {"0": "default"}, "split_seeds": [0], "rows": rows}
     (exp / "results.json").write_text(json.dumps(results))
     spec = wanted_spec(load_experiment(exp), 2, 0)
-    assert [run[3] for run in spec["runs"]] == ["checkpoints/best.ckpt", "checkpoints/last.ckpt"]
-    assert all(run[2] is not None for run in spec["runs"])  # both files found: none missing
+    (point,) = spec["points"]  # no sweep: one point
+    assert [run[3] for run in point["runs"]] == ["checkpoints/best.ckpt", "checkpoints/last.ckpt"]
+    assert all(run[2] is not None for run in point["runs"])  # both files found: none missing
 
 
 # --------------------------------------------------------------------------------------------------

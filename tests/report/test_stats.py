@@ -57,6 +57,20 @@ def test_first_crossing_interpolates_linearly_between_swept_points():
     assert stats.first_crossing(xs[::-1], ys[::-1], 0.55).x == pytest.approx(0.075)
 
 
+def test_first_crossing_in_log_x_is_straight_on_a_log_axis():
+    xs, ys = [0.01, 0.05, 0.2], [0.40, 0.50, 0.60]
+    # Half-way in y between 5 % and 20 %: 10 % in log x (the geometric mean), 12.5 % in x.
+    log = stats.first_crossing(xs, ys, 0.55, log=True)
+    assert (log.kind, log.log) == ("interpolated", True) and log.x == pytest.approx(0.1)
+    assert stats.first_crossing(xs, ys, 0.55).x == pytest.approx(0.125)
+    assert stats.first_crossing(xs, ys, 0.48, log=True).x == pytest.approx(0.01 * 5**0.8)
+    # Swept points and the ends are the same in either scale.
+    assert stats.first_crossing(xs, ys, 0.50, log=True).x == pytest.approx(0.05)
+    assert stats.first_crossing(xs, ys, 0.61, log=True) == stats.Crossing("above", 0.2, True, True)
+    with pytest.raises(ValueError, match="positive xs"):
+        stats.first_crossing([0.0, 0.1], [0.5, 0.6], 0.55, log=True)
+
+
 def test_first_crossing_outside_the_swept_range_is_not_extrapolated():
     xs, ys = [0.01, 0.05, 0.10], [0.40, 0.50, 0.60]
     above = stats.first_crossing(xs, ys, 0.61)

@@ -77,9 +77,9 @@ def _write(tmp_path: Path, rows: list[dict], axes: dict) -> Path:
     return exp
 
 
-def _strong_rows() -> list[dict]:
+def _strong_rows(fractions: list[float] = FRACTIONS) -> list[dict]:
     rows = []
-    for i, frac in enumerate(FRACTIONS):
+    for i, frac in enumerate(fractions):
         factors = {"split.strong": frac}
         for s, off in enumerate(OFFSETS):
             test = {"test_eroded_miou": None}
@@ -140,17 +140,21 @@ def test_sweep_report_draws_curves_and_reads_label_efficiency_from_results_json_
     )
     assert base.stds == pytest.approx([0.01] * 3) and base.ns == [3, 3, 3]
 
-    # The answer: label efficiency at the method's largest gain (1 %), on the test subset, interpolated.
+    # The answer: label efficiency at the method's largest gain (1 %), on the test subset, interpolated
+    # in the figure's log x: 0.48 is 80 % of the way from 0.40 to 0.50, i.e. 1 % × 5^0.8 = 3.62 %
+    # (linear in the fraction would say 4.2 %).
     head = md[: md.index("## ")]
     assert (
         "Label efficiency: to match **proportion** at 1 % pixel labels (test mIoU 0.480), the baseline needs "
-        "**≈ 4.2 % pixel labels**, 4.2× as many (linearly interpolated between its swept fractions)."
+        "**≈ 3.62 % pixel labels**, 3.6× as many (interpolated between its swept fractions on a log scale, "
+        "as the curve figure draws them)."
     ) in head
     assert "selected on validation, reported on the held-out test subset" in head
     assert "`selection: best`" in head
     # Every swept fraction in the label-efficiency table, outside the range never extrapolated.
     table = md[md.index("*Label efficiency:") :]
-    assert "| proportion | 5 % | 0.550 | 0.500 | ≈ 12.5 % | 2.5× |" in table
+    assert "| proportion | 5 % | 0.550 | 0.500 | ≈ 10 % | 2.0× |" in table  # half-way in log x: 10 %
+    assert "the baseline's swept fractions on a log scale, as the curve figure draws them" in table
     assert "| proportion | 20 % | 0.610 | 0.600 | > 20 % | > 1.0× |" in table
 
     # Tables stay, one block per point, below the curves, on the test subset with val and eroded beside.
@@ -176,6 +180,27 @@ def test_sweep_report_draws_curves_and_reads_label_efficiency_from_results_json_
     assert "| finetune | split.strong=0.05 | 0 | 1 |" in md
     # No per-stage bars mixing the points.
     assert "scores_by_stage.png" not in md
+
+
+def test_label_efficiency_interpolates_in_the_scale_the_curve_figure_draws(tmp_path):
+    # 5-20 % spans 4×, not more: the figure's x axis is linear, and so is the reading.
+    fractions = [0.05, 0.1, 0.2]
+    exp = _write(tmp_path, _strong_rows(fractions), {"split.strong": fractions})
+    loaded = load_experiment(exp)
+    metric = views.headline_metric(loaded)
+    curves = views.axis_curves(loaded, "split.strong", metric)
+    assert not curves.log and views.log_x(fractions) is False and views.log_x(FRACTIONS) is True
+    readings = {round(e.fraction, 4): e.crossing for e in views.label_efficiency(curves)}
+    assert not readings[0.05].log and readings[0.05].x == pytest.approx(0.05 + 0.8 * 0.05)  # 0.48 of 0.4..0.5
+    rep.report(exp, samples=0)
+    md = (exp / "report.md").read_text()
+    assert "**≈ 9 % pixel labels**, 1.8× as many (linearly interpolated between its swept fractions)." in md
+    assert "linearly interpolated between the baseline's swept fractions" in md and "log scale" not in md
+
+    # The same curve drawn on a log x axis (more than 4×) is read in log x: another number.
+    log_curves = views.AxisCurves(**{**vars(curves), "log": True})
+    log_reading = next(e.crossing for e in views.label_efficiency(log_curves) if round(e.fraction, 4) == 0.05)
+    assert log_reading.log and log_reading.x == pytest.approx(0.05 * 2**0.8)  # 8.71 %, not 9 %
 
 
 def test_sweep_of_two_axes_draws_panels_and_a_categorical_axis(tmp_path):

@@ -553,9 +553,15 @@ def run_name(stage: str, method: str, split_seed: int, seed: int, round: int | N
 
 def split_name(cfg: ExperimentConfig, split_seed: int) -> str:
     """Split manifest name for ``split_seed`` (``<name>`` alone, ``<name>-seed<k>`` for several seeds)."""
-    if len(cfg.split.seeds) == 1:
-        return cfg.split.name
-    return f"{cfg.split.name}-seed{split_seed}"
+    return manifest_name(cfg.split.name, len(cfg.split.seeds), split_seed)
+
+
+def manifest_name(base: str, n_split_seeds: int, split_seed: int) -> str:
+    """Split manifest name of ``split_seed`` among ``n_split_seeds`` split seeds named ``base``.
+
+    The one naming rule, also for readers that only have ``results.json`` (the sample predictions).
+    """
+    return base if n_split_seeds == 1 else f"{base}-seed{split_seed}"
 
 
 def resolve_train_config(

@@ -267,6 +267,10 @@ def _run_experiment_locked(
                 "slug": p.slug,
                 "store": _rel(experiment_store(p.cfg), exp_dir),
                 "split": p.cfg.split.name,
+                # Each point's manifests per split seed: the sample predictions show every point.
+                "splits": {
+                    str(k): v for k, v in split_names[f"{experiment_store(p.cfg)}|{p.cfg.split.name}"].items()
+                },
             }
             for p in points
         ],

@@ -7,15 +7,22 @@ artefact ``EXP/samples.npz`` (after the runs, by :func:`segweak.experiment.run.r
 experiment directory without one, by ``segweak report`` before it renders), and
 :mod:`segweak.report.figures` only reads it (:func:`read_samples`).
 
-``samples.npz`` holds (N patches, G rows, P patch size, C channels, K classes):
+An experiment has one *grid* per sweep point (one grid, point ``""``, without a sweep). Points on the
+same store show the same patches (chosen among the validation patches all of them share), so their
+grids can be compared side by side. ``samples.npz`` (format_version 2) holds, for grid ``g`` (N
+patches, G rows, P patch size, C channels, K classes):
 
-* ``indices`` (N,) int64: store patch indices, chosen by :func:`choose_samples`;
-* ``images`` (N, P, P, C) uint8 and ``masks`` (N, P, P) uint8 (255 = ignore): the patches as stored;
-* ``predictions`` (G, N, P, P) uint8: each row's predicted class indices, in report row order;
-* ``colors`` (K, 3) uint8: display colour of each class (the store palette's);
+* ``g<g>_indices`` (N,) int64: store patch indices, chosen by :func:`choose_samples`;
+* ``g<g>_images`` (N, P, P, C) uint8 and ``g<g>_masks`` (N, P, P) uint8 (255 = ignore): the patches as
+  stored;
+* ``g<g>_predictions`` (G, N, P, P) uint8: each row's predicted class indices, in report row order;
+* ``g<g>_colors`` (K, 3) uint8: display colour of each class (the store palette's);
 * ``meta``: a JSON string with :func:`wanted_spec`'s fields (what the artefact was made from, so a
-  changed choice or a retrained run is noticed), the row ``labels``, the rows ``missing`` a checkpoint,
-  ``classes`` and ``patch_ids``.
+  changed choice or a retrained run is noticed) and ``grids``: per grid its ``point``, the row
+  ``labels``, the rows ``missing`` a checkpoint, ``classes`` and ``patch_ids``.
+
+Format version 1 (one grid, arrays without the ``g<g>_`` prefix) is still read; it is never current
+for a version-2 spec, so the report asks for it to be rewritten and ``segweak report`` rewrites it.
 """
 
 from __future__ import annotations
@@ -23,40 +30,63 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from segweak.errors import SegweakError
+from segweak.experiment.plan import manifest_name
 from segweak.experiment.results import Experiment, load_experiment, row_group
 from segweak.io import atomic_write_bytes
 
 SAMPLES_FILE = "samples.npz"
 """Name of the sample-predictions artefact in the experiment directory."""
 
-SAMPLES_FORMAT_VERSION = 1
+SAMPLES_FORMAT_VERSION = 2
+"""2: one grid per sweep point; 1 (read, never current): a single grid, that of the first point."""
 
 DEFAULT_SAMPLES = 4
 """Patches in the grid when the experiment config sets no ``report.samples``."""
 
+_ARRAYS = ("indices", "images", "masks", "predictions", "colors")
+
 
 @dataclass
-class Samples:
-    """The content of ``samples.npz`` (shapes in the module docstring)."""
+class SampleGrid:
+    """One sweep point's sample predictions (shapes in the module docstring, prefix ``g<g>_`` dropped).
 
+    Attributes:
+        point: The sweep point's label (``""`` without a sweep).
+        indices: (N,) store patch indices.
+        images: (N, P, P, C) uint8 patches as stored.
+        masks: (N, P, P) uint8 truth (255 = ignore).
+        predictions: (G, N, P, P) uint8, one per row in ``labels``.
+        colors: (K, 3) uint8 display colour per class.
+        meta: ``labels``, ``missing``, ``classes``, ``patch_ids`` of this grid.
+    """
+
+    point: str
     indices: np.ndarray
     images: np.ndarray
     masks: np.ndarray
     predictions: np.ndarray
     colors: np.ndarray
-    meta: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[str]:
         """Display name of each row in ``predictions``."""
         return list(self.meta.get("labels") or [])
+
+
+@dataclass
+class Samples:
+    """The content of ``samples.npz``: what it was made from (``meta``) and one grid per point."""
+
+    meta: dict[str, Any]
+    grids: list[SampleGrid]
 
 
 def sample_settings(exp: Experiment, n: int | None = None) -> tuple[int, int]:
@@ -120,10 +150,7 @@ def predict_patches(checkpoint: Path, store: Any, split: str, indices: list[int]
     return logits.argmax(dim=1).to(torch.uint8).numpy()
 
 
-def _store_path(exp: Experiment) -> Path | None:
-    store_rel = exp.results.get("store")
-    if not store_rel:
-        return None
+def _resolve(exp: Experiment, store_rel: str) -> Path:
     return Path(store_rel) if Path(store_rel).is_absolute() else exp.path / store_rel
 
 
@@ -136,51 +163,85 @@ def _stamp(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
+def _point_rows(exp: Experiment) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """``[(results.json point entry, its rows)]`` in the sweep's point order.
+
+    Without a sweep there is one point, label ``""``. Results written before ``points`` recorded
+    each point's ``splits`` (or before ``points`` existed) get the entry's store and split names from
+    the experiment-wide ``store`` and the point's ``split`` (see :func:`wanted_spec`).
+    """
+    rows_of: dict[str, list[dict[str, Any]]] = {}
+    for r in exp.rows:
+        rows_of.setdefault(str(r.get("point") or ""), []).append(r)
+    entries = {str(e.get("point") or ""): e for e in exp.results.get("points") or []}
+    order = [label for label in entries if label in rows_of]
+    order += [label for label in rows_of if label not in entries]  # a stray row's point, last
+    return [(entries.get(label, {"point": label}), rows_of[label]) for label in order]
+
+
+def _point_split(exp: Experiment, entry: dict[str, Any], k: int) -> str | None:
+    """Split manifest name of split seed ``k`` at one point (``None`` when results.json names none)."""
+    named = (entry.get("splits") or {}).get(str(k))
+    if named:
+        return str(named)
+    base = entry.get("split")
+    if base:  # results.json before points recorded their manifests: the one naming rule
+        return manifest_name(str(base), len(exp.results.get("split_seeds") or [0]), k)
+    return (exp.results.get("splits") or {}).get(str(k))
+
+
 def wanted_spec(exp: Experiment, n: int, sample_seed: int) -> dict[str, Any] | str:
     """Return what a current ``samples.npz`` is made from, or the reason there can be none.
 
-    Patches of the first split seed's validation subset; the selected checkpoint of training seed
-    ``sample_seed`` (the first seed when it was not trained) of every row.
+    For every sweep point (one without a sweep): patches of the first split seed's validation
+    subset; the selected checkpoint of training seed ``sample_seed`` (the first seed when it was not
+    trained) of every row of that point.
 
     Returns:
-        ``{format_version, n, sample_seed, split_seed, split, seed, runs: [[label, run_dir, stamp,
-        checkpoint]]}`` (``checkpoint`` relative to ``run_dir``) or a sentence starting
-        ``sample predictions skipped:``.
+        ``{format_version, n, sample_seed, split_seed, seed, points: [{point, store, split, runs:
+        [[label, run_dir, stamp, checkpoint]]}]}`` (``checkpoint`` relative to ``run_dir``) or a
+        sentence starting ``sample predictions skipped:``.
     """
-    store_path = _store_path(exp)
-    if store_path is None:
+    if not exp.results.get("store"):
         return "sample predictions skipped: results.json names no store"
-    if not (store_path / "store.json").is_file():
-        return f"sample predictions skipped: store {store_path} not found"
     k = (exp.results.get("split_seeds") or [0])[0]
-    split = (exp.results.get("splits") or {}).get(str(k))
-    if split is None:
-        return "sample predictions skipped: results.json names no split"
     seeds = sorted({int(r["seed"]) for r in exp.rows})
     if not seeds:
         return "sample predictions skipped: no results rows"
     seed = sample_seed if sample_seed in seeds else seeds[0]
-    runs: list[list[Any]] = []
-    for g in exp.groups():
-        row = next(
-            (
-                r
-                for r in exp.rows
-                if row_group(r) == g and int(r["seed"]) == seed and int(r["split_seed"]) == k
-            ),
-            None,
+    points: list[dict[str, Any]] = []
+    for entry, rows in _point_rows(exp):
+        store_rel = str(entry.get("store") or exp.results["store"])
+        if not (_resolve(exp, store_rel) / "store.json").is_file():
+            return f"sample predictions skipped: store {_resolve(exp, store_rel)} not found"
+        split = _point_split(exp, entry, k)
+        if split is None:
+            return "sample predictions skipped: results.json names no split"
+        # A point read alone: its own rows, labelled as a report of that point labels them.
+        point_exp = Experiment(exp.path, {**exp.results, "rows": rows, "sweep": {}}, exp.config)
+        runs: list[list[Any]] = []
+        for g in point_exp.groups():
+            row = next(
+                (
+                    r
+                    for r in rows
+                    if row_group(r) == g and int(r["seed"]) == seed and int(r["split_seed"]) == k
+                ),
+                None,
+            )
+            run_dir = str(row["run_dir"]) if row else ""
+            ckpt = exp.path / run_dir / _selected(row)
+            runs.append([point_exp.label(g), run_dir, _stamp(ckpt) if row else None, _selected(row)])
+        points.append(
+            {"point": str(entry.get("point") or ""), "store": store_rel, "split": split, "runs": runs}
         )
-        run_dir = str(row["run_dir"]) if row else ""
-        ckpt = exp.path / run_dir / _selected(row)
-        runs.append([exp.label(g), run_dir, _stamp(ckpt) if row else None, _selected(row)])
     return {
         "format_version": SAMPLES_FORMAT_VERSION,
         "n": n,
         "sample_seed": sample_seed,
         "split_seed": k,
-        "split": split,
         "seed": seed,
-        "runs": runs,
+        "points": points,
     }
 
 
@@ -191,20 +252,20 @@ def _selected(row: dict[str, Any] | None) -> str:
 
 
 def read_samples(exp_dir: str | Path) -> Samples | None:
-    """Read ``EXP/samples.npz``; ``None`` when it is missing or unreadable (then it is rewritten)."""
+    """Read ``EXP/samples.npz`` (format 2, or 1 as one grid); ``None`` when missing or unreadable."""
     path = Path(exp_dir) / SAMPLES_FILE
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            return Samples(
-                indices=data["indices"],
-                images=data["images"],
-                masks=data["masks"],
-                predictions=data["predictions"],
-                colors=data["colors"],
-                meta=meta,
-            )
-    except (OSError, KeyError, ValueError):
+            if "grids" not in meta:  # format 1: one grid, its fields at the top level
+                arrays = {name: data[name] for name in _ARRAYS}
+                return Samples(meta, [SampleGrid("", **arrays, meta=meta)])
+            grids = []
+            for g, grid_meta in enumerate(meta["grids"]):
+                arrays = {name: data[f"g{g}_{name}"] for name in _ARRAYS}
+                grids.append(SampleGrid(str(grid_meta.get("point") or ""), **arrays, meta=grid_meta))
+            return Samples(meta, grids)
+    except (OSError, KeyError, TypeError, ValueError):
         return None
 
 
@@ -215,51 +276,80 @@ def is_current(samples: Samples | None, spec: dict[str, Any]) -> bool:
     return {k: samples.meta.get(k) for k in spec} == json.loads(json.dumps(spec))
 
 
+def _shared_picks(exp: Experiment, spec: dict[str, Any]) -> dict[str, list[int]]:
+    """``{store: patch indices}``: the sample patches of every point on each store.
+
+    Chosen among the validation patches every point on that store shares (with nested splits, the
+    whole validation subset), so the points' grids show the same patches; a store whose points share
+    none gets no entry (each point then chooses its own).
+    """
+    from segweak.data.splits import load_split
+    from segweak.data.store import Store
+
+    shared: dict[str, set[int] | None] = {}
+    stores: dict[str, Any] = {}
+    for point in spec["points"]:
+        store = stores.setdefault(point["store"], Store(_resolve(exp, point["store"])))
+        val = {int(i) for i in load_split(store, point["split"])["subsets"]["val"]}
+        have = shared.get(point["store"])
+        shared[point["store"]] = val if have is None else have & val
+    out = {}
+    for key, common in shared.items():
+        picks = choose_samples(stores[key], sorted(common or ()), spec["n"])
+        if picks:
+            out[key] = picks
+    return out
+
+
 def write_samples(exp: Experiment, spec: dict[str, Any]) -> Path | str:
     """Predict the sample patches with every row's checkpoint and write ``EXP/samples.npz`` atomically.
 
     Returns:
-        The artefact's path, or a sentence starting ``sample predictions skipped:`` when the
+        The artefact's path, or a sentence starting ``sample predictions skipped:`` when a point's
         validation subset is empty.
     """
     from segweak.data.splits import load_split
     from segweak.data.store import Store
 
-    store_path = _store_path(exp)
-    assert store_path is not None  # wanted_spec checked it
-    store = Store(store_path)
-    val_idx = list(load_split(store, spec["split"])["subsets"]["val"])
-    picks = choose_samples(store, val_idx, spec["n"])
-    if not picks:
-        return "sample predictions skipped: the validation subset is empty"
-    labels, missing, predictions = [], [], []
-    for label, run_dir, stamp, selected in spec["runs"]:
-        if stamp is None:
-            missing.append(label)
-            continue
-        ckpt = exp.path / run_dir / selected
-        predictions.append(predict_patches(ckpt, store, spec["split"], picks))
-        labels.append(label)
-    classes = list(store.classes)
-    patches = store.patches
-    meta = {
-        **spec,
-        "labels": labels,
-        "missing": missing,
-        "classes": classes,
-        "patch_ids": [str(patches[i].get("id", i)) for i in picks],
-    }
-    size = store.patch
+    shared = _shared_picks(exp, spec)
+    arrays: dict[str, np.ndarray] = {}
+    grids: list[dict[str, Any]] = []
+    for g, point in enumerate(spec["points"]):
+        store = Store(_resolve(exp, point["store"]))
+        picks = shared.get(point["store"]) or choose_samples(
+            store, list(load_split(store, point["split"])["subsets"]["val"]), spec["n"]
+        )
+        if not picks:
+            where = f" at {point['point']}" if point["point"] else ""
+            return f"sample predictions skipped: the validation subset{where} is empty"
+        labels, missing, predictions = [], [], []
+        for label, run_dir, stamp, selected in point["runs"]:
+            if stamp is None:
+                missing.append(label)
+                continue
+            ckpt = exp.path / run_dir / selected
+            predictions.append(predict_patches(ckpt, store, point["split"], picks))
+            labels.append(label)
+        classes = list(store.classes)
+        size = store.patch
+        arrays[f"g{g}_indices"] = np.asarray(picks, dtype=np.int64)
+        arrays[f"g{g}_images"] = np.stack([np.asarray(store.images[i]) for i in picks])
+        arrays[f"g{g}_masks"] = np.stack([np.asarray(store.masks[i]) for i in picks])
+        arrays[f"g{g}_predictions"] = (
+            np.stack(predictions) if predictions else np.zeros((0, len(picks), size, size), np.uint8)
+        )
+        arrays[f"g{g}_colors"] = palette_colors(store.meta, classes)
+        grids.append(
+            {
+                "point": point["point"],
+                "labels": labels,
+                "missing": missing,
+                "classes": classes,
+                "patch_ids": [str(store.patches[i].get("id", i)) for i in picks],
+            }
+        )
     buf = io.BytesIO()
-    np.savez_compressed(
-        buf,
-        indices=np.asarray(picks, dtype=np.int64),
-        images=np.stack([np.asarray(store.images[i]) for i in picks]),
-        masks=np.stack([np.asarray(store.masks[i]) for i in picks]),
-        predictions=np.stack(predictions) if predictions else np.zeros((0, len(picks), size, size), np.uint8),
-        colors=palette_colors(store.meta, classes),
-        meta=np.asarray(json.dumps(meta)),
-    )
+    np.savez_compressed(buf, **arrays, meta=np.asarray(json.dumps({**spec, "grids": grids})))
     return atomic_write_bytes(exp.path / SAMPLES_FILE, buf.getvalue())
 
 
@@ -287,7 +377,11 @@ def ensure_samples(
     if is_current(read_samples(exp.path), spec):
         return None
     if log is not None:
-        log(f"predicting {count} validation patches with each row's selected checkpoint -> {SAMPLES_FILE}")
+        points = len(spec["points"])
+        at = f" at each of {points} sweep points" if points > 1 else ""
+        log(
+            f"predicting {count} validation patches with each row's selected checkpoint{at} -> {SAMPLES_FILE}"
+        )
     try:
         written = write_samples(exp, spec)
     except (SegweakError, ImportError, RuntimeError, KeyError, ValueError) as exc:

@@ -27,7 +27,7 @@ from segweak.experiment.results import (
     read_step_log,
     row_step_kind,
 )
-from segweak.experiment.samples import SAMPLES_FILE, Samples, is_current, read_samples, wanted_spec
+from segweak.experiment.samples import SAMPLES_FILE, SampleGrid, is_current, read_samples, wanted_spec
 from segweak.io import atomic_write_bytes
 from segweak.report.stats import mean_std
 from segweak.report.views import AxisCurves, Metric, axis_curves, headline_metric, sweep_axes, sweep_points
@@ -468,38 +468,41 @@ def false_colour(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., :1], 3, axis=-1)
 
 
-def plot_samples(samples: Samples, path: Path) -> None:
+def plot_samples(grid: SampleGrid, path: Path, title: str | None = None) -> None:
     """Grid of validation patches: false-colour image, truth, and each row's prediction.
 
     Args:
-        samples: The experiment's sample predictions (:func:`segweak.experiment.samples.read_samples`).
+        grid: One point's sample predictions (:func:`segweak.experiment.samples.read_samples`).
         path: PNG to write.
+        title: Figure title (a sweep names the point; none without a sweep).
     """
-    colors = samples.colors
-    classes = list(samples.meta.get("classes") or [])
-    ids = list(samples.meta.get("patch_ids") or [str(i) for i in samples.indices])
-    n = len(samples.indices)
-    ncols = 2 + len(samples.labels)
-    fig = _figure(1.9 * ncols + 0.3, 1.9 * n + 0.9)
+    colors = grid.colors
+    classes = list(grid.meta.get("classes") or [])
+    ids = list(grid.meta.get("patch_ids") or [str(i) for i in grid.indices])
+    n = len(grid.indices)
+    ncols = 2 + len(grid.labels)
+    fig = _figure(1.9 * ncols + 0.3, 1.9 * n + 0.9 + (0.3 if title else 0.0))
     axes = np.atleast_2d(fig.subplots(n, ncols, squeeze=False))
     for r in range(n):
         panels = [
-            ("image", false_colour(samples.images[r])),
-            ("truth", colorize_mask(samples.masks[r], colors)),
+            ("image", false_colour(grid.images[r])),
+            ("truth", colorize_mask(grid.masks[r], colors)),
         ]
         panels += [
             (name, colorize_mask(pred[r], colors))
-            for name, pred in zip(samples.labels, samples.predictions, strict=True)
+            for name, pred in zip(grid.labels, grid.predictions, strict=True)
         ]
-        for c, (title, img) in enumerate(panels):
+        for c, (name, img) in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(img, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(title, fontsize=9)
+                ax.set_title(name, fontsize=9)
             if c == 0:
                 ax.set_ylabel(ids[r], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor=colors[i] / 255.0, edgecolor="black", label=c) for i, c in enumerate(classes)]
@@ -508,25 +511,60 @@ def plot_samples(samples: Samples, path: Path) -> None:
     _save(fig, path)
 
 
-def _sample_grid(exp: Experiment, path: Path, n: int, sample_seed: int) -> str | None:
-    """Draw the sample grid from ``EXP/samples.npz`` when it is current for these settings.
+def samples_file(i: int) -> str:
+    """File name of the sample grid of the ``i``-th sweep point (without a sweep: ``samples.png``)."""
+    return f"samples_{i}.png"
 
-    Returns:
-        ``None`` when drawn with every row, else a note (why it is missing, or rows without a checkpoint).
+
+def _sample_grids(
+    exp: Experiment, n: int, sample_seed: int, out: dict[str, tuple[Path, str]], notes: list[str]
+) -> None:
+    """Draw the sample grids from ``EXP/samples.npz`` when it is current for these settings.
+
+    Without a sweep: ``plots/samples.png`` (key ``samples``). In a sweep: one grid per point,
+    ``plots/samples_<i>.png`` (key ``samples:<point>``), titled with the point. Notes say why a grid is
+    missing, or which rows had no checkpoint.
     """
     spec = wanted_spec(exp, n, sample_seed)
     if isinstance(spec, str):
-        return spec
+        notes.append(spec)
+        return
     samples = read_samples(exp.path)
     if not is_current(samples, spec):
-        return (
+        notes.append(
             f"sample predictions skipped: {SAMPLES_FILE} is missing or was made from other checkpoints or "
             "settings; `segweak report` writes it"
         )
+        return
     assert samples is not None
-    plot_samples(samples, path)
-    missing = samples.meta.get("missing") or []
-    return f"sample predictions: no best checkpoint for {', '.join(missing)}" if missing else None
+    store = exp.results.get("store")
+    words = data_wording(read_store_meta(exp.path / store if store else None))
+    what = f"{words.image}, truth and each stage's prediction in {words.colours} (black: ignored pixels)."
+    sweep = bool(sweep_axes(exp))
+    # Points on one store show the same patches: say so, it is what makes the grids comparable.
+    same = (
+        len({g.indices.tobytes() for g in samples.grids}) == 1
+        and len({p["store"] for p in spec["points"]}) == 1
+    )
+    for i, grid in enumerate(samples.grids):
+        if not sweep:
+            plot_samples(grid, exp.path / "plots" / "samples.png")
+            out["samples"] = (
+                Path("plots/samples.png"),
+                f"Validation patches (seed {sample_seed} best checkpoints): {what}",
+            )
+        else:
+            name = samples_file(i)
+            plot_samples(grid, exp.path / "plots" / name, title=f"Sample predictions at {grid.point}")
+            patches = "the same patches at every point" if same else "this point's validation patches"
+            out[f"samples:{grid.point}"] = (
+                Path("plots") / name,
+                f"Validation patches at {grid.point} ({patches}; seed {spec['seed']} checkpoints): {what}",
+            )
+        missing = grid.meta.get("missing") or []
+        if missing:
+            where = f" at {grid.point}" if sweep else ""
+            notes.append(f"sample predictions{where}: no best checkpoint for {', '.join(missing)}")
 
 
 def make_plots(
@@ -547,19 +585,11 @@ def make_plots(
         _sweep_plots(exp, metric, out, notes)
     else:
         _run_plots(exp, metric, out, notes)
-    (plots / "samples.png").unlink(missing_ok=True)  # never show a stale grid from an earlier report
+    # Never show a stale grid from an earlier report (another point count, samples: 0).
+    for stale in (plots / "samples.png", *plots.glob("samples_*.png")):
+        stale.unlink(missing_ok=True)
     if n_samples > 0:
-        reason = _sample_grid(exp, plots / "samples.png", n_samples, sample_seed)
-        if (plots / "samples.png").is_file():
-            store = exp.results.get("store")
-            words = data_wording(read_store_meta(exp.path / store if store else None))
-            out["samples"] = (
-                Path("plots/samples.png"),
-                f"Validation patches (seed {sample_seed} best checkpoints): {words.image}, truth and each "
-                f"stage's prediction in {words.colours} (black: ignored pixels).",
-            )
-        if reason:
-            notes.append(reason)
+        _sample_grids(exp, n_samples, sample_seed, out, notes)
     return out, notes
 
 

@@ -32,11 +32,13 @@ from segweak.report import figures
 from segweak.report.document import Doc, render_html, render_markdown
 from segweak.report.stats import Paired, format_p, mean_std, paired_test
 from segweak.report.views import (
+    STRONG_AXIS,
     Metric,
     axis_curves,
     efficiency_sentence,
     has_values,
     headline_metric,
+    interpolation_phrase,
     label_efficiency,
     largest_gains,
     percent,
@@ -502,11 +504,14 @@ def _curves_section(doc: Doc, exp: Experiment, metric: Metric, plots: dict[str, 
             doc.img(*plots[f"sweep:{axis}"])
     header, rows = efficiency_table(exp, metric)
     if rows:
+        between = interpolation_phrase(
+            axis_curves(exp, STRONG_AXIS, metric).log, "the baseline's swept fractions"
+        )
         doc.table(
             header,
             rows,
             caption="Label efficiency: the strong fraction at which the baseline's mean curve reaches each "
-            "method's mean mIoU, interpolated linearly between the baseline's swept fractions (achieved "
+            f"method's mean mIoU, {between} (achieved "
             "shares of the patches; never extrapolated: > or < the swept range). labels saved: that "
             "fraction over the method's. 'first crossing': the baseline's curve is not monotone, the "
             "smallest fraction where it reaches the value is given.",
@@ -664,8 +669,9 @@ def build_document(exp: Experiment, plots: dict[str, tuple[Path, str]], notes: l
             for text in _point_headlines(point.exp, metric):
                 doc.p(text)
             _tables(doc, point.exp, metric, 3)
-            if f"curves:{point.label}" in plots:
-                doc.img(*plots[f"curves:{point.label}"])
+            for key in (f"curves:{point.label}", f"samples:{point.label}"):
+                if key in plots:
+                    doc.img(*plots[key])
     else:
         _tables(doc, exp, metric, 2)
 

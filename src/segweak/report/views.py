@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,27 @@ STRONG_AXIS = "split.strong"
 
 LOG_SPAN = 4.0
 """A numeric x axis is log-scaled when its largest value is more than this many times its smallest."""
+
+
+def log_x(xs: Sequence[float]) -> bool:
+    """Whether a numeric sweep axis with x values ``xs`` is log-scaled.
+
+    The one rule for both the curve figure's x axis and the label-efficiency reading, which
+    interpolates in the scale the figure draws (:func:`segweak.report.stats.first_crossing`): every x
+    positive and the largest more than :data:`LOG_SPAN` times the smallest.
+    """
+    return bool(xs) and min(xs) > 0 and max(xs) > LOG_SPAN * min(xs)
+
+
+def interpolation_phrase(log: bool, between: str = "its swept fractions") -> str:
+    """How a label-efficiency reading was interpolated (between the points ``between`` names).
+
+    Shared by the report's sentences and its table caption, so both state the scale
+    :func:`log_x` chose.
+    """
+    if log:
+        return f"interpolated between {between} on a log scale, as the curve figure draws them"
+    return f"linearly interpolated between {between}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,7 +259,7 @@ class AxisCurves:
     Attributes:
         axis: Dotted key.
         numeric: Whether x is numeric (else categorical positions 0..n-1 with ``ticks``).
-        log: Whether to draw x on a log scale (numeric, positive, spanning more than :data:`LOG_SPAN`×).
+        log: Whether x is on a log scale (numeric and :func:`log_x`); label efficiency interpolates in it.
         ticks: ``[(position, label)]`` of a categorical axis.
         xlabel: Axis title.
         panels: One per combination of the other axes' values.
@@ -276,8 +298,7 @@ def axis_curves(exp: Experiment, axis: str, metric: Metric) -> AxisCurves:
     numeric = all(_numeric(v) for v in values)
     points = sweep_points(exp)
     xs = {p.label: _point_x(p, axis, values, numeric) for p in points}
-    positive = [x for x in xs.values() if x > 0]
-    log = numeric and len(positive) == len(xs) and bool(positive) and max(positive) > LOG_SPAN * min(positive)
+    log = numeric and log_x(list(xs.values()))
     ticks = [] if numeric else [(float(i), value_label(v)) for i, v in enumerate(values)]
     if axis == STRONG_AXIS:
         xlabel = "pixel-labelled (strong) share of the patches, as achieved by the split"
@@ -328,7 +349,8 @@ class Efficiency:
         fraction: The method's strong fraction (achieved share of patches).
         miou: The method's mean headline mIoU there.
         baseline_miou: The baseline's mean at the same fraction (``None`` when it did not run there).
-        crossing: Where the baseline's mean curve (linear between swept points) reaches ``miou``.
+        crossing: Where the baseline's mean curve (straight between swept points in the figure's x
+            scale: ``crossing.log``) reaches ``miou``.
     """
 
     arm: str
@@ -347,7 +369,8 @@ class Efficiency:
 def label_efficiency(curves: AxisCurves) -> list[Efficiency]:
     """Baseline-equivalent strong fraction of every method (role ``method``) at every swept fraction.
 
-    Empty unless ``curves`` is the strong-fraction axis and has a baseline curve.
+    Empty unless ``curves`` is the strong-fraction axis and has a baseline curve. The baseline's curve
+    is interpolated in the x scale its figure uses (``curves.log``).
     """
     if curves.axis != STRONG_AXIS:
         return []
@@ -363,7 +386,14 @@ def label_efficiency(curves: AxisCurves) -> list[Efficiency]:
                 continue
             for x, m in zip(c.xs, c.means, strict=True):
                 out.append(
-                    Efficiency(c.arm, panel.fixed, x, m, at.get(x), first_crossing(base.xs, base.means, m))
+                    Efficiency(
+                        c.arm,
+                        panel.fixed,
+                        x,
+                        m,
+                        at.get(x),
+                        first_crossing(base.xs, base.means, m, log=curves.log),
+                    )
                 )
     return out
 
@@ -396,7 +426,7 @@ def efficiency_sentence(e: Efficiency, metric: Metric) -> str:
             need += f", {c.x / e.fraction:.1f}× as many"
         elif c.x < e.fraction:
             need += ", fewer than the method's own: no label saving"
-        need += " (linearly interpolated between its swept fractions)"
+        need += f" ({interpolation_phrase(c.log)})"
     elif c.kind == "above":
         need = f"**more than the largest swept fraction ({percent(c.x)})**"
     else:
