@@ -86,7 +86,7 @@ def test_loading_and_validating_a_config_does_not_import_torch(tmp_path: Path) -
         "cfg.data.store = 'x'\n"
         "cfg.weak.labels = 'survey'\n"
         "cfg.validate()\n"
-        "heavy = [m for m in ('torch', 'numpy', 'segweak.weak.table') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'numpy', 'segweak.data.weak_tables') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     done = subprocess.run(
@@ -126,3 +126,9 @@ def test_weak_labels_name_is_checked_by_the_config_without_the_table_module(bad:
         return
     with pytest.raises(SegweakError, match="weak.labels: .* is not a valid weak-label set name"):
         cfg.validate()
+
+
+def test_weak_maths_never_reads_the_store() -> None:
+    # weak/ is the maths on tensors that data/ (datasets, splits, info) builds on; imported weak-label
+    # sets live beside the store in data/, so no import runs back up from weak/ to data/.
+    assert _violations("weak", ("segweak.data",)) == []

@@ -582,7 +582,7 @@ def weak_import_cmd(
     ),
 ) -> None:
     """Import class proportions per image, pixel window or polygon as bags of patches (docs/store.md)."""
-    from segweak.weak.table import import_table
+    from segweak.data.weak_tables import import_table
 
     data = import_table(
         table,

@@ -276,7 +276,7 @@ class TrainConfig:
         _choice("optim.scheduler", self.optim.scheduler, ("cosine", "none"))
         _choice("weak.area", self.weak.area, WEAK_AREAS)
         _validate_noise(self.weak.noise)
-        if self.weak.labels != "computed":  # otherwise the name of an imported set (segweak.weak.table)
+        if self.weak.labels != "computed":  # otherwise the name of an imported set (segweak.data.weak_tables)
             check_file_stem(self.weak.labels, "weak.labels", "weak-label set")
         _choice("data.epoch", self.data.epoch, ("longest", "shortest"))
         if not self.data.store:
@@ -655,9 +655,9 @@ class ReportConfig:
 class WeakLabelsImport:
     """One weak-label table an experiment imports into its store(s) (``weak_labels:`` list item).
 
-    The same import as ``segweak weak import TABLE --store STORE --name NAME`` (:mod:`segweak.weak.table`),
-    done after the store is prepared and before the splits are made; runs use it with
-    ``train.weak.labels: NAME``.
+    The same import as ``segweak weak import TABLE --store STORE --name NAME``
+    (:mod:`segweak.data.weak_tables`), done after the store is prepared and before the splits are
+    made; runs use it with ``train.weak.labels: NAME``.
 
     Attributes:
         name: Weak-label set name (``STORE/weak/NAME.json``); not ``computed``.

@@ -145,7 +145,7 @@ def test_proportions_only_images_train_end_to_end(data, tmp_path: Path, capsys):
     assert np.isfinite(computed.weak).all()
     full = SegweakDataset(store, "default", "full")
     assert full.dropped_no_pixel_labels == 6
-    from segweak.weak.table import load_set
+    from segweak.data.weak_tables import load_set
 
     bags = SegweakDataset(store, "default", "weak", weak_set=load_set(Store(store), "stats"))
     assert set(covered) <= set(bags.indices.tolist()) and bags.dropped_no_pixel_labels == 0

@@ -13,12 +13,12 @@ import torch
 
 from segweak.config import TrainConfig, WeakConfig, load_config
 from segweak.data.store import Store, file_sha256
+from segweak.data.weak_tables import import_table
 from segweak.errors import SegweakError
 from segweak.methods import build_method
 from segweak.train.datamodule import BagBatchSampler
 from segweak.train.engine import train
 from segweak.weak.losses import proportion_loss_rows
-from segweak.weak.table import import_table
 
 K = 4
 METHODS = ["proportion", "presence_lse", "proportion_presence", "proportion_entropy", "interval"]
@@ -238,7 +238,7 @@ def test_mean_teacher_proportion_term_is_bag_aware():
 def test_lightning_sets_the_bag_samplers_epoch(tiny_store: Path, tmp_path: Path):
     """Each epoch's batches are the sampler's batches of that epoch (what resuming relies on)."""
     from segweak.data.dataset import SegweakDataset
-    from segweak.weak.table import load_set
+    from segweak.data.weak_tables import load_set
 
     store = tmp_path / "store"
     shutil.copytree(tiny_store, store)

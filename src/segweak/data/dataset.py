@@ -67,7 +67,7 @@ class SegweakDataset(Dataset):
         with_valid: Return ``valid``; ``None`` = the same as ``with_mask``.
         with_weak: Return the weak labels ``weak`` and ``presence``; False also never computes them
             (masks are read only when ``with_mask`` or ``with_valid`` asks for them).
-        weak_set: An imported weak-label set (:func:`segweak.weak.table.load_set`): the subset is
+        weak_set: An imported weak-label set (:func:`segweak.data.weak_tables.load_set`): the subset is
             restricted to the bags whose patches all lie in it, every item carries its bag's
             proportions and ``bag`` (int, the bag's position in the set). Needs ``with_weak``.
         masks: Masks to use instead of the store's: ``masks[index]`` is the uint8 ``(P, P)`` mask of

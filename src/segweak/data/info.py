@@ -1,7 +1,7 @@
 """Summary of a prepared store and of one of its splits (``segweak info``).
 
 The summary reads the store, its split manifests and its imported weak-label sets, so it lives above
-all three (:mod:`segweak.data.store`, :mod:`segweak.data.splits`, :mod:`segweak.weak.table`) instead
+all three (:mod:`segweak.data.store`, :mod:`segweak.data.splits`, :mod:`segweak.data.weak_tables`) instead
 of inside the store reader, which those modules import.
 """
 
@@ -14,8 +14,8 @@ import numpy as np
 
 from segweak.data.splits import load_split
 from segweak.data.store import Store, open_store
+from segweak.data.weak_tables import summary as weak_summary
 from segweak.weak.labels import presence, proportions
-from segweak.weak.table import summary as weak_summary
 
 
 def info(

@@ -430,7 +430,7 @@ def _weak_only(st: Store, weak_labels: str | None, maskless: np.ndarray) -> tupl
     """
     if weak_labels is None:
         return np.zeros(0, dtype=np.int64), maskless
-    from segweak.weak.table import check_set_name, load_set
+    from segweak.data.weak_tables import check_set_name, load_set
 
     check_set_name(weak_labels, "--weak-labels")
     in_bags = np.asarray(sorted(i for b in load_set(st, weak_labels)["bags"] for i in b["patches"]), np.int64)

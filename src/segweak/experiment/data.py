@@ -155,7 +155,7 @@ def _import_options(imp: WeakLabelsImport) -> dict[str, Any]:
     ``region_crs``, ``min_cover`` and ``skip_unplaced`` only matter for polygons (GeoJSON, GeoPackage
     or a WKT column), so for other tables they are recorded as null.
     """
-    from segweak.weak.table import polygon_regions
+    from segweak.data.weak_tables import polygon_regions
 
     polygons = polygon_regions(imp.table)
     return {
@@ -170,7 +170,7 @@ def _import_options(imp: WeakLabelsImport) -> dict[str, Any]:
 def import_weak_labels(cfg: ExperimentConfig, store_path: Path, log: Callable[[str], None] = print) -> None:
     """Import every ``weak_labels`` table into a prepared store, unless it holds that very import.
 
-    Each table becomes ``STORE/weak/NAME.json`` (:func:`segweak.weak.table.import_table`, the same as
+    Each table becomes ``STORE/weak/NAME.json`` (:func:`segweak.data.weak_tables.import_table`, the same as
     ``segweak weak import``). An existing set of that name is kept when it was imported from a file
     with the same SHA-256 and the same options (so rerunning an experiment, or another point of a
     sweep on the same store, imports nothing); any other existing set is never replaced.
@@ -180,7 +180,7 @@ def import_weak_labels(cfg: ExperimentConfig, store_path: Path, log: Callable[[s
             row of the table (one line naming it).
     """
     from segweak.data.store import file_sha256
-    from segweak.weak.table import import_table, set_path
+    from segweak.data.weak_tables import import_table, set_path
 
     for i, imp in enumerate(cfg.weak_labels):
         where = f"weak_labels[{i}]"

@@ -715,7 +715,7 @@ def split_weak_labels(cfg: ExperimentConfig) -> str | None:
     images without masks that one of its bags covers join the weak subset
     (:func:`segweak.data.splits.make_split`, ``weak_labels``).
     """
-    from segweak.weak.table import COMPUTED
+    from segweak.data.weak_tables import COMPUTED
 
     labels = ((cfg.train.get("weak") or {}).get("labels")) or COMPUTED
     return None if labels == COMPUTED else str(labels)

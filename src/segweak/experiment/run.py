@@ -301,8 +301,8 @@ def _check_store_for_runs(runs: list[PlannedRun], store_path: Path) -> None:
         SegweakError: Naming the stage at fault.
     """
     from segweak.data.store import Store
+    from segweak.data.weak_tables import COMPUTED, load_set
     from segweak.models.factory import check_in_channels
-    from segweak.weak.table import COMPUTED, load_set
 
     store = Store(store_path)
     for run in runs:

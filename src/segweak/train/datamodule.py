@@ -54,9 +54,9 @@ from segweak.data.dataset import SegweakDataset
 from segweak.data.splits import check_store_and_split
 from segweak.data.store import Store
 from segweak.data.transforms import default_train_transform
+from segweak.data.weak_tables import COMPUTED, load_set
 from segweak.errors import SegweakError
 from segweak.train.pseudo_labels import PseudoLabels
-from segweak.weak.table import COMPUTED, load_set
 
 if TYPE_CHECKING:
     from segweak.methods import Need

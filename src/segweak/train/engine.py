@@ -351,7 +351,7 @@ def _weak_provenance(cfg: TrainConfig, datamodule: SegDataModule | None = None) 
         SegweakError: When ``weak.labels`` names a set the store does not have.
     """
     from segweak.data.store import open_store
-    from segweak.weak.table import provenance
+    from segweak.data.weak_tables import provenance
 
     out = provenance(open_store(cfg.data.store), cfg.weak.labels)
     if datamodule is None:

@@ -14,8 +14,8 @@ from segweak.cli import main
 from segweak.data.sources import FolderSource
 from segweak.data.store import Store, prepare
 from segweak.data.synthetic import SCENE_CLASSES, synthesize_scenes
+from segweak.data.weak_tables import import_table
 from segweak.errors import SegweakError
-from segweak.weak.table import import_table
 
 CRS = "EPSG:32632"
 ORIGIN = (500000.0, 5400000.0)

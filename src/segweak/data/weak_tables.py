@@ -9,7 +9,7 @@ store patches it covers (a *bag*), validates every row and writes the bags as
 Formats: CSV (header row, UTF-8; optionally a WKT ``geometry`` column); Parquet (``.parquet``, same
 columns; needs pyarrow, ``pip install 'segweak[tables]'``); GeoJSON (``.geojson``/``.json``) or
 GeoPackage (``.gpkg``, needs ``segweak[geo]``) whose features' attributes are the columns below and
-whose polygons are the regions (:mod:`segweak.weak.polygons` gives the polygon -> patches rule and
+whose polygons are the regions (:mod:`segweak.data.polygons` gives the polygon -> patches rule and
 the CRS handling).
 
 Table columns (CSV, header row, UTF-8):
@@ -34,10 +34,10 @@ Rules (documented in ``docs/store.md``):
   warning.
 * A polygon's bag holds the patches with at least ``min_cover`` (default 1.0) of their pixels inside
   it. A polygon in map coordinates needs no ``image``: it is placed on every georeferenced tile it
-  lies on (:meth:`segweak.weak.polygons.Polygons.cover_tiles`); one that gives no patch is refused
+  lies on (:meth:`segweak.data.polygons.Polygons.cover_tiles`); one that gives no patch is refused
   unless ``skip_unplaced``.
 * A CSV or Parquet table may hold WKT polygons in a ``geometry`` (``wkt``, ``polygon``, ``geom``)
-  column (needs shapely); its rows are then polygon features (:func:`segweak.weak.polygons.read_wkt_column`),
+  column (needs shapely); its rows are then polygon features (:func:`segweak.data.polygons.read_wkt_column`),
   with the CRS given by ``region_crs`` (a table declares none).
 """
 
@@ -60,7 +60,7 @@ from segweak.errors import SegweakError
 from segweak.io import atomic_write_json, check_file_stem
 
 if TYPE_CHECKING:
-    from segweak.weak.polygons import Polygons
+    from segweak.data.polygons import Polygons
 
 WEAK_DIR = "weak"
 FORMAT_VERSION = 1
@@ -253,7 +253,7 @@ def read_table(
     if suffix in PARQUET_SUFFIXES:
         header, data = _read_parquet(path)
     elif suffix in GEO_SUFFIXES:
-        from segweak.weak.polygons import read_features
+        from segweak.data.polygons import read_features
 
         header, values, polygons = read_features(path, region_crs)
         data = [[cell_text(v) for v in row] for row in values]
@@ -279,7 +279,7 @@ def read_table(
         )
     wkt_col = wkt_cols[0] if wkt_cols else None
     if wkt_col is not None:
-        from segweak.weak.polygons import read_wkt_column
+        from segweak.data.polygons import read_wkt_column
 
         # A WKT row is a polygon feature: the same placement, CRS handling and rules as GeoJSON.
         polygons = read_wkt_column(path, header[wkt_col], [cells[wkt_col] for cells in data], region_crs)
@@ -435,7 +435,7 @@ def _unplaced(
             f"contains no {size}x{size} patch with at least {min_cover:.0%} inside (--min-cover); "
             "--skip-unplaced leaves such polygons out"
         )
-    from segweak.weak.polygons import is_georeferenced
+    from segweak.data.polygons import is_georeferenced
 
     recs = store.meta.get("tiles", [])
     plain = sum(1 for t in recs if not is_georeferenced(t))

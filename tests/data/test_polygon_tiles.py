@@ -14,8 +14,8 @@ from segweak.cli import main
 from segweak.data.sources import FolderSource
 from segweak.data.store import Store, prepare
 from segweak.data.synthetic import SCENE_CLASSES, synthesize_scenes
+from segweak.data.weak_tables import import_table, polygon_regions
 from segweak.errors import SegweakError
-from segweak.weak.table import import_table, polygon_regions
 
 UTM32 = "EPSG:32632"
 UTM33 = "EPSG:32633"
@@ -252,7 +252,7 @@ def test_windowed_rasterising_matches_the_whole_tile(store: Path):
     """Only a window around each polygon is rasterised; the patches must be those of the whole tile."""
     from rasterio.features import rasterize
 
-    from segweak.weak.polygons import Polygons
+    from segweak.data.polygons import Polygons
 
     st = Store(store)
     t0 = _tiles(store)[0]

@@ -12,8 +12,8 @@ import pytest
 from segweak.cli import main
 from segweak.data.info import info
 from segweak.data.store import Store, file_sha256
+from segweak.data.weak_tables import import_table, patches_in_window, provenance
 from segweak.errors import SegweakError
-from segweak.weak.table import import_table, patches_in_window, provenance
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_palette_ordered_list_column(store: Path, tmp_path: Path):
         (["image", "A", "nope"], ["{a}", 0.5, 0.5], "column 'nope' is not a class"),
         (["image", "A", "B"], ["area_x", 0.5, 0.5], "row 1: unknown image 'area_x'"),
         (["image", "x0", "y0", "x1", "y1", "A"], ["{a}", 0, 0, 16, 16, 1], "row 1: window [0, 0, 16, 16]"),
-        # A WKT column is read (tests/weak/test_polygon_tiles.py), but a CSV has no CRS to read it in.
+        # A WKT column is read (tests/data/test_polygon_tiles.py), but a CSV has no CRS to read it in.
         (["image", "geometry", "A"], ["{a}", "POLYGON", 1], "declares no CRS for its 'geometry' column"),
     ],
 )
