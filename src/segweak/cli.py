@@ -805,20 +805,25 @@ def _print_results(exp_dir: Path, console: object | None = None) -> None:
 
     from segweak.experiment.results import load_experiment
     from segweak.report.report import headlines, summary_table
+    from segweak.report.views import headline_metric, sweep_points
 
     console = console or Console()
     exp = load_experiment(exp_dir)
-    header, rows = summary_table(exp)
+    metric = headline_metric(exp)
     title = f"results: {exp.results.get('name')}"
     if exp.results.get("synthetic"):
         title += " (SYNTHETIC data)"
-    table = Table(title=title)
-    for i, col in enumerate(header):
-        # The row names stay whole (no "baseli…"); the number columns wrap instead.
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)  # type: ignore[attr-defined]
+    # One table per sweep point, the point in its title: a point column (``key=value`` of dotted keys,
+    # often 40+ characters) would squeeze every number to "…" in an 80-column terminal.
+    for point in sweep_points(exp):
+        header, rows = summary_table(point.exp, metric)
+        table = Table(title=f"{title} at {point.label}" if point.label else title)
+        for i, col in enumerate(header):
+            # The row names stay whole (no "baseli…"); the number columns wrap instead.
+            table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)  # type: ignore[attr-defined]
     for text in headlines(exp):
         console.print(text.replace("**", ""), highlight=False)  # type: ignore[attr-defined]
 

@@ -266,3 +266,29 @@ def test_headline_stays_on_validation_unless_every_run_has_test_metrics(tmp_path
     header, table = rep.summary_table(exp)  # what `segweak run` prints: one block of rows per point
     assert header[:4] == ["point", "stage", "runs", "mIoU"] and "val mIoU" not in header
     assert [r[0] for r in table] == [f"split.strong={f}" for f in FRACTIONS for _ in range(3)]
+
+
+def test_cli_prints_one_readable_table_per_point_at_80_columns(tmp_path):
+    # A long dotted sweep key used to fill a "point" column and squeeze every number to "…".
+    from rich.console import Console
+
+    from segweak.cli import _print_results
+
+    key = "train.methods.pseudo_label.student_init"
+    rows = []
+    for value, miou in (("imagenet", 0.70), ("teacher", 0.72)):
+        factors = {key: value}
+        for s, off in enumerate(OFFSETS):
+            rows.append(_row("baseline", "baseline", "train", "baseline", s, 0.63 + off, factors))
+            rows.append(_row("pseudo_label", "pseudo_label", "train", "method", s, miou + off, factors))
+    exp = _write(tmp_path, rows, {key: ["imagenet", "teacher"]})
+
+    console = Console(width=80, record=True)
+    _print_results(exp, console)
+    text = console.export_text()
+    assert "…" not in text
+    for value in ("imagenet", "teacher"):
+        assert f"{key}={value}" in text
+    # Each point's table names its rows whole and shows its own numbers (they may wrap, never "…").
+    assert text.count("│ baseline ") == 2 and text.count("│ pseudo_label │") == 2
+    assert text.count("│  0.630 ± │") == 2 and "│  0.700 ± │" in text and "│  0.720 ± │" in text
