@@ -800,6 +800,7 @@ def pseudo_label_cmd(
 
 def _print_results(exp_dir: Path, console: object | None = None) -> None:
     """Print the per-stage results table and the headline(s) of a finished experiment."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -817,10 +818,22 @@ def _print_results(exp_dir: Path, console: object | None = None) -> None:
     # often 40+ characters) would squeeze every number to "…" in an 80-column terminal.
     for point in sweep_points(exp):
         header, rows = summary_table(point.exp, metric)
-        table = Table(title=f"{title} at {point.label}" if point.label else title)
+        # No vertical rules and one space between columns: 9 columns of "0.631 ± 0.012" must fit 80
+        # terminal columns.
+        table = Table(
+            title=f"{title} at {point.label}" if point.label else title,
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            collapse_padding=True,
+        )
         for i, col in enumerate(header):
-            # The row names stay whole (no "baseli…"); the number columns wrap instead.
-            table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+            # The row names stay whole (no "baseli…"); the number cells wrap, and fold rather than
+            # being cut to "…" where a word does not fit.
+            if i == 0:
+                table.add_column(col, justify="left", no_wrap=True)
+            else:
+                table.add_column(col, justify="right", overflow="fold")
         for row in rows:
             table.add_row(*row)
         console.print(table)  # type: ignore[attr-defined]
