@@ -180,7 +180,7 @@ def import_weak_labels(cfg: ExperimentConfig, store_path: Path, log: Callable[[s
             row of the table (one line naming it).
     """
     from segweak.data.store import file_sha256
-    from segweak.data.weak_tables import import_table, set_path
+    from segweak.data.weak_tables import import_table, set_path, unplaced_warning
 
     for i, imp in enumerate(cfg.weak_labels):
         where = f"weak_labels[{i}]"
@@ -225,6 +225,8 @@ def import_weak_labels(cfg: ExperimentConfig, store_path: Path, log: Callable[[s
             raise SegweakError(f"{where}: {exc}") from None
         normalised = data["normalised_rows"]
         note = f", {normalised} row(s) normalised ({where}.normalise)" if normalised else ""
+        if data.get("skipped_rows"):  # say which regions the set lost, as `segweak weak import` does
+            note += "; WARNING: " + unplaced_warning(data["skipped_rows"], f"{where}.skip_unplaced")
         log(
             f"{where}: imported {table} (sha256 {sha[:12]}) as weak-label set {imp.name!r}: "
             f"{len(data['bags'])} bag(s), {data['n_patches']} patch(es){note}"
