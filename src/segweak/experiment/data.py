@@ -167,6 +167,26 @@ def _import_options(imp: WeakLabelsImport) -> dict[str, Any]:
     }
 
 
+def check_weak_label_imports(cfg: ExperimentConfig) -> None:
+    """Refuse, before any work, an import whose table can only fail once the store exists.
+
+    A CSV / Parquet table with a WKT column declares no CRS, so ``region_crs: file`` (the default)
+    cannot place its polygons; the header alone says so.
+
+    Raises:
+        SegweakError: Naming ``weak_labels[i].region_crs`` and what to set.
+    """
+    from segweak.data.weak_tables import GEO_SUFFIXES, polygon_regions
+
+    for i, imp in enumerate(cfg.weak_labels):
+        wkt = Path(imp.table).suffix.lower() not in GEO_SUFFIXES and polygon_regions(imp.table)
+        if wkt and imp.region_crs == "file":
+            raise SegweakError(
+                f"weak_labels[{i}].region_crs: {imp.table} has a WKT polygon column and a table declares "
+                "no CRS; set region_crs to the polygons' CRS (e.g. EPSG:32632) or to pixel"
+            )
+
+
 def import_weak_labels(cfg: ExperimentConfig, store_path: Path, log: Callable[[str], None] = print) -> None:
     """Import every ``weak_labels`` table into a prepared store, unless it holds that very import.
 
