@@ -272,7 +272,8 @@ def test_sweep_samples_show_every_point_on_the_same_patches(tiny_sweep, tmp_path
     calls = []
     real = sm.predict_patches
     monkeypatch.setattr(sm, "predict_patches", lambda *a: calls.append(a[0]) or real(*a))
-    assert sm.ensure_samples(exp, 2) is None and len(calls) == 8  # 2 points x 4 rows
+    # 2 points x 4 rows, but `full` is one run shared by both points: its patches are predicted once.
+    assert sm.ensure_samples(exp, 2) is None and len(calls) == 7
     assert sm.read_samples(exp).meta == written.meta
 
 
