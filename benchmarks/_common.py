@@ -10,9 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-DEFAULT_FRACTIONS = (0.1, 0.7, 0.2)
-"""strong / weak / val of the split unless a benchmark needs another (segweak's own default)."""
-
 
 def synthetic_store(
     cache: Path,
@@ -22,7 +19,7 @@ def synthetic_store(
     tile: int,
     tiles: int,
     split: str = "default",
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    fractions: Sequence[float] | None = None,
 ) -> Path:
     """Build (once per cache directory) a synthetic Vaihingen-layout store with one split.
 
@@ -38,7 +35,7 @@ def synthetic_store(
         tile: Side of the square synthetic tiles in pixels.
         tiles: Number of tiles.
         split: Name of the split manifest.
-        fractions: strong / weak / val shares of the split.
+        fractions: strong / weak / val shares of the split (``None``: segweak's default).
 
     Returns:
         The store directory.
@@ -56,5 +53,6 @@ def synthetic_store(
     if not (root / "synth.json").exists():
         synthesize(root, n_tiles=tiles, height=tile, width=tile, seed=0, overwrite=True)
     prepare(VaihingenSource(root), store, patch=patch, stride=patch, overwrite=True, progress=False)
-    make_split(store, name=split, fractions=tuple(fractions), seed=0, overwrite=True)
+    shares = {} if fractions is None else {"fractions": tuple(fractions)}
+    make_split(store, name=split, seed=0, overwrite=True, **shares)
     return store

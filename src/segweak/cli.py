@@ -582,7 +582,7 @@ def weak_import_cmd(
     ),
 ) -> None:
     """Import class proportions per image, pixel window or polygon as bags of patches (docs/store.md)."""
-    from segweak.data.weak_tables import import_table
+    from segweak.data.weak_tables import import_table, unplaced_warning
 
     data = import_table(
         table,
@@ -596,14 +596,8 @@ def weak_import_cmd(
         skip_unplaced=skip_unplaced,
     )
     if data["skipped_rows"]:
-        rows = data["skipped_rows"]
-        more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
-        typer.secho(
-            f"warning: {len(rows)} polygon(s) without an image gave no patch on any tile and were left out "
-            f"(--skip-unplaced): data row(s) {', '.join(map(str, rows[:10]))}{more}",
-            fg=typer.colors.YELLOW,
-            err=True,
-        )
+        warning = unplaced_warning(data["skipped_rows"], "--skip-unplaced")
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     if data["normalised_rows"]:
         typer.secho(
             f"warning: {data['normalised_rows']} row(s) did not sum to 1 within {tolerance} and were "

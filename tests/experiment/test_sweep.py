@@ -272,7 +272,8 @@ def test_sweep_samples_show_every_point_on_the_same_patches(tiny_sweep, tmp_path
     calls = []
     real = sm.predict_patches
     monkeypatch.setattr(sm, "predict_patches", lambda *a: calls.append(a[0]) or real(*a))
-    assert sm.ensure_samples(exp, 2) is None and len(calls) == 8  # 2 points x 4 rows
+    # 2 points x 4 rows, but `full` is one run shared by both points: its patches are predicted once.
+    assert sm.ensure_samples(exp, 2) is None and len(calls) == 7
     assert sm.read_samples(exp).meta == written.meta
 
 
@@ -520,3 +521,20 @@ def test_sweep_compares_computed_and_imported_weak_labels(tmp_path, tiny_store, 
     out = capsys.readouterr().out
     assert "reusing it" in out and "0 run(s) trained" in out and "training ->" not in out
     assert (exp / "results.json").read_bytes() == snapshot
+
+
+def test_a_wkt_table_without_a_crs_is_refused_before_any_work(tmp_path):
+    # A CSV declares no CRS: region_crs: file used to fail only after the store was prepared.
+    table = tmp_path / "regions.csv"
+    table.write_text('bag,geometry,a\nb1,"POLYGON ((0 0, 1 0, 1 1, 0 0))",1\n')
+    cfg = _cfg(tmp_path, sweep={}, weak_labels=[{"name": "r", "table": str(table)}])
+    with pytest.raises(
+        SegweakError, match=r"^weak_labels\[0\]\.region_crs: .*regions\.csv has a WKT"
+    ) as info:
+        runner.run_experiment(cfg, make_report=False)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "exp").exists() and not (tmp_path / "store").exists()
+    cfg.weak_labels[0].region_crs = "EPSG:32632"
+    from segweak.experiment.data import check_weak_label_imports
+
+    check_weak_label_imports(cfg)  # a CRS given: nothing to refuse

@@ -263,9 +263,12 @@ def test_headline_stays_on_validation_unless_every_run_has_test_metrics(tmp_path
         f"Only {len(rows) - 1} of {len(rows)} runs have a held-out test subset"
         in views.selection_sentence(exp, metric)
     )
-    header, table = rep.summary_table(exp)  # what `segweak run` prints: one block of rows per point
-    assert header[:4] == ["point", "stage", "runs", "mIoU"] and "val mIoU" not in header
-    assert [r[0] for r in table] == [f"split.strong={f}" for f in FRACTIONS for _ in range(3)]
+    # What `segweak run` prints and the report shows: one table per point, with the headline subset.
+    points = views.sweep_points(exp)
+    assert [p.label for p in points] == [f"split.strong={f}" for f in FRACTIONS]
+    for point in points:
+        header, table = rep.summary_table(point.exp, metric)
+        assert header[:3] == ["stage", "runs", "mIoU"] and "val mIoU" not in header and len(table) == 3
 
 
 def test_cli_prints_one_readable_table_per_point_at_80_columns(tmp_path):

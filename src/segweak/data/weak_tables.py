@@ -282,7 +282,9 @@ def read_table(
         from segweak.data.polygons import read_wkt_column
 
         # A WKT row is a polygon feature: the same placement, CRS handling and rules as GeoJSON.
-        polygons = read_wkt_column(path, header[wkt_col], [cells[wkt_col] for cells in data], region_crs)
+        # A blank or short row gives '' here; the row loop below skips the blank one and refuses the short.
+        cells = [row[wkt_col] if wkt_col < len(row) else "" for row in data]
+        polygons = read_wkt_column(path, header[wkt_col], cells, region_crs)
     image_cols = [i for i, lo in enumerate(lower) if lo in IMAGE_KEYS]
     # A polygon in map coordinates can be placed on every tile it lies on, so it needs no image.
     if len(image_cols) > 1 or (not image_cols and polygons is None):
@@ -603,3 +605,17 @@ __all__ = [
     "set_names",
     "summary",
 ]
+
+
+def unplaced_warning(rows: list[int], option: str) -> str:
+    """Return the warning for features left out by ``skip_unplaced`` (CLI and experiment say the same).
+
+    Args:
+        rows: Their 1-based data rows (``skipped_rows`` of the set).
+        option: How the user asked for it (``--skip-unplaced``, ``weak_labels[0].skip_unplaced``).
+    """
+    more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+    return (
+        f"{len(rows)} polygon(s) without an image gave no patch on any tile and were left out ({option}): "
+        f"data row(s) {', '.join(map(str, rows[:10]))}{more}"
+    )

@@ -167,6 +167,26 @@ def _import_options(imp: WeakLabelsImport) -> dict[str, Any]:
     }
 
 
+def check_weak_label_imports(cfg: ExperimentConfig) -> None:
+    """Refuse, before any work, an import whose table can only fail once the store exists.
+
+    A CSV / Parquet table with a WKT column declares no CRS, so ``region_crs: file`` (the default)
+    cannot place its polygons; the header alone says so.
+
+    Raises:
+        SegweakError: Naming ``weak_labels[i].region_crs`` and what to set.
+    """
+    from segweak.data.weak_tables import GEO_SUFFIXES, polygon_regions
+
+    for i, imp in enumerate(cfg.weak_labels):
+        wkt = Path(imp.table).suffix.lower() not in GEO_SUFFIXES and polygon_regions(imp.table)
+        if wkt and imp.region_crs == "file":
+            raise SegweakError(
+                f"weak_labels[{i}].region_crs: {imp.table} has a WKT polygon column and a table declares "
+                "no CRS; set region_crs to the polygons' CRS (e.g. EPSG:32632) or to pixel"
+            )
+
+
 def import_weak_labels(cfg: ExperimentConfig, store_path: Path, log: Callable[[str], None] = print) -> None:
     """Import every ``weak_labels`` table into a prepared store, unless it holds that very import.
 
@@ -180,7 +200,7 @@ def import_weak_labels(cfg: ExperimentConfig, store_path: Path, log: Callable[[s
             row of the table (one line naming it).
     """
     from segweak.data.store import file_sha256
-    from segweak.data.weak_tables import import_table, set_path
+    from segweak.data.weak_tables import import_table, set_path, unplaced_warning
 
     for i, imp in enumerate(cfg.weak_labels):
         where = f"weak_labels[{i}]"
@@ -225,6 +245,8 @@ def import_weak_labels(cfg: ExperimentConfig, store_path: Path, log: Callable[[s
             raise SegweakError(f"{where}: {exc}") from None
         normalised = data["normalised_rows"]
         note = f", {normalised} row(s) normalised ({where}.normalise)" if normalised else ""
+        if data.get("skipped_rows"):  # say which regions the set lost, as `segweak weak import` does
+            note += "; WARNING: " + unplaced_warning(data["skipped_rows"], f"{where}.skip_unplaced")
         log(
             f"{where}: imported {table} (sha256 {sha[:12]}) as weak-label set {imp.name!r}: "
             f"{len(data['bags'])} bag(s), {data['n_patches']} patch(es){note}"

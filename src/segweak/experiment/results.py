@@ -337,6 +337,20 @@ class Experiment:
         arms = self.arms()
         return [a for i, a in enumerate(wanted) if a in arms and a not in wanted[:i]]
 
+    def by_point(self) -> dict[str, Experiment]:
+        """Each sweep point's rows as an experiment without a sweep, keyed by point label, in row order.
+
+        Without a sweep: one entry, ``""``. A point is read alone because its rows repeat the
+        ``(split_seed, seed)`` pairs of every other point; tables and paired tests are per point.
+        """
+        rows_of: dict[str, list[dict[str, Any]]] = {}
+        for r in self.rows:
+            rows_of.setdefault(str(r.get("point") or ""), []).append(r)
+        return {
+            label: Experiment(self.path, {**self.results, "rows": rows, "sweep": {}}, self.config)
+            for label, rows in rows_of.items()
+        }
+
     def values(self, group: tuple[str, str], key: str) -> dict[tuple[int, int], float | None]:
         """``{(split_seed, seed): row[key]}`` of one group."""
         return {

@@ -30,7 +30,7 @@ from segweak.config import (
     migrate_train_dict,
 )
 from segweak.errors import SegweakError
-from segweak.experiment.data import import_weak_labels, make_splits, prepare_data
+from segweak.experiment.data import check_weak_label_imports, import_weak_labels, make_splits, prepare_data
 from segweak.experiment.plan import (
     PlannedRun,
     check_runs,
@@ -144,6 +144,7 @@ def run_experiment(
     from segweak.lock import DirectoryLock, waiting
 
     cfg.validate()
+    check_weak_label_imports(cfg)
     check_train_sections(cfg)
     with DirectoryLock(cfg.out_dir, "experiment directory", wait=wait), waiting(wait):
         return _run_experiment_locked(cfg, console, make_report, quiet_training)

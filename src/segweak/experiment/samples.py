@@ -163,20 +163,18 @@ def _stamp(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
-def _point_rows(exp: Experiment) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """``[(results.json point entry, its rows)]`` in the sweep's point order.
+def _point_entries(exp: Experiment) -> list[tuple[dict[str, Any], Experiment]]:
+    """``[(results.json point entry, the point read alone)]`` in the sweep's point order.
 
     Without a sweep there is one point, label ``""``. Results written before ``points`` recorded
     each point's ``splits`` (or before ``points`` existed) get the entry's store and split names from
     the experiment-wide ``store`` and the point's ``split`` (see :func:`wanted_spec`).
     """
-    rows_of: dict[str, list[dict[str, Any]]] = {}
-    for r in exp.rows:
-        rows_of.setdefault(str(r.get("point") or ""), []).append(r)
+    points = exp.by_point()
     entries = {str(e.get("point") or ""): e for e in exp.results.get("points") or []}
-    order = [label for label in entries if label in rows_of]
-    order += [label for label in rows_of if label not in entries]  # a stray row's point, last
-    return [(entries.get(label, {"point": label}), rows_of[label]) for label in order]
+    order = [label for label in entries if label in points]
+    order += [label for label in points if label not in entries]  # a stray row's point, last
+    return [(entries.get(label, {"point": label}), points[label]) for label in order]
 
 
 def _point_split(exp: Experiment, entry: dict[str, Any], k: int) -> str | None:
@@ -210,21 +208,20 @@ def wanted_spec(exp: Experiment, n: int, sample_seed: int) -> dict[str, Any] | s
         return "sample predictions skipped: no results rows"
     seed = sample_seed if sample_seed in seeds else seeds[0]
     points: list[dict[str, Any]] = []
-    for entry, rows in _point_rows(exp):
+    for entry, point_exp in _point_entries(exp):
         store_rel = str(entry.get("store") or exp.results["store"])
         if not (_resolve(exp, store_rel) / "store.json").is_file():
             return f"sample predictions skipped: store {_resolve(exp, store_rel)} not found"
         split = _point_split(exp, entry, k)
         if split is None:
             return "sample predictions skipped: results.json names no split"
-        # A point read alone: its own rows, labelled as a report of that point labels them.
-        point_exp = Experiment(exp.path, {**exp.results, "rows": rows, "sweep": {}}, exp.config)
+        # Its own rows, labelled as a report of that point labels them.
         runs: list[list[Any]] = []
         for g in point_exp.groups():
             row = next(
                 (
                     r
-                    for r in rows
+                    for r in point_exp.rows
                     if row_group(r) == g and int(r["seed"]) == seed and int(r["split_seed"]) == k
                 ),
                 None,
@@ -289,7 +286,9 @@ def _shared_picks(exp: Experiment, spec: dict[str, Any]) -> dict[str, list[int]]
     shared: dict[str, set[int] | None] = {}
     stores: dict[str, Any] = {}
     for point in spec["points"]:
-        store = stores.setdefault(point["store"], Store(_resolve(exp, point["store"])))
+        if point["store"] not in stores:
+            stores[point["store"]] = Store(_resolve(exp, point["store"]))
+        store = stores[point["store"]]
         val = {int(i) for i in load_split(store, point["split"])["subsets"]["val"]}
         have = shared.get(point["store"])
         shared[point["store"]] = val if have is None else have & val
@@ -314,8 +313,14 @@ def write_samples(exp: Experiment, spec: dict[str, Any]) -> Path | str:
     shared = _shared_picks(exp, spec)
     arrays: dict[str, np.ndarray] = {}
     grids: list[dict[str, Any]] = []
+    stores: dict[str, Store] = {}
+    # A run shared by several points (``full`` over a strong-fraction sweep) predicts the same patches
+    # once: the split only checks that the patches are validation patches.
+    predicted: dict[tuple[str, str, tuple[int, ...]], np.ndarray] = {}
     for g, point in enumerate(spec["points"]):
-        store = Store(_resolve(exp, point["store"]))
+        if point["store"] not in stores:
+            stores[point["store"]] = Store(_resolve(exp, point["store"]))
+        store = stores[point["store"]]
         picks = shared.get(point["store"]) or choose_samples(
             store, list(load_split(store, point["split"])["subsets"]["val"]), spec["n"]
         )
@@ -328,7 +333,10 @@ def write_samples(exp: Experiment, spec: dict[str, Any]) -> Path | str:
                 missing.append(label)
                 continue
             ckpt = exp.path / run_dir / selected
-            predictions.append(predict_patches(ckpt, store, point["split"], picks))
+            key = (str(ckpt), point["store"], tuple(int(i) for i in picks))
+            if key not in predicted:
+                predicted[key] = predict_patches(ckpt, store, point["split"], picks)
+            predictions.append(predicted[key])
             labels.append(label)
         classes = list(store.classes)
         size = store.patch

@@ -512,7 +512,7 @@ def plot_samples(grid: SampleGrid, path: Path, title: str | None = None) -> None
 
 
 def samples_file(i: int) -> str:
-    """File name of the sample grid of the ``i``-th sweep point (without a sweep: ``samples.png``)."""
+    """Return the sample grid's file name of the ``i``-th sweep point (without a sweep: samples.png)."""
     return f"samples_{i}.png"
 
 
@@ -546,12 +546,16 @@ def _sample_grids(
         len({g.indices.tobytes() for g in samples.grids}) == 1
         and len({p["store"] for p in spec["points"]}) == 1
     )
+    # The checkpoints the rows report (``selection``); spec["seed"] is the seed drawn (sample_seed, or
+    # the first trained seed when sample_seed was not trained).
+    selections = {str(r.get("selection") or "best") for r in exp.rows}
+    chosen = selections.pop() if len(selections) == 1 else "selected"
     for i, grid in enumerate(samples.grids):
         if not sweep:
             plot_samples(grid, exp.path / "plots" / "samples.png")
             out["samples"] = (
                 Path("plots/samples.png"),
-                f"Validation patches (seed {sample_seed} best checkpoints): {what}",
+                f"Validation patches (seed {spec['seed']} {chosen} checkpoints): {what}",
             )
         else:
             name = samples_file(i)
@@ -559,7 +563,8 @@ def _sample_grids(
             patches = "the same patches at every point" if same else "this point's validation patches"
             out[f"samples:{grid.point}"] = (
                 Path("plots") / name,
-                f"Validation patches at {grid.point} ({patches}; seed {spec['seed']} checkpoints): {what}",
+                f"Validation patches at {grid.point} ({patches}; seed {spec['seed']} {chosen} checkpoints): "
+                f"{what}",
             )
         missing = grid.meta.get("missing") or []
         if missing:

@@ -230,25 +230,18 @@ def _miou_header(metric: Metric) -> str:
 def summary_table(exp: Experiment, metric: Metric | None = None) -> tuple[list[str], list[list[str]]]:
     """Per-stage summary: runs, mIoU / mean F1 / OA (mean ± std), paired Δ mIoU vs baseline, % of full.
 
-    With a sweep, one block of rows per point, the point in a first column (rows of different points
-    share seeds, so every statistic is within a point).
+    Of an experiment without a sweep, or of one sweep point (:attr:`segweak.report.views.Point.exp`):
+    rows of different points share seeds, so every statistic is within a point.
 
     Args:
-        exp: The experiment.
+        exp: The experiment, or one sweep point of it.
         metric: Headline subset (default: :func:`segweak.report.views.headline_metric`).
 
     Returns:
-        ``(header, rows)`` of formatted cells (also printed by ``segweak run`` / ``segweak demo``).
+        ``(header, rows)`` of formatted cells (also printed by ``segweak run`` / ``segweak demo``, one
+        table per sweep point).
     """
     metric = metric or headline_metric(exp)
-    if sweep_axes(exp):
-        header: list[str] = []
-        rows: list[list[str]] = []
-        for point in sweep_points(exp):
-            sub_header, sub_rows = summary_table(point.exp, metric)
-            header = ["point", *sub_header]
-            rows += [[point.label, *r] for r in sub_rows]
-        return header, rows
     groups = exp.groups()
     baseline, full = ("baseline", ""), ("full", "")
     has = set(groups)

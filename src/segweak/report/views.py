@@ -183,24 +183,13 @@ class Point:
 def sweep_points(exp: Experiment) -> list[Point]:
     """Points of the sweep in the config's axis order (one point, ``""``, without a sweep)."""
     axes = sweep_axes(exp)
-    found: dict[str, dict[str, Any]] = {}
-    rows_of: dict[str, list[dict[str, Any]]] = {}
-    for r in exp.rows:
-        label = str(r.get("point") or "")
-        found.setdefault(label, dict(r.get("factors") or {}))
-        rows_of.setdefault(label, []).append(r)
+    points = exp.by_point()
+    found = {label: dict(point.rows[0].get("factors") or {}) for label, point in points.items()}
 
     def order(label: str) -> tuple[int, ...]:
         return tuple(_index(values, found[label].get(key)) for key, values in axes.items())
 
-    labels = sorted(found, key=lambda lb: (order(lb), lb))
-    return [
-        # A point is read as an experiment without a sweep (its rows repeat no seed).
-        Point(
-            lb, found[lb], Experiment(exp.path, {**exp.results, "rows": rows_of[lb], "sweep": {}}, exp.config)
-        )
-        for lb in labels
-    ]
+    return [Point(lb, found[lb], points[lb]) for lb in sorted(found, key=lambda lb: (order(lb), lb))]
 
 
 def is_sweep(exp: Experiment) -> bool:
