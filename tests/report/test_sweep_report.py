@@ -297,3 +297,17 @@ def test_cli_prints_one_readable_table_per_point_at_80_columns(tmp_path):
     assert sum(line.startswith("baseline ") for line in lines) == 2
     assert sum(line.startswith("pseudo_label ") for line in lines) == 2
     assert text.count("0.630 ±") >= 2 and "0.700 ±" in text and "0.720 ±" in text
+
+
+def test_curve_scale_follows_the_declared_values_not_the_achieved_shares(tmp_path):
+    # A 5-20 % sweep (4×) whose split achieved 4.9-20.5 % (4.2×) stays linear: the rounding of one
+    # dataset's split must not change the scale, and with it the label-efficiency reading.
+    fractions = [0.05, 0.1, 0.2]
+    achieved = {0.05: 0.049, 0.1: 0.1, 0.2: 0.205}
+    rows = _strong_rows(fractions)
+    for r in rows:
+        r["strong_fraction"] = achieved[r["factors"]["split.strong"]]
+    exp = load_experiment(_write(tmp_path, rows, {"split.strong": fractions}))
+    curves = views.axis_curves(exp, "split.strong", views.headline_metric(exp))
+    assert views.log_x(list(achieved.values())) is True
+    assert not curves.log

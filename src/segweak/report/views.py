@@ -28,7 +28,7 @@ LOG_SPAN = 4.0
 
 
 def log_x(xs: Sequence[float]) -> bool:
-    """Whether a numeric sweep axis with x values ``xs`` is log-scaled.
+    """Whether a numeric sweep axis with declared values ``xs`` is log-scaled.
 
     The one rule for both the curve figure's x axis and the label-efficiency reading, which
     interpolates in the scale the figure draws (:func:`segweak.report.stats.first_crossing`): every x
@@ -287,7 +287,9 @@ def axis_curves(exp: Experiment, axis: str, metric: Metric) -> AxisCurves:
     numeric = all(_numeric(v) for v in values)
     points = sweep_points(exp)
     xs = {p.label: _point_x(p, axis, values, numeric) for p in points}
-    log = numeric and log_x(list(xs.values()))
+    # The scale follows the declared values, not the achieved strong shares: a 5-20 % sweep (4×) must
+    # not flip to log because a split rounded its shares to 4.1× on one dataset and 3.9× on another.
+    log = numeric and log_x([float(v) for v in values])
     ticks = [] if numeric else [(float(i), value_label(v)) for i, v in enumerate(values)]
     if axis == STRONG_AXIS:
         xlabel = "pixel-labelled (strong) share of the patches, as achieved by the split"
