@@ -161,11 +161,13 @@ class Polygons:
         """Georeferenced tiles (ids, store order) whose footprint meets row ``row``'s bounding box.
 
         Each tile's footprint is the box of its pixel grid (one pixel of margin) in its own CRS; the
-        polygon's box is taken to each tile CRS once for all rows (:func:`_boxes_in`). The test runs
+        polygon's box is taken to each tile CRS once for all rows (:func:`_boxes_in`: one vectorised
+        transform per distinct tile CRS, none when it is the file's, the common case). The test runs
         in the tile's CRS, where the polygon is rasterised: the reprojected polygon lies in the box of
-        its reprojected vertices, which lies in the reprojected box of its vertices. Going the other
-        way (tile footprints into the file's CRS) would compare a polygon whose edges are straight in
-        the tile's CRS with a box in another, which holds only approximately.
+        its reprojected vertices, which lies in the reprojected box of its vertices, so a pixel centre
+        inside it lies in both boxes and a tile that fails the test holds none (placing there gives
+        nothing). Going the other way (tile footprints into the file's CRS) would compare a polygon
+        whose edges are straight in the tile's CRS with a box in another, which holds only roughly.
         """
         if not self._by_crs:
             from affine import Affine
@@ -266,17 +268,18 @@ class Polygons:
             ) from None
         if not inside.any():
             return False, none
-        # Summed-area table of the window: the inside pixel count of every patch in O(1), each patch
-        # clipped to the window (no pixel outside it is inside the polygon).
-        sat = np.zeros((r1 - r0 + 1, c1 - c0 + 1), dtype=np.int64)
-        sat[1:, 1:] = inside.astype(np.int64).cumsum(0).cumsum(1)
+        # Inside pixels of each patch, clipped to the window (no pixel outside it is inside the
+        # polygon): counted only for the few patches that overlap the window, which is cheaper than a
+        # summed-area table of the whole window (two int64 cumsums over every pixel of it).
         on_tile = self._patches_on(store, str(rec["id"]))
         p = int(store.patch)
         top = np.clip(store.rows[on_tile] - r0, 0, r1 - r0)
         bottom = np.clip(store.rows[on_tile] + p - r0, 0, r1 - r0)
         left = np.clip(store.cols[on_tile] - c0, 0, c1 - c0)
         right = np.clip(store.cols[on_tile] + p - c0, 0, c1 - c0)
-        count = sat[bottom, right] - sat[top, right] - sat[bottom, left] + sat[top, left]
+        count = np.zeros(len(on_tile), dtype=np.int64)
+        for k in np.flatnonzero((bottom > top) & (right > left)):
+            count[k] = np.count_nonzero(inside[top[k] : bottom[k], left[k] : right[k]])
         # A hair of slack so min_cover=1.0 is not lost to float rounding of count / p².
         return True, on_tile[count / float(p * p) >= min_cover - 1e-9]
 
