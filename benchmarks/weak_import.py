@@ -11,14 +11,22 @@ import's alone.
 
 Target (2 CPU cores): each import of 20k parcels over 25 tiles <= 20 s and peak RSS <= 1 GB.
 
-Measured (2 shared cores with ~6 other agents busy, ``nice -n 19``; 25 tiles of 1536 px, 900 patches;
-wall s / peak RSS MB of the child process):
+Measured 2026-11-28 on the shared 2-core machine (~6 other agents busy, ``nice -n 19``; load varied
+between runs, so compare orders of magnitude), 25 tiles of 1536 px (900 patches), wall s / peak RSS
+MB of the import's child process (``VmHWM``; about 35 MB before the import). Before = commit 5e34af1
+(every tile tried for every polygon); after = the prefiltered placement. Same bags in both.
 
-=========  ========  ===============  ===============
-features   format    before           after
-=========  ========  ===============  ===============
-2,000      GeoJSON   filled in below  filled in below
-=========  ========  ===============  ===============
+========  =======  =====================  ===========
+features  format   before (s / MB)        after
+========  =======  =====================  ===========
+2,000     GeoJSON  14.5; 10.1 / 86        1.0 / 79
+2,000     CSV      14.1 / (not measured)  1.4 / 82
+20,000    GeoJSON  97.7; 140.7 / 147      3.6 / 137
+20,000    CSV      199.9 / (not measured) 4.2 / 130
+========  =======  =====================  ===========
+
+(Two "before" seconds: two runs. The first run's RSS read ``ru_maxrss``, which carries the parent's
+peak into the child, so only the second run's GeoJSON peaks are given.)
 
 Usage::
 
