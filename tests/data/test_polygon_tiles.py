@@ -390,3 +390,143 @@ def test_experiment_import_says_which_polygons_skip_unplaced_left_out(store: Pat
     import_weak_labels(SimpleNamespace(weak_labels=[imp]), store, log.append)
     assert "1 polygon(s) without an image gave no patch on any tile" in log[-1]
     assert "(weak_labels[0].skip_unplaced): data row(s) 2" in log[-1]
+
+
+# ---- many polygons: only the tiles a polygon's box meets are rasterised ----------------------------
+
+
+def _brute_force(polys, row: int, st: Store, min_cover: float) -> tuple[list[int], list[str]]:
+    """The placement without any prefilter: the polygon reprojected to and rasterised on every tile."""
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.features import rasterize
+    from rasterio.warp import transform_geom
+
+    patches: list[int] = []
+    touched: list[str] = []
+    for rec in st.meta["tiles"]:
+        georef = rec.get("georef") or {}
+        if not georef.get("crs"):
+            continue
+        geom = polys.geometries[row - 1]
+        if CRS.from_user_input(polys.crs) != CRS.from_wkt(georef["crs"]):
+            geom = transform_geom(CRS.from_user_input(polys.crs), CRS.from_wkt(georef["crs"]), geom)
+        h, w = rec["shape"]
+        full = rasterize([(geom, 1)], out_shape=(h, w), transform=Affine(*georef["transform"]), dtype="uint8")
+        if not full.any():
+            continue
+        touched.append(rec["id"])
+        p = st.patch
+        patches += [
+            i
+            for i in range(len(st))
+            if st.tiles[i] == rec["id"]
+            and full[st.rows[i] : st.rows[i] + p, st.cols[i] : st.cols[i] + p].mean() >= min_cover - 1e-9
+        ]
+    return sorted(patches), touched
+
+
+def _random_polygons(rng: np.random.Generator, centres: list[tuple[float, float]], n: int) -> list[dict]:
+    """Star-shaped polygons (and some two-part MultiPolygons) of 2..80 m around the given points."""
+    geoms = []
+    for _ in range(n):
+        parts = []
+        for _ in range(1 if rng.random() < 0.8 else 2):
+            cx, cy = centres[int(rng.integers(len(centres)))] + rng.normal(0, 30, size=2)
+            k = int(rng.integers(3, 9))
+            angles = np.sort(rng.uniform(0, 2 * np.pi, k))
+            radii = rng.uniform(1, 40, k)
+            ring = [[cx + r * np.cos(a), cy + r * np.sin(a)] for a, r in zip(angles, radii, strict=True)]
+            parts.append([[*ring, ring[0]]])
+        geoms.append(
+            {"type": "Polygon", "coordinates": parts[0]}
+            if len(parts) == 1
+            else {"type": "MultiPolygon", "coordinates": parts}
+        )
+    return geoms
+
+
+@pytest.mark.parametrize("crs", [UTM32, UTM33])
+def test_prefiltered_placement_equals_placing_on_every_tile(store: Path, crs: str):
+    """Random polygons around the t0|t1 border and on t2, in UTM 32 and in UTM 33 (so either the
+    two touching tiles or the far one need reprojection): same patches and tiles as brute force."""
+    from rasterio.warp import transform as warp
+
+    from segweak.data.polygons import Polygons
+
+    st = Store(store)
+    # Hot spots in UTM 32: t0's middle, the t0|t1 edge, t1's far corner, t2's middle and corner, nowhere.
+    spots = [
+        _world(48, 48),
+        _world(96, 10),
+        _world(190, 95),
+        (FAR[0] + 24, FAR[1] - 24),
+        FAR,
+        (499000.0, 5.4e6),
+    ]
+    if crs == UTM33:
+        xs, ys = warp(UTM32, UTM33, [x for x, _ in spots], [y for _, y in spots])
+        spots = list(zip(xs, ys, strict=True))
+    geoms = _random_polygons(np.random.default_rng(1), spots, 60)
+    polys = Polygons(Path("random.geojson"), geoms, crs)
+    placed = 0
+    for row in range(1, len(geoms) + 1):
+        for cover in (1.0, 0.3):
+            want = _brute_force(polys, row, st, cover)
+            patches, touched = polys.cover_tiles(row, st, cover)
+            assert (patches.tolist(), touched) == want, (row, cover)
+            placed += bool(touched)
+    assert placed > 40  # the random polygons do land on tiles, several on two at once
+    assert sum(len(polys.cover_tiles(r, st, 0.3)[1]) > 1 for r in range(1, len(geoms) + 1)) >= 3
+
+
+def test_polygon_is_only_rasterised_on_tiles_its_box_meets(store: Path, monkeypatch):
+    from segweak.data.polygons import Polygons
+
+    st = Store(store)
+    t0, t1, t2, _ = _tiles(store)
+    geoms = [_rect(10, 10, 40, 40), _rect(80, 10, 120, 40), _around_far(), _rect(-400, 0, -300, 50)]
+    polys = Polygons(Path("few.geojson"), geoms, UTM32)
+    seen: list[str] = []
+    place = Polygons._place
+
+    def spy(self, row, rec, *args):
+        seen.append(rec["id"])
+        return place(self, row, rec, *args)
+
+    monkeypatch.setattr(Polygons, "_place", spy)
+    got = []
+    for row in range(1, 5):
+        seen.clear()
+        touched = polys.cover_tiles(row, st, 1.0)[1]
+        got.append((list(seen), touched))
+    assert got == [([t0], [t0]), ([t0, t1], [t0, t1]), ([t2], [t2]), ([], [])]
+
+
+def test_reprojected_boxes_hold_the_reprojected_outline():
+    """A box taken to another CRS (8 points an edge, padded) holds its outline sampled densely."""
+    from rasterio.crs import CRS
+    from rasterio.warp import transform as warp
+
+    from segweak.data.polygons import _boxes_in
+
+    rng = np.random.default_rng(2)
+    lo = rng.uniform([490000, 5300000], [510000, 5500000], size=(200, 2))
+    size = rng.uniform(0, 1, size=(200, 1)) * rng.choice([10.0, 1e3, 5e4], size=(200, 1))
+    boxes = np.hstack([lo, lo + size * rng.uniform(0.1, 1, size=(200, 2))])
+    boxes[0] = [-np.inf, -np.inf, np.inf, np.inf]
+    dst = CRS.from_user_input(UTM33).to_wkt()
+    got = _boxes_in(boxes, UTM32, dst)
+    assert np.isinf(got[0]).all() and np.isfinite(got[1:]).all()
+    t = np.linspace(0, 1, 401)
+    for (x0, y0, x1, y1), (a0, b0, a1, b1) in zip(boxes[1:], got[1:], strict=True):
+        xs = np.concatenate(
+            [x0 + t * (x1 - x0), np.full_like(t, x1), x0 + t * (x1 - x0), np.full_like(t, x0)]
+        )
+        ys = np.concatenate(
+            [np.full_like(t, y0), y0 + t * (y1 - y0), np.full_like(t, y1), y0 + t * (y1 - y0)]
+        )
+        tx, ty = warp(UTM32, UTM33, xs, ys)
+        assert a0 <= min(tx) and max(tx) <= a1 and b0 <= min(ty) and max(ty) <= b1
+    assert (_boxes_in(boxes, UTM32, CRS.from_user_input(UTM32).to_wkt()) == boxes).all()
+    assert np.isinf(_boxes_in(boxes[1:], "EPSG:999999", dst)).all()

@@ -337,8 +337,8 @@ def read_table(
         if polygons is not None and not image:
             # No image: the polygon's bag is its patches on every georeferenced tile it lies on.
             bag_image = None
-            inside, touched = polygons.cover_tiles(r, store, min_cover)
-            if not inside.any():
+            idx, touched = polygons.cover_tiles(r, store, min_cover)
+            if idx.size == 0:
                 if skip_unplaced:
                     skipped.append(r)
                     continue
@@ -365,7 +365,7 @@ def read_table(
                 inside = on_tile & patches_in_window(store.rows, store.cols, size, (x0, y0, x1, y1))
             else:
                 inside = on_tile
-        idx = np.flatnonzero(inside)
+            idx = np.flatnonzero(inside)
         if idx.size == 0:
             what = f"polygon of {polygons.unit} {r}" if polygons is not None else f"window {window}"
             rule = (
