@@ -104,8 +104,21 @@ def test_a_later_method_can_teach_from_an_earlier_single_run_method(tmp_path):
     assert rnd.teacher.endswith("joint-split0-seed0/checkpoints/best.ckpt")
 
 
-def test_run_with_pseudo_label_rounds_end_to_end(tmp_path, tiny_store, monkeypatch):
+def _rerun_trains_nothing(cfg, exp: Path, monkeypatch) -> None:
+    """Run the experiment again with training forbidden; its results.json must come out unchanged."""
     from segweak.train import engine
+
+    snapshot = (exp / "results.json").read_bytes()
+
+    def no_training(run_cfg):
+        raise AssertionError(f"retrained {run_cfg.run_dir}")
+
+    monkeypatch.setattr(engine, "train", no_training)
+    runner.run_experiment(cfg, make_report=False)
+    assert (exp / "results.json").read_bytes() == snapshot
+
+
+def test_run_with_pseudo_label_rounds_end_to_end(tmp_path, tiny_store, monkeypatch):
 
     cfg = _cfg(tmp_path, tiny_store)
     exp = runner.run_experiment(cfg, make_report=False)
@@ -146,14 +159,7 @@ def test_run_with_pseudo_label_rounds_end_to_end(tmp_path, tiny_store, monkeypat
 
     # A rerun trains nothing and rewrites no artefact.
     stamps = {p: p.stat().st_mtime_ns for p in (exp / "pseudo").glob("*/pseudo.json")}
-    snapshot = (exp / "results.json").read_bytes()
-
-    def no_training(cfg):
-        raise AssertionError(f"retrained {cfg.run_dir}")
-
-    monkeypatch.setattr(engine, "train", no_training)
-    runner.run_experiment(cfg, make_report=False)
-    assert (exp / "results.json").read_bytes() == snapshot
+    _rerun_trains_nothing(cfg, exp, monkeypatch)
     assert stamps == {p: p.stat().st_mtime_ns for p in (exp / "pseudo").glob("*/pseudo.json")}
     monkeypatch.undo()
 
@@ -319,11 +325,4 @@ def test_student_init_swept_end_to_end_starts_from_the_teachers_weights(tmp_path
     assert recorded["init"]["checkpoint"] == str(teacher)
     assert recorded["methods"]["pseudo_label"]["student_init"] == "teacher"
     # A rerun trains nothing: the finished student matches what is asked (init.checkpoint included).
-    snapshot = (exp / "results.json").read_bytes()
-
-    def no_training(run_cfg):
-        raise AssertionError(f"retrained {run_cfg.run_dir}")
-
-    monkeypatch.setattr(engine, "train", no_training)
-    runner.run_experiment(cfg, make_report=False)
-    assert (exp / "results.json").read_bytes() == snapshot
+    _rerun_trains_nothing(cfg, exp, monkeypatch)
