@@ -130,3 +130,14 @@ def test_normalise_rescales_and_cli_warns(store: Path, tmp_path: Path, capsys):
     assert main(["weak", "import", str(table), "--store", str(store), "--name", "t", "--normalise"]) == 2
     assert main(["info", str(store)]) == 0
     assert "weak labels 't': imported from" in capsys.readouterr().out
+
+
+def test_store_tile_patches_index_every_patch_once_in_order(tiny_store):
+    store = Store(tiny_store)
+    groups = store.tile_patches()
+    assert store.tile_patches() is groups  # built once
+    assert sorted(groups) == sorted(set(store.tiles))
+    for tile, idx in groups.items():
+        assert idx.dtype == np.int64 and (np.diff(idx) > 0).all()
+        assert idx.tolist() == [i for i, t in enumerate(store.tiles) if t == tile]
+    assert sum(len(idx) for idx in groups.values()) == len(store)

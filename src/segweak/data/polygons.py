@@ -56,9 +56,6 @@ class Polygons:
     crs: str | None
     unit: str = "feature"
     _tiles: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
-    # Store indices of each tile's patches (sorted), built once: a tile's patches are then found in
-    # O(its patches), not by comparing all N tile names per polygon and tile.
-    _on_tile: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     # (F, 4) bounding box x0, y0, x1, y1 of every row's polygon in the file's CRS (see _file_boxes).
     _boxes: np.ndarray | None = field(default=None, repr=False)
     # Tiles by CRS (WKT): their ids in store order, (T, 4) footprints and the (F, 4) polygon boxes in
@@ -150,12 +147,7 @@ class Polygons:
 
     def _patches_on(self, store: Any, tile: str) -> np.ndarray:
         """Sorted ``(n,)`` int64 store indices of tile ``tile``'s patches."""
-        if not self._on_tile:
-            groups: dict[str, list[int]] = {}
-            for i, t in enumerate(store.tiles):
-                groups.setdefault(str(t), []).append(i)
-            self._on_tile = {t: np.asarray(ix, dtype=np.int64) for t, ix in groups.items()}
-        return self._on_tile.get(tile, np.zeros(0, dtype=np.int64))
+        return store.tile_patches().get(tile, np.zeros(0, dtype=np.int64))
 
     def _candidates(self, row: int, store: Any) -> list[str]:
         """Georeferenced tiles (ids, store order) whose footprint meets row ``row``'s bounding box.

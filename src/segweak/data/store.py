@@ -633,6 +633,7 @@ class Store:
         self._images: np.ndarray | None = None
         self._masks: np.ndarray | None = None
         self._eroded_masks: np.ndarray | None = None
+        self._tile_patches: dict[str, np.ndarray] | None = None
 
     def _damaged(self, fname: str, detail: str) -> SegweakError:
         return SegweakError(
@@ -731,6 +732,19 @@ class Store:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def tile_patches(self) -> dict[str, np.ndarray]:
+        """Return ``{tile id: (n,) int64 store indices of its patches, ascending}``, built once.
+
+        For work done tile by tile (weak-label rows, polygons): comparing every patch's tile id for
+        each query would cost O(patches) a query, O(rows × patches) for a table of one row per patch.
+        """
+        if self._tile_patches is None:
+            groups: dict[str, list[int]] = {}
+            for i, tile in enumerate(self.tiles):
+                groups.setdefault(tile, []).append(i)
+            self._tile_patches = {t: np.asarray(ix, dtype=np.int64) for t, ix in groups.items()}
+        return self._tile_patches
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}, n_patches={len(self)}, classes={self.classes})"
