@@ -4,6 +4,7 @@ supervised; every script runs as ``python benchmarks/<script>.py``; the store th
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,20 @@ def test_synthetic_store_is_built_once_and_reused(tmp_path, monkeypatch):
     # Another benchmark's name or size gets its own folder, not the cached one.
     with pytest.raises(AssertionError, match="prepared again"):
         synthetic_store(tmp_path, "y", **kwargs)
+
+
+def test_weak_table_rows_benchmark_imports_one_row_per_patch(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = BENCH.parents[1]
+    args = ["--patch", "32", "--tile", "128", "--tiles", "2", "--data", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "benchmarks/weak_table_rows.py", *args], cwd=root, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(root / "src")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "32 patches, 32 rows: import" in done.stdout and "PASS: 32 rows imported" in done.stdout
+    written = tmp_path / "rows-store-p32-t128-n2" / "weak" / "rows.json"
+    assert json.loads(written.read_text())["n_patches"] == 32
